@@ -1,0 +1,33 @@
+"""rzero_jax: JAX/TPU-native self-play reasoning training (R-Zero, Absolute Zero)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="rzero_jax",
+    version="0.1.0",
+    description="JAX/TPU-native R-Zero and Absolute Zero self-play reasoning training",
+    packages=find_packages(include=["rzero_jax", "rzero_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # jax and flax must agree: flax 0.12.x supports jax 0.10.x.
+        "jax>=0.10.0,<0.11",
+        "flax>=0.12.5,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.12.0,<0.13",
+        "numpy>=2.0,<3",
+        "ml_dtypes>=0.5",
+        "safetensors>=0.5,<0.9",
+        "tokenizers>=0.22,<0.24",
+        "transformers>=5.0,<6",
+        "absl-py>=2.1,<3",
+        "ml_collections>=1.0,<2",
+        "tensorboardX>=2.6,<3",
+        "scipy>=1.13,<2",
+        "sympy>=1.13,<2",
+        "math-verify>=0.8,<0.10",
+    ],
+    extras_require={
+        # PyTorch is only the test-time reference (the local CPU wheel).
+        "test": ["pytest>=8,<10", "torch==2.13.0", "nltk>=3.9,<4"],
+    },
+)
