@@ -1,0 +1,65 @@
+"""Metrics (TensorBoard via tensorboardX, written by process 0 only) and console progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class MetricWriter:
+  """Scalars and histograms to TensorBoard; a no-op on processes other than the main one."""
+
+  def __init__(self, logdir: str, *, enabled: bool = True):
+    self._writer = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+      self._writer = SummaryWriter(logdir)
+
+  def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+    if self._writer is None:
+      return
+    for name, value in values.items():
+      if value is not None and np.isfinite(value):
+        self._writer.add_scalar(name, float(value), step)
+
+  def histogram(self, step: int, name: str, values: Any) -> None:
+    values = np.asarray(values, np.float64)
+    if self._writer is not None and values.size:
+      self._writer.add_histogram(name, values, step)
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def _clock(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+      f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+  """A line-per-update progress report with rate and ETA (safe for logs and notebooks)."""
+
+  def __init__(self, label: str, total: int, *, start: int = 0, enabled: bool = True,
+               stream: Any = None):
+    self.label, self.total, self.done = label, total, start
+    self._start_done, self._t0 = start, time.perf_counter()
+    self._enabled = enabled
+    self._stream = stream or sys.stdout
+
+  def update(self, n: int = 1, **info: Any) -> None:
+    self.done += n
+    if not self._enabled:
+      return
+    elapsed = time.perf_counter() - self._t0
+    rate = (self.done - self._start_done) / max(elapsed, 1e-9)
+    eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+    extras = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in info.items())
+    eta_text = _clock(eta) if np.isfinite(eta) else "?"
+    print(f"{self.label} {self.done}/{self.total} [{_clock(elapsed)}<{eta_text}, "
+          f"{rate:.2f}/s] {extras}".rstrip(), file=self._stream, flush=True)

@@ -1,0 +1,63 @@
+"""Dataset construction: keep the Challenger's questions the Solver is unsure about; jsonl I/O."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Iterable, Sequence
+
+
+def normalize_question(question: str) -> str:
+  """Whitespace-normalised question text, used to drop exact duplicates."""
+  return " ".join(question.split())
+
+
+def unique_questions(questions: Iterable[str | None]) -> list[str]:
+  """Well-formed questions in first-seen order, exact duplicates (up to whitespace) dropped."""
+  seen, out = set(), []
+  for q in questions:
+    if q is None:
+      continue
+    key = normalize_question(q)
+    if key not in seen:
+      seen.add(key)
+      out.append(q)
+  return out
+
+
+def in_band(p_hat: float, delta: float) -> bool:
+  """`|p_hat - 1/2| <= delta` (delta 0.25 keeps 3 to 7 agreeing votes out of 10)."""
+  return abs(p_hat - 0.5) <= delta + 1e-12
+
+
+def select_questions(questions: Sequence[str], labels: Sequence[str | None],
+                     p_hats: Sequence[float], answers: Sequence[Sequence[str | None]], *,
+                     delta: float) -> list[dict[str, Any]]:
+  """Records (question, pseudo-label, p_hat, all extracted answers) of the kept questions: those
+  with a pseudo-label and `|p_hat - 1/2| <= delta`."""
+  if not len(questions) == len(labels) == len(p_hats) == len(answers):
+    raise ValueError("select_questions: questions, labels, p_hats and answers differ in length.")
+  return [{"question": q, "label": label, "p_hat": float(p), "answers": list(a)}
+          for q, label, p, a in zip(questions, labels, p_hats, answers)
+          if label is not None and in_band(p, delta)]
+
+
+def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
+  """Writes records as jsonl atomically (temp file in the same directory, then rename)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
+  try:
+    with os.fdopen(fd, "w") as f:
+      for record in records:
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

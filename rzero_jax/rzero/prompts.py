@@ -1,0 +1,41 @@
+"""R-Zero prompts (our own wording of the spec's requirements) and Challenger output parsing."""
+
+from __future__ import annotations
+
+import re
+CHALLENGER_SYSTEM = (
+    "You are an expert problem setter for mathematics competitions. Think privately about a "
+    "brand-new, non-trivial problem from any area of mathematics that only a few strong high-school "
+    "students could solve, and work out its answer. Then output exactly one block of the form "
+    "<question>...</question> containing the problem statement, followed by \\boxed{answer} with "
+    "its final answer, and nothing else.")
+CHALLENGER_USER = ("Write one new, hard math question now, as <question>...</question> followed by "
+                   "\\boxed{answer}.")
+SOLVER_SYSTEM = ("Solve the problem. Reason step by step, then put your final answer in \\boxed{}.")
+
+MAX_QUESTION_CHARS = 4000
+_QUESTION_RE = re.compile(r"<question>(.*?)</question>", re.DOTALL)
+
+
+def challenger_messages() -> list[dict[str, str]]:
+  """The fixed Challenger chat prompt."""
+  return [{"role": "system", "content": CHALLENGER_SYSTEM},
+          {"role": "user", "content": CHALLENGER_USER}]
+
+
+def solver_messages(question: str) -> list[dict[str, str]]:
+  """The Solver chat prompt for one question."""
+  return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": question}]
+
+
+def parse_question(completion: str) -> str | None:
+  """The question inside the Challenger's single `<question>...</question>` block, or None when
+  the block is missing, repeated, empty or absurdly long (a format failure)."""
+  blocks = _QUESTION_RE.findall(completion)
+  if len(blocks) != 1:
+    return None
+  question = blocks[0].strip()
+  if not question or len(question) > MAX_QUESTION_CHARS or "<question>" in question:
+    return None
+  return question
+

@@ -1,0 +1,48 @@
+"""R-Zero rewards: the Challenger's uncertainty-minus-repetition reward and the Solver's reward."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+REWARD_VARIANTS = ("paper", "released")
+
+
+def _check_variant(variant: str) -> None:
+  if variant not in REWARD_VARIANTS:
+    raise ValueError(f"Unknown reward_variant {variant!r}: use 'paper' (default) or 'released'.")
+
+
+def uncertainty_reward(p_hat: np.ndarray) -> np.ndarray:
+  """`1 - 2 |p_hat - 1/2|`: 1 when the Solver's votes split half and half, 0 when unanimous."""
+  return 1.0 - 2.0 * np.abs(np.asarray(p_hat, np.float64) - 0.5)
+
+
+def challenger_rewards(p_hat: Sequence[float], well_formed: Sequence[bool],
+                       repetition: Sequence[float], *, variant: str = "paper") -> np.ndarray:
+  """Per-completion Challenger rewards.
+
+  paper:    `max(0, r_unc - r_rep)`, and 0 for a completion without a well-formed question.
+  released: the reference code's `min(p, 1 - p) - r_rep` (no clip), and `-1 - r_rep` for a
+            format failure.
+  `p_hat` entries of malformed completions are ignored.
+  """
+  _check_variant(variant)
+  ok = np.asarray(well_formed, bool)
+  p = np.where(ok, np.asarray(p_hat, np.float64), 0.5)
+  rep = np.asarray(repetition, np.float64)
+  if variant == "paper":
+    return np.where(ok, np.maximum(0.0, uncertainty_reward(p) - rep), 0.0)
+  return np.where(ok, np.minimum(p, 1.0 - p) - rep, -1.0 - rep)
+
+
+def solver_rewards(correct: Sequence[bool], well_formed: Sequence[bool], *,
+                   variant: str = "paper") -> np.ndarray:
+  """paper: 1 when the answer is equivalent to the pseudo-label, else 0.
+  released: `0.9 * correct + 0.1 * format` (format = a boxed answer was given)."""
+  _check_variant(variant)
+  c = np.asarray(correct, np.float64)
+  if variant == "paper":
+    return c
+  return 0.9 * c + 0.1 * np.asarray(well_formed, np.float64)

@@ -1,0 +1,84 @@
+"""R-Zero building blocks: question parsing, rewards, dataset selection, batch layout."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rzero_jax.rzero import dataset, prompts, rewards
+from rzero_jax.rzero.rollout import build_batch, split_minibatches
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("<question>What is 2+3?</question> \\boxed{5}", "What is 2+3?"),
+    ("think...\n<question>\n  Find x.\n</question>", "Find x."),
+    ("no block here \\boxed{3}", None),
+    ("<question></question>", None),
+    ("<question>a</question><question>b</question>", None),
+    ("<question>unterminated", None),
+])
+def test_parse_question(text, expected):
+  assert prompts.parse_question(text) == expected
+
+
+def test_prompts_meet_the_spec():
+  system = prompts.challenger_messages()[0]["content"]
+  assert "<question>" in system and "\\boxed" in system
+  assert prompts.solver_messages("Q?") == [
+      {"role": "system", "content": prompts.SOLVER_SYSTEM}, {"role": "user", "content": "Q?"}]
+  assert "\\boxed{}" in prompts.SOLVER_SYSTEM
+
+
+def test_uncertainty_reward_values():
+  np.testing.assert_allclose(rewards.uncertainty_reward([0.0, 0.3, 0.5, 0.7, 1.0]),
+                             [0.0, 0.6, 1.0, 0.6, 0.0])
+
+
+def test_challenger_reward_paper_and_released():
+  p = [0.5, 0.9, 0.3, 0.5]
+  ok = [True, True, True, False]
+  rep = [0.25, 0.5, 0.9, 0.25]
+  np.testing.assert_allclose(rewards.challenger_rewards(p, ok, rep), [0.75, 0.0, 0.0, 0.0])
+  np.testing.assert_allclose(rewards.challenger_rewards(p, ok, rep, variant="released"),
+                             [0.25, -0.4, -0.6, -1.25])
+  with pytest.raises(ValueError, match="reward_variant"):
+    rewards.challenger_rewards(p, ok, rep, variant="papr")
+
+
+def test_solver_rewards():
+  np.testing.assert_allclose(rewards.solver_rewards([1, 0, 0], [1, 1, 0]), [1, 0, 0])
+  np.testing.assert_allclose(rewards.solver_rewards([1, 0, 0], [1, 1, 0], variant="released"),
+                             [1.0, 0.1, 0.0])
+
+
+def test_dataset_band_and_duplicates(tmp_path):
+  qs = dataset.unique_questions(["A  b", None, "A b", "C"])
+  assert qs == ["A  b", "C"]
+  kept = dataset.select_questions(
+      ["q1", "q2", "q3", "q4", "q5"], ["1", "2", None, "4", "5"], [0.3, 0.8, 0.5, 0.75, 0.2],
+      [["1"] * 3, ["2"], [None], ["4"], ["5"]], delta=0.25)
+  assert [r["question"] for r in kept] == ["q1", "q4"]
+  path = str(tmp_path / "d" / "iter_1.jsonl")
+  dataset.write_jsonl(path, kept)
+  assert dataset.read_jsonl(path) == json.loads(json.dumps(kept))
+
+
+def test_band_matches_spec_for_ten_votes():
+  kept = [k for k in range(11) if dataset.in_band(k / 10, 0.25)]
+  assert kept == [3, 4, 5, 6, 7]
+
+
+def test_build_batch_layout():
+  batch = build_batch([[5, 6], [7]], [[1, 2, 3], [4]], [[-0.1, -0.2, -0.3], [-0.4]],
+                      np.array([1.0, -1.0]), prompt_len=3, completion_len=4, pad_id=0)
+  np.testing.assert_array_equal(batch["tokens"], [[0, 5, 6, 1, 2, 3, 0], [0, 0, 7, 4, 0, 0, 0]])
+  np.testing.assert_array_equal(batch["attention_mask"], [[0, 1, 1, 1, 1, 1, 0],
+                                                          [0, 0, 1, 1, 0, 0, 0]])
+  np.testing.assert_array_equal(batch["loss_mask"], [[0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 0, 0, 0]])
+  np.testing.assert_allclose(batch["old_logprobs"][0, 3:6], [-0.1, -0.2, -0.3])
+  assert len(split_minibatches(batch, 1)) == 2
+  with pytest.raises(ValueError, match="mini-batches"):
+    split_minibatches(batch, 3)
+  with pytest.raises(ValueError, match="does not fit"):
+    build_batch([[1, 2, 3, 4]], [[1]], [[0.0]], np.zeros(1), prompt_len=3, completion_len=4,
+                pad_id=0)
