@@ -142,11 +142,16 @@ class _TensorSource:
 
 
 def _placer(plan: ShardingPlan | None, axes: tuple[str, ...]) -> Callable[[np.ndarray], jax.Array]:
-  """Moves a host array to its devices: whole onto the default device, or shard by shard."""
+  """Moves a host array to its devices: whole onto the default device, or shard by shard (each
+  process reads only the slices its own devices hold)."""
   if plan is None:
     return jax.device_put
-  sharding = plan.sharding(axes)
-  return lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+  def place(x: np.ndarray) -> jax.Array:
+    sharding = plan.sharding(axes, x.shape, weight=True)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+  return place
 
 
 def load_pretrained(path: str, *, dtype: str = "bfloat16", mesh: jax.sharding.Mesh | None = None,

@@ -1,0 +1,113 @@
+"""Bytes per device of weights, optimizer state and KV cache under each sharding strategy.
+
+  python -m rzero_jax.bench.memory_table [--batch=64 --length=6144]
+
+Computed from the same layout code that places real arrays (`sharding.logical_to_spec`), on mesh
+shapes alone, so any device count can be tabulated without the devices. Prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+from typing import Sequence
+
+import jax
+
+from rzero_jax import sharding
+from rzero_jax.models.config import ModelConfig
+from rzero_jax.models.decoder import CACHE_AXES, param_axes, param_shapes
+
+GIB = 1024 ** 3
+
+MODELS = {
+    "Qwen3-4B": ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=2560,
+                            intermediate_size=9728, num_layers=36, num_heads=32, num_kv_heads=8,
+                            head_dim=128, qk_norm=True, tie_embeddings=True),
+    "Qwen3-8B": ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=4096,
+                            intermediate_size=12288, num_layers=36, num_heads=32, num_kv_heads=8,
+                            head_dim=128, qk_norm=True, tie_embeddings=False),
+}
+
+# (devices, strategy, mesh spec) rows of the table.
+LAYOUTS = (
+    (8, "dp", "data:8"), (8, "fsdp", "fsdp:8"), (8, "tp", "tensor:8"), (8, "fsdp_tp", "fsdp:4,tensor:2"),
+    (16, "dp", "data:16"), (16, "fsdp", "fsdp:16"), (16, "tp", "data:2,tensor:8"),
+    (16, "fsdp_tp", "fsdp:8,tensor:2"), (16, "tp", "tensor:16"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceBytes:
+  """Bytes on the most loaded device: weights at `param_bytes` per element, AdamW moments (2 x f32),
+  f32 (master) weights, and a KV cache (k and v)."""
+
+  weights: int
+  adam: int
+  master: int
+  kv_cache: int
+
+
+def shard_elements(shape: Sequence[int], spec: jax.sharding.PartitionSpec, sizes: dict[str, int]) -> int:
+  """Elements of the largest shard of an array of `shape` laid out as `spec`."""
+  out = 1
+  for i, dim in enumerate(shape):
+    entry = spec[i] if i < len(spec) else None
+    axes = () if entry is None else (entry,) if isinstance(entry, str) else entry
+    out *= -(-dim // math.prod(sizes[a] for a in axes))
+  return out
+
+
+def device_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, batch: int, length: int,
+                 param_bytes: int = 2, cache_bytes: int = 2) -> DeviceBytes:
+  """Per-device bytes of `cfg` under `strategy` on a mesh with axis `sizes`."""
+  rules = sharding.get_rules(strategy)
+  is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)  # noqa: E731
+  counts = jax.tree.map(
+      lambda axes, shape: shard_elements(
+          shape, sharding.logical_to_spec(axes, rules, sizes, shape, weight=True), sizes),
+      param_axes(cfg), param_shapes(cfg), is_leaf=is_axes)
+  elements = sum(jax.tree.leaves(counts))
+  cache_shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  cache = shard_elements(cache_shape, sharding.logical_to_spec(CACHE_AXES, rules, sizes, cache_shape),
+                         sizes)
+  return DeviceBytes(weights=elements * param_bytes, adam=elements * 8, master=elements * 4,
+                     kv_cache=2 * cache * cache_bytes)
+
+
+def table(batch: int, length: int) -> str:
+  """The markdown table for MODELS x LAYOUTS."""
+  gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
+  lines = [
+      f"| Model | Devices | Strategy | Mesh | bf16 weights | f32 weights | AdamW m+v (f32) | "
+      f"KV cache {batch}x{length} (bf16) | Train state (f32 w + m + v) | Sampler (bf16 w + KV) |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for name, cfg in MODELS.items():
+    for devices, strategy, spec in LAYOUTS:
+      b = device_bytes(cfg, strategy, sharding.parse_mesh_spec(spec, devices), batch=batch,
+                       length=length)
+      lines.append(f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(b.weights)} | {gib(b.master)} | "
+                   f"{gib(b.adam)} | {gib(b.kv_cache)} | {gib(b.master + b.adam)} | "
+                   f"{gib(b.weights + b.kv_cache)} |")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=64, help="KV cache rows")
+  parser.add_argument("--length", type=int, default=6144, help="KV cache length (prompt + completion)")
+  args = parser.parse_args()
+  logging.getLogger("rzero_jax.sharding").setLevel(logging.ERROR)  # fallbacks show in the numbers
+  for name, cfg in MODELS.items():
+    print(f"{name}: {cfg.num_params() / 1e9:.2f}B parameters")
+  print()
+  print(f"GiB per device (most loaded device), KV cache for {args.batch} sequences x {args.length} tokens:")
+  print()
+  print(table(args.batch, args.length))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,146 @@
+"""One process of a multi-process test run, started by tests (see `run_processes`).
+
+  python -m tests.multihost_worker --mode=forward --model=DIR --out=PREFIX \
+      --plan=fsdp_tp@data:2,fsdp:2,tensor:2
+
+Each process joins `jax.distributed` (coordinator from RZERO_* environment variables), runs every
+`--mode` once per `--plan` (strategy@mesh spanning every process's devices) and writes the gathered,
+global results to PREFIX.<process_id>.npz as "mode/plan/key". A mode is a function
+(args, mesh, strategy) -> dict of numpy arrays; add one to MODES to test another compute path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from typing import Callable
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def example_tokens(vocab_size: int, batch: int = 8, length: int = 12) -> tuple[np.ndarray, np.ndarray]:
+  """Deterministic tokens and a left-padded attention mask, identical on every process."""
+  rng = np.random.RandomState(0)
+  tokens = rng.randint(0, vocab_size, (batch, length)).astype(np.int32)
+  mask = np.ones((batch, length), dtype=np.int32)
+  mask[1, :3] = 0
+  mask[5, :5] = 0
+  return tokens, mask
+
+
+def run_forward(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.ndarray]:
+  """Loads the model onto the mesh, feeds each process's rows, returns the gathered logits."""
+  import jax
+  from jax.experimental import multihost_utils
+
+  from rzero_jax import sharding
+  from rzero_jax.models import decoder, hf_io
+
+  cfg, params = hf_io.load_pretrained(args.model, dtype="float32", mesh=mesh, strategy=strategy)
+  plan = sharding.make_plan(mesh, strategy)
+  tokens, mask = example_tokens(cfg.vocab_size)
+  rows = sharding.process_rows(plan, tokens.shape[0])
+  batch = sharding.host_to_global({"tokens": tokens[rows], "mask": mask[rows]}, plan,
+                                  ("batch", "length"))
+  logits = jax.jit(lambda p, b: decoder.forward(cfg, p, b["tokens"], b["mask"], plan=plan))(
+      params, batch)
+  return {"logits": np.asarray(multihost_utils.process_allgather(logits, tiled=True)),
+          "bytes_on_device0": np.asarray(sharding.bytes_on_device(params))}
+
+
+def run_batch(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.ndarray]:
+  """This process's rows, the gathered global batch, and whether a 7-row batch is refused."""
+  from jax.experimental import multihost_utils
+
+  from rzero_jax import sharding
+
+  plan = sharding.make_plan(mesh, strategy)
+  tokens, _ = example_tokens(97)
+  rows = sharding.process_rows(plan, tokens.shape[0])
+  batch = sharding.host_to_global(tokens[rows], plan, ("batch", "length"))
+  try:
+    sharding.process_rows(plan, 7)
+    odd_refused = False
+  except ValueError:
+    odd_refused = True
+  return {"rows": np.asarray([rows.start, rows.stop]), "odd_refused": np.asarray(odd_refused),
+          "tokens": np.asarray(multihost_utils.process_allgather(batch, tiled=True))}
+
+
+MODES: dict[str, Callable[..., dict[str, np.ndarray]]] = {"forward": run_forward, "batch": run_batch}
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--mode", choices=sorted(MODES), action="append", required=True,
+                      help="repeatable")
+  parser.add_argument("--model", required=True, help="HF checkpoint directory")
+  parser.add_argument("--out", required=True, help="output prefix; writes PREFIX.<process_id>.npz")
+  parser.add_argument("--plan", action="append", required=True, help="strategy@mesh_spec, repeatable")
+  args = parser.parse_args(argv)
+
+  from rzero_jax import sharding
+  if not sharding.initialize_distributed():
+    raise SystemExit("multihost_worker needs RZERO_COORDINATOR, RZERO_NUM_PROCESSES, RZERO_PROCESS_ID.")
+  import jax
+  results = {}
+  for mode in args.mode:
+    for plan in args.plan:
+      strategy, _, spec = plan.partition("@")
+      for key, value in MODES[mode](args, sharding.make_mesh(spec), strategy).items():
+        results[f"{mode}/{plan}/{key}"] = value
+  np.savez(f"{args.out}.{jax.process_index()}.npz", **results)
+  jax.distributed.shutdown()
+
+
+def free_port() -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_processes(worker_args: list[str], log_dir: str, *, num_processes: int = 2,
+                  devices_per_process: int = 4, timeout_s: float = 120.0) -> None:
+  """Runs `num_processes` workers on local CPU devices; raises with their logs if any fails.
+
+  Every worker is killed when one fails or the timeout passes, so no process outlives the call.
+  """
+  address = f"127.0.0.1:{free_port()}"
+  procs, logs = [], []
+  try:
+    for i in range(num_processes):
+      env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
+             "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+             "RZERO_COORDINATOR": address, "RZERO_NUM_PROCESSES": str(num_processes),
+             "RZERO_PROCESS_ID": str(i)}
+      log = open(os.path.join(log_dir, f"worker{i}.log"), "w+")
+      logs.append(log)
+      procs.append(subprocess.Popen([sys.executable, "-m", "tests.multihost_worker", *worker_args],
+                                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+    for p in procs:
+      p.wait(timeout=timeout_s)
+  except subprocess.TimeoutExpired:
+    pass
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+    outputs = []
+    for log in logs:
+      log.seek(0)
+      outputs.append(log.read())
+      log.close()
+  failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
+  if failed:
+    details = "\n".join(f"--- worker {i} (exit {rc}) ---\n{outputs[i][-3000:]}" for i, rc in failed)
+    raise RuntimeError(f"Multi-process workers failed or timed out after {timeout_s}s:\n{details}")
+
+
+if __name__ == "__main__":
+  main()
