@@ -1,0 +1,246 @@
+"""A persistent pool of worker subprocesses with a hard deadline per request.
+
+Workers are started with ``subprocess.Popen`` (fork+exec, safe from a process that
+runs JAX threads; never a bare fork of the trainer), each in its own session. They
+speak length-prefixed JSON over stdin/stdout (JSON, not pickle: a worker that handled
+model text is never trusted to send code to the parent). A worker first sends one
+"ready" frame, then one reply frame per request. A request that outlives its deadline
+gets its worker's whole process group SIGKILLed and the worker replaced; the request
+is answered with ``TIMEOUT``. A request whose worker dies before answering is retried
+once on a fresh worker (the death may predate the request), then answered ``CRASHED``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any, Sequence
+
+TIMEOUT = {"_pool": "timeout"}
+CRASHED = {"_pool": "crashed"}
+
+_HEADER = struct.Struct(">I")
+_MAX_FRAME = 1 << 24
+_MAX_START_FAILURES = 3
+
+
+def write_frame(fd: int, obj: Any) -> None:
+  """Writes one length-prefixed JSON frame to a file descriptor."""
+  data = json.dumps(obj).encode()
+  view = memoryview(_HEADER.pack(len(data)) + data)
+  while view:
+    view = view[os.write(fd, view):]
+
+
+def read_frame(fd: int) -> Any | None:
+  """Blocking read of one frame; None on end of file."""
+  header = _read_exact(fd, _HEADER.size)
+  if header is None:
+    return None
+  (size,) = _HEADER.unpack(header)
+  if size > _MAX_FRAME:
+    raise ValueError(f"frame of {size} bytes exceeds {_MAX_FRAME}")
+  body = _read_exact(fd, size)
+  return None if body is None else json.loads(body)
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+  buf = bytearray()
+  while len(buf) < size:
+    chunk = os.read(fd, size - len(buf))
+    if not chunk:
+      return None
+    buf += chunk
+  return bytes(buf)
+
+
+class _Worker:
+  """One worker process and the parent's view of its state."""
+
+  def __init__(self, argv: Sequence[str], env: dict[str, str], cwd: str | None):
+    self.stderr = tempfile.TemporaryFile()
+    self.proc = subprocess.Popen(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+        env=env, cwd=cwd, close_fds=True, start_new_session=True)
+    self.buf = bytearray()
+    self.ready = False
+    self.info: Any = None
+    self.job: int | None = None
+    self.deadline = 0.0
+    self.started = time.monotonic()
+
+  def fileno(self) -> int:
+    return self.proc.stdout.fileno()
+
+  def send(self, obj: Any) -> None:
+    write_frame(self.proc.stdin.fileno(), obj)
+
+  def receive(self) -> list[Any] | None:
+    """Reads what is available (call when readable); None once the worker is gone."""
+    chunk = os.read(self.fileno(), 1 << 16)
+    if not chunk:
+      return None
+    self.buf += chunk
+    frames = []
+    while len(self.buf) >= _HEADER.size:
+      (size,) = _HEADER.unpack_from(self.buf)
+      if size > _MAX_FRAME:
+        return None
+      if len(self.buf) < _HEADER.size + size:
+        break
+      body = bytes(self.buf[_HEADER.size:_HEADER.size + size])
+      del self.buf[:_HEADER.size + size]
+      try:
+        frames.append(json.loads(body))
+      except ValueError:
+        return None
+    return frames
+
+  def stderr_tail(self, size: int = 2000) -> str:
+    self.stderr.seek(0, os.SEEK_END)
+    self.stderr.seek(max(0, self.stderr.tell() - size))
+    return self.stderr.read().decode(errors="replace")
+
+  def kill(self) -> None:
+    """SIGKILLs the worker's process group and reaps the worker."""
+    try:
+      os.killpg(self.proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+    self.proc.wait()
+    for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+      stream.close()
+
+
+class WorkerPool:
+  """``size`` copies of the command ``argv``; ``map`` runs requests with deadlines.
+
+  Calls to ``map`` are serialised by a lock; one call keeps every worker busy.
+  """
+
+  def __init__(self, argv: Sequence[str], size: int, *, env: dict[str, str] | None = None,
+               cwd: str | None = None, start_timeout_s: float = 120.0):
+    if size < 1:
+      raise ValueError(f"pool size must be >= 1, got {size}")
+    self._argv = list(argv)
+    self._env = dict(env or {})
+    self._cwd = cwd
+    self._start_timeout_s = start_timeout_s
+    self._lock = threading.Lock()
+    self._start_failures = 0
+    self.closed = False
+    self._workers = [self._spawn() for _ in range(size)]
+
+  def _spawn(self) -> _Worker:
+    return _Worker(self._argv, self._env, self._cwd)
+
+  def _replace(self, worker: _Worker) -> None:
+    worker.kill()
+    self._workers[self._workers.index(worker)] = self._spawn()
+
+  def _start_failed(self, worker: _Worker, why: str) -> None:
+    self._start_failures += 1
+    tail = worker.stderr_tail()
+    self._replace(worker)
+    if self._start_failures >= _MAX_START_FAILURES:
+      raise RuntimeError(f"worker {self._argv[:3]}... failed to start ({why}): {tail}")
+
+  def wait_ready(self) -> list[Any]:
+    """Blocks until every worker has started; returns their ready frames."""
+    self._locked_run([], [], until_ready=True)
+    return [w.info for w in self._workers]
+
+  def map(self, requests: Sequence[Any], timeouts_s: Sequence[float]) -> list[Any]:
+    """Replies in request order; ``TIMEOUT`` or ``CRASHED`` where a worker failed."""
+    if len(requests) != len(timeouts_s):
+      raise ValueError(f"{len(requests)} requests but {len(timeouts_s)} timeouts")
+    return self._locked_run(requests, timeouts_s)
+
+  def _locked_run(self, requests: Sequence[Any], timeouts_s: Sequence[float],
+                  until_ready: bool = False) -> list[Any]:
+    if self.closed:
+      raise RuntimeError("worker pool is closed")
+    with self._lock:
+      try:
+        return self._run(requests, timeouts_s, until_ready)
+      except BaseException:  # e.g. KeyboardInterrupt: no reply may leak into the next call
+        for w in list(self._workers):
+          if w.job is not None:
+            self._replace(w)
+        raise
+
+  def _run(self, requests: Sequence[Any], timeouts_s: Sequence[float],
+           until_ready: bool = False) -> list[Any]:
+    pending = collections.deque(range(len(requests)))
+    retried: set[int] = set()
+    results: list[Any] = [None] * len(requests)
+    remaining = len(requests)
+    while remaining or (until_ready and not all(w.ready for w in self._workers)):
+      now = time.monotonic()
+      for w in list(self._workers):
+        if w.ready and w.job is None and pending:
+          job = pending.popleft()
+          try:
+            w.send(requests[job])
+          except OSError:
+            pending.appendleft(job)
+            self._replace(w)
+            continue
+          w.job, w.deadline = job, now + timeouts_s[job]
+      busy = [w.deadline for w in self._workers if w.job is not None]
+      starting = [w.started + self._start_timeout_s for w in self._workers if not w.ready]
+      wait = max(0.0, min(busy + starting) - now)
+      readable, _, _ = select.select(self._workers, [], [], wait)
+      for w in readable:
+        frames = w.receive()
+        if frames is None:
+          if w.job is not None and w.job not in retried:
+            retried.add(w.job)
+            pending.appendleft(w.job)
+            self._replace(w)
+          elif w.job is not None:
+            results[w.job] = CRASHED
+            remaining -= 1
+            self._replace(w)
+          elif not w.ready:
+            self._start_failed(w, "exited")
+          else:
+            self._replace(w)
+          continue
+        for frame in frames:
+          if not w.ready:
+            w.ready, w.info = True, frame
+            self._start_failures = 0
+          elif w.job is not None:
+            results[w.job] = frame
+            w.job = None
+            remaining -= 1
+      now = time.monotonic()
+      for w in list(self._workers):
+        if w.job is not None and now >= w.deadline:
+          results[w.job] = TIMEOUT
+          remaining -= 1
+          self._replace(w)
+        elif not w.ready and now >= w.started + self._start_timeout_s:
+          self._start_failed(w, f"not ready after {self._start_timeout_s} s")
+    return results
+
+  def pids(self) -> list[int]:
+    return [w.proc.pid for w in self._workers]
+
+  def close(self) -> None:
+    """Kills every worker (and its process group). Idempotent."""
+    if self.closed:
+      return
+    self.closed = True
+    with self._lock:
+      for w in self._workers:
+        w.kill()

@@ -1,0 +1,513 @@
+"""Sandbox fork server for untrusted Python programs. Standalone: stdlib only.
+
+Run as ``python -S -s -B _sandbox.py CONFIG_JSON TOKEN`` (by ``executor.Executor``)
+with a cleared environment. Startup, once per server:
+1. pre-import the allowed modules (and the harness's own needs);
+2. unshare user (when not root), mount, pid, net, ipc and uts namespaces, then fork
+   so that the serving process is pid 1 of the new pid namespace;
+3. build a minimal root: an empty read-only tmpfs holding only the Python prefix
+   (read-only, noexec, nosuid, nodev), /dev/{null,zero,urandom} and an empty /tmp,
+   then ``pivot_root`` into it and detach the old root;
+4. drop privileges: uid/gid nobody when started as root, no capabilities,
+   not dumpable.
+Each step that the host does not allow is skipped and reported in the ready frame,
+so that the parent can warn loudly.
+
+Per program: fork a child that starts a new session, closes every inherited fd,
+points stdin/stdout/stderr at /dev/null, sets rlimits (CPU, address space, file
+size 0, open files, processes 0, core 0), installs a seccomp filter (x86_64: no
+exec, fork/clone, sockets, signals to others, ptrace, mounts, namespaces, uid
+changes, bpf, io_uring, memfd, file creation/removal/renames/chmod/write-opens,
+and ENOSYS for any syscall newer than the table except a few harmless ones),
+then execs the program in a fresh module and writes ``repr(f(*args))`` to a pipe.
+The server enforces the wall-clock deadline (SIGKILL), caps the bytes it reads,
+and kills every process left in the namespace after each program.
+"""
+
+import ast
+import ctypes
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+import types
+
+_HEADER = struct.Struct(">I")
+_NOBODY = 65534
+
+# ---------------------------------------------------------------- framing
+
+
+def _write_frame(fd, obj):
+  data = json.dumps(obj).encode()
+  view = memoryview(_HEADER.pack(len(data)) + data)
+  while view:
+    view = view[os.write(fd, view):]
+
+
+def _read_frame(fd):
+  """One frame from fd; None on end of file."""
+  header = _read_exact(fd, _HEADER.size)
+  if header is None:
+    return None
+  body = _read_exact(fd, _HEADER.unpack(header)[0])
+  return None if body is None else json.loads(body)
+
+
+def _read_exact(fd, size):
+  buf = bytearray()
+  while len(buf) < size:
+    chunk = os.read(fd, size - len(buf))
+    if not chunk:
+      return None
+    buf += chunk
+  return bytes(buf)
+
+
+# ---------------------------------------------------------------- seccomp (x86_64)
+
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_X32_BIT = 0x40000000
+_RET_KILL_PROCESS = 0x80000000
+_RET_ALLOW = 0x7FFF0000
+_RET_ERRNO = 0x00050000
+_EPERM, _EACCES, _ENOSYS = 1, 13, 38
+_WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000 | 0o20000000
+_TIOCSTI = 0x5412
+_FIRST_UNLISTED = 424
+_ALLOWED_NEW = (436, 439, 441, 449)  # close_range, faccessat2, epoll_pwait2, futex_waitv
+_DENIED = {
+    "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "kill": 62, "tkill": 200,
+    "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "ptrace": 101,
+    "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "socket": 41,
+    "socketpair": 53, "connect": 42, "accept": 43, "accept4": 288, "sendto": 44, "sendmsg": 46,
+    "sendmmsg": 307, "bind": 49, "listen": 50, "mount": 165, "umount2": 166, "pivot_root": 155,
+    "chroot": 161, "unshare": 272, "setns": 308, "setuid": 105, "setgid": 106, "setreuid": 113,
+    "setregid": 114, "setgroups": 116, "setresuid": 117, "setresgid": 119, "setfsuid": 122,
+    "setfsgid": 123, "capset": 126, "bpf": 321, "userfaultfd": 323, "perf_event_open": 298,
+    "keyctl": 250, "add_key": 248, "request_key": 249, "personality": 135, "memfd_create": 319,
+    "mknod": 133, "mknodat": 259, "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
+    "renameat2": 316, "mkdir": 83, "mkdirat": 258, "rmdir": 84, "chmod": 90, "fchmod": 91,
+    "fchmodat": 268, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260, "truncate": 76,
+    "ftruncate": 77, "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266, "creat": 85,
+    "utime": 132, "utimes": 235, "utimensat": 280, "futimesat": 261, "setxattr": 188,
+    "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198,
+    "fremovexattr": 199, "prlimit64": 302, "setrlimit": 160, "inotify_init": 253,
+    "inotify_init1": 294, "fanotify_init": 300, "open_by_handle_at": 304,
+    "name_to_handle_at": 303, "reboot": 169, "swapon": 167, "swapoff": 168, "sethostname": 170,
+    "setdomainname": 171, "init_module": 175, "finit_module": 313, "delete_module": 176,
+    "kexec_load": 246, "kexec_file_load": 320, "acct": 163, "quotactl": 179, "syslog": 103,
+    "iopl": 172, "ioperm": 173, "vhangup": 153, "settimeofday": 164, "clock_settime": 227,
+    "adjtimex": 159, "clock_adjtime": 305, "uselib": 134, "_sysctl": 156, "nfsservctl": 180,
+    "lookup_dcookie": 212, "move_pages": 279, "migrate_pages": 256, "mq_open": 240,
+    "mq_unlink": 241, "modify_ldt": 154, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67,
+    "semget": 64, "semop": 65, "semctl": 66, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+}
+_NR_OPEN, _NR_OPENAT, _NR_IOCTL = 2, 257, 16
+
+
+def _seccomp_program():
+  """The BPF filter as bytes (struct sock_filter[])."""
+  code = []  # (opcode, jt, jf, k)
+
+  def ret(value):
+    code.append((0x06, 0, 0, value))
+
+  def load(offset):
+    code.append((0x20, 0, 0, offset))
+
+  def jump_unless(op, value, skip):
+    code.append((op, 0, skip, value))  # fall through when the test holds
+
+  load(4)
+  jump_unless(0x15, _AUDIT_ARCH_X86_64, 1)
+  code.append((0x05, 0, 0, 1))  # ja +1 (arch ok)
+  ret(_RET_KILL_PROCESS)
+  load(0)
+  code.append((0x35, 0, 1, _X32_BIT))  # jge x32 -> kill
+  ret(_RET_KILL_PROCESS)
+  for nr in sorted(set(_DENIED.values())):
+    jump_unless(0x15, nr, 1)
+    ret(_RET_ERRNO | _EPERM)
+  for nr, flags_offset in ((_NR_OPEN, 24), (_NR_OPENAT, 32)):
+    jump_unless(0x15, nr, 4)
+    load(flags_offset)
+    code.append((0x45, 0, 1, _WRITE_FLAGS))  # jset write flags -> EACCES
+    ret(_RET_ERRNO | _EACCES)
+    load(0)
+  jump_unless(0x15, _NR_IOCTL, 4)
+  load(24)
+  jump_unless(0x15, _TIOCSTI, 1)
+  ret(_RET_ERRNO | _EPERM)
+  load(0)
+  for nr in _ALLOWED_NEW:
+    jump_unless(0x15, nr, 1)
+    ret(_RET_ALLOW)
+  code.append((0x35, 0, 1, _FIRST_UNLISTED))  # jge newer syscalls -> ENOSYS
+  ret(_RET_ERRNO | _ENOSYS)
+  ret(_RET_ALLOW)
+  return b"".join(struct.pack("HBBI", *ins) for ins in code)
+
+
+class _SockFprog(ctypes.Structure):
+  _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _install_seccomp(libc, program):
+  buf = ctypes.create_string_buffer(program, len(program))
+  prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+  if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+    raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+  if libc.prctl(22, 2, ctypes.addressof(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+    raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+
+def _seccomp_works(libc, program):
+  """Installs the filter in a throwaway child and checks that fork is then refused."""
+  pid = os.fork()
+  if pid == 0:
+    try:
+      _install_seccomp(libc, program)
+      os._exit(0 if libc.fork() == -1 else 1)
+    except BaseException:  # noqa: BLE001 - any failure means "not available"
+      os._exit(1)
+  return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+# ---------------------------------------------------------------- namespaces and mounts
+
+_CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
+_CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 1024, 2048, 1 << 21
+_ST_RELATIME = 4096
+_MNT_DETACH = 2
+_SYS_PIVOT_ROOT = 155
+
+
+def _call(result, what):
+  if result != 0:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _unshare(libc):
+  """Enters new namespaces; returns their names. Raises OSError when not permitted."""
+  flags = _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS
+  uid, gid = os.getuid(), os.getgid()
+  if uid != 0:
+    flags |= _CLONE_NEWUSER
+  _call(libc.unshare(flags), "unshare")
+  if uid != 0:
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
+                       ("/proc/self/gid_map", f"0 {gid} 1")):
+      with open(path, "w") as f:
+        f.write(text)
+  return ["user"] * (uid != 0) + ["mount", "pid", "net", "ipc", "uts"]
+
+
+def _mount(libc, source, target, fstype, flags, data=None):
+  _call(libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
+                   flags, data and data.encode()), f"mount {target}")
+
+
+def _bind_readonly(libc, source, target):
+  _mount(libc, source, target, None, _MS_BIND | _MS_REC)
+  flags = os.statvfs(target).f_flag  # keep atime flags: a user namespace may not change them
+  kept = flags & (_MS_NOATIME | _MS_NODIRATIME) | (_MS_RELATIME if flags & _ST_RELATIME else 0)
+  _mount(libc, None, target, None,
+         _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | kept)
+
+
+def _pivot(libc, root, readonly_paths):
+  """Makes ``root`` (an existing empty directory) the new, minimal, read-only root."""
+  _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
+  _mount(libc, "tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64k,mode=0755")
+  for path in readonly_paths:
+    os.makedirs(root + path, exist_ok=True)
+    _bind_readonly(libc, path, root + path)
+  os.makedirs(root + "/dev")
+  for name in ("null", "zero", "urandom"):
+    open(f"{root}/dev/{name}", "w").close()
+    _mount(libc, f"/dev/{name}", f"{root}/dev/{name}", None, _MS_BIND)
+  os.makedirs(root + "/tmp")
+  os.makedirs(root + "/.old")
+  _call(libc.syscall(_SYS_PIVOT_ROOT, root.encode(), (root + "/.old").encode()), "pivot_root")
+  os.chdir("/")
+  _call(libc.umount2(b"/.old", _MNT_DETACH), "umount old root")
+  os.rmdir("/.old")
+  _mount(libc, None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+  os.chdir("/tmp")
+
+
+def _drop_privileges(libc, host_root):
+  """Host root becomes nobody; everyone loses all capabilities and dumpability."""
+  if host_root:
+    os.setgroups([])
+    os.setresgid(_NOBODY, _NOBODY, _NOBODY)
+    os.setresuid(_NOBODY, _NOBODY, _NOBODY)
+  header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+  _call(libc.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+  libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+
+
+def _isolate(libc, scratch, readonly_paths, out_fd, namespaces):
+  """Namespaces, minimal root and privilege drop, as far as the host (and config) allow."""
+  report = {"namespaces": [], "filesystem": False, "privileges_dropped": False, "warnings": []}
+  host_root = os.getuid() == 0
+  try:
+    if not namespaces:
+      raise OSError("disabled by configuration")
+    report["namespaces"] = _unshare(libc)
+  except OSError as e:
+    report["warnings"].append(f"no namespaces ({e}): programs share the host's network, "
+                              "process table and (read-only) files")
+  if report["namespaces"]:
+    _become_pid1(libc, out_fd)
+    try:
+      _pivot(libc, scratch, readonly_paths)
+      report["filesystem"] = True
+    except OSError as e:
+      report["warnings"].append(f"no private root ({e}): programs can read host files "
+                                "that the sandbox uid can read")
+  try:
+    _drop_privileges(libc, host_root)
+    report["privileges_dropped"] = True
+  except OSError as e:
+    report["warnings"].append(f"could not drop privileges ({e})")
+  return report
+
+
+def _become_pid1(libc, out_fd):
+  """Forks into the new pid namespace; the original process only mirrors the child's exit."""
+  pid = os.fork()
+  if pid == 0:
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    return
+  for fd in (0, 1, out_fd):
+    os.close(fd)
+  _, status = os.waitpid(pid, 0)
+  os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+# ---------------------------------------------------------------- the child
+
+
+class _Sink:
+  """Discards program output (stdout/stderr) without holding it in memory."""
+
+  def write(self, text):
+    return len(text)
+
+  def flush(self):
+    pass
+
+
+def _set_limits(timeout_s, memory_bytes):
+  cpu = max(1, math.ceil(timeout_s))
+  for res, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)),
+                     (resource.RLIMIT_AS, (memory_bytes, memory_bytes)),
+                     (resource.RLIMIT_FSIZE, (0, 0)), (resource.RLIMIT_NOFILE, (64, 64)),
+                     (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NPROC, (0, 0))):
+    resource.setrlimit(res, value)
+
+
+def _child(request, result_fd, config, seccomp, libc):
+  """Runs one program; never returns."""
+  try:
+    os.setsid()
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+      os.dup2(devnull, fd)
+    os.closerange(3, result_fd)
+    os.closerange(result_fd + 1, 1 << 16)
+    for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGXCPU, signal.SIGXFSZ):
+      signal.signal(sig, signal.SIG_DFL)
+    _set_limits(request["timeout_s"], config["baseline"] + config["memory_mb"] * (1 << 20))
+    sys.stdout = sys.stderr = _Sink()
+    sys.stdin = None
+    if "random" in sys.modules:
+      sys.modules["random"].seed()
+    if seccomp is not None:
+      _install_seccomp(libc, seccomp)
+    reply = _execute(request["program"], request["inputs"], config["output_limit"])
+  except BaseException as e:  # noqa: BLE001 - the child reports every failure
+    reply = {"status": "error", "error": _describe(e)}
+  try:
+    _write_result(result_fd, reply, config["output_limit"])
+  finally:
+    os._exit(0)
+
+
+def _describe(e):
+  try:
+    text = f"{type(e).__name__}: {e}"
+  except BaseException:  # noqa: BLE001 - a hostile __str__
+    text = type(e).__name__
+  return text[:1000]
+
+
+def _execute(program, inputs, output_limit):
+  module = types.ModuleType("__sandbox__")
+  sys.modules["__sandbox__"] = module
+  exec(compile(program, "<program>", "exec"), module.__dict__)
+  f = module.__dict__.get("f")
+  if not callable(f):
+    return {"status": "error", "error": "NameError: the program does not define a function f"}
+  value = ast.literal_eval(inputs)
+  args = value if type(value) is tuple else (value,)
+  output = repr(f(*args))
+  if type(output) is not str:
+    return {"status": "error", "error": "TypeError: repr did not return a str"}
+  if len(output) > output_limit:
+    return {"status": "error", "error": f"OutputTooLarge: repr is {len(output)} characters"}
+  return {"status": "ok", "output": output}
+
+
+def _write_result(fd, reply, output_limit):
+  data = json.dumps(reply).encode()[:output_limit * 12 + 4096]
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
+
+
+# ---------------------------------------------------------------- the server
+
+
+def _collect(pid, result_fd, deadline, byte_limit):
+  """Reads the child's result until it exits, the deadline passes, or too many bytes come."""
+  data = bytearray()
+  while True:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+      return "timeout", bytes(data), _kill_and_wait(pid)
+    if select.select([result_fd], [], [], remaining)[0]:
+      chunk = os.read(result_fd, 1 << 16)
+      if not chunk:
+        break
+      data += chunk
+      if len(data) > byte_limit:
+        return "overflow", bytes(data), _kill_and_wait(pid)
+  while time.monotonic() < deadline:
+    if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+      return "done", bytes(data), _kill_and_wait(pid)
+    time.sleep(0.0005)
+  return "timeout", bytes(data), _kill_and_wait(pid)
+
+
+def _kill_and_wait(pid):
+  _kill(pid)
+  return os.waitpid(pid, 0)[1]
+
+
+def _kill(pid):
+  for target in (-pid, pid):
+    try:
+      os.kill(target, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+      pass
+
+
+def _reap_strays():
+  """As pid 1 of a private pid namespace: kill and reap whatever a program left behind."""
+  if os.getpid() == 1:
+    try:
+      os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+  while True:
+    try:
+      if os.waitpid(-1, os.WNOHANG)[0] == 0:
+        break
+    except ChildProcessError:
+      break
+
+
+def _signal_name(sig):
+  try:
+    return signal.Signals(sig).name
+  except ValueError:
+    return f"signal {sig}"
+
+
+def _classify(outcome, data, status, timeout_s):
+  if outcome == "timeout":
+    return {"status": "timeout", "error": f"wall-clock limit of {timeout_s} s"}
+  if outcome == "overflow":
+    return {"status": "error", "error": "OutputTooLarge: result exceeds the output limit"}
+  if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    name = _signal_name(sig)
+    if sig in (signal.SIGXCPU, signal.SIGKILL):
+      return {"status": "timeout", "error": f"CPU limit ({name})"}
+    return {"status": "error", "error": f"killed by {name}"}
+  try:
+    reply = json.loads(data)
+  except ValueError:
+    return {"status": "error", "error": "the program exited without a result"}
+  if not isinstance(reply, dict) or reply.get("status") not in ("ok", "error"):
+    return {"status": "error", "error": "malformed result"}
+  if reply["status"] == "ok" and not isinstance(reply.get("output"), str):
+    return {"status": "error", "error": "malformed result"}
+  return {"status": reply["status"], "output": reply.get("output"),
+          "error": str(reply.get("error"))[:1000] if reply["status"] == "error" else None}
+
+
+def _run_one(request, config, seccomp, libc, out_fd):
+  read_fd, write_fd = os.pipe()
+  pid = os.fork()
+  if pid == 0:
+    os.close(read_fd)
+    _child(request, write_fd, config, seccomp, libc)
+  os.close(write_fd)
+  outcome, data, status = _collect(pid, read_fd, time.monotonic() + request["timeout_s"],
+                                   config["output_limit"] * 12 + 4096)
+  os.close(read_fd)
+  _reap_strays()
+  _write_frame(out_fd, _classify(outcome, data, status, request["timeout_s"]))
+
+
+def _vm_size():
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main():
+  config = json.loads(sys.argv[1])
+  out_fd = os.dup(1)
+  os.dup2(2, 1)
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+  for name in config["preload"]:
+    __import__(name)
+  seccomp = _seccomp_program() if platform.machine() == "x86_64" else None
+  if seccomp is not None and not _seccomp_works(libc, seccomp):
+    seccomp = None
+  config["baseline"] = _vm_size() + (64 << 20)
+  report = _isolate(libc, os.getcwd(), [os.path.realpath(sys.base_prefix)], out_fd,
+                    config["namespaces"])
+  if seccomp is None:
+    report["warnings"].append(f"no seccomp filter ({platform.machine()}, or the kernel refused "
+                              "it): programs may fork, exec and open sockets (rlimits and "
+                              "namespaces still apply)")
+  report["seccomp"] = seccomp is not None
+  gc.freeze()
+  _write_frame(out_fd, {"ready": True, "isolation": report})
+  while True:
+    request = _read_frame(0)
+    if request is None:
+      return
+    _run_one(request, config, seccomp, libc, out_fd)
+
+
+if __name__ == "__main__":
+  main()

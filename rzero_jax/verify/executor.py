@@ -1,0 +1,305 @@
+"""Sandboxed execution of model-written Python (Absolute Zero's code environment).
+
+A program defines ``f``; ``inputs`` is a Python literal of the arguments: a tuple
+literal spreads into ``f(*args)`` (``"1, 2"`` and ``"(1, 2)"`` call ``f(1, 2)``,
+``"()"`` or ``""`` calls ``f()``), any other literal is the single argument
+(``"'abc'"`` calls ``f('abc')``, ``"[1, 2]"`` calls ``f([1, 2])``). The result is
+``repr(f(*args))`` as text, never an object: comparisons happen in this process on
+literal-parsed values (``same_output``), so ``__eq__`` tricks cannot fake a match.
+
+Layers (see ``_sandbox.py`` for the OS side and the README's threat model):
+* policy: ``check_program`` (AST) rejects non-allowlisted imports, dynamic imports,
+  ``eval``/``exec``/``open``/``getattr``..., dunder and frame attribute access, and,
+  for Absolute Zero validity (``deterministic=True``), randomness and clocks. This is a
+  validity filter and a first line of defence, not the security boundary.
+* isolation: ``workers`` fork servers, each started once (fork+exec, never a fork of
+  this process) in new namespaces with a minimal read-only root, without privileges
+  (nobody, or a capability-less user-namespace root) and with a cleared environment; every program runs in a freshly forked child with rlimits and
+  a seccomp filter, killed at its wall-clock deadline. A stuck or dead server is
+  killed with its whole namespace and replaced.
+* determinism: ``validate`` runs a program twice in separate processes.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+import warnings
+import weakref
+from typing import Sequence, Union
+
+from rzero_jax.verify import _pool
+
+MAX_PROGRAM_CHARS = 20_000
+MAX_INPUT_CHARS = 10_000
+MAX_TIMEOUT_S = 60.0
+_SERVER_GRACE_S = 3.0
+_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox.py")
+
+ALLOWED_MODULES = frozenset({
+    "abc", "array", "base64", "binascii", "bisect", "calendar", "cmath", "collections",
+    "contextlib", "copy", "dataclasses", "datetime", "decimal", "difflib", "enum", "fractions",
+    "functools", "graphlib", "hashlib", "heapq", "itertools", "json", "keyword", "math",
+    "numbers", "operator", "pprint", "queue", "random", "re", "statistics", "string", "struct",
+    "sys", "textwrap", "time", "typing", "unicodedata",
+})
+NONDETERMINISTIC_MODULES = frozenset({"random", "time", "datetime"})
+_BANNED_NAMES = frozenset({
+    "__import__", "__builtins__", "__loader__", "__spec__", "__build_class__", "breakpoint",
+    "compile", "delattr", "eval", "exec", "getattr", "globals", "locals", "memoryview", "open",
+    "setattr", "vars",
+})
+_NONDETERMINISTIC_NAMES = frozenset({"id"})
+_SAFE_DUNDERS = frozenset({
+    "__init__", "__name__", "__doc__", "__repr__", "__str__", "__len__", "__hash__", "__bool__",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__iter__", "__next__",
+    "__contains__", "__getitem__", "__setitem__", "__delitem__", "__call__", "__enter__",
+    "__exit__", "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__",
+    "__rmul__", "__imul__", "__truediv__", "__floordiv__", "__mod__", "__pow__", "__neg__",
+    "__pos__", "__abs__", "__and__", "__or__", "__xor__", "__invert__", "__lshift__",
+    "__rshift__", "__matmul__", "__post_init__",
+})
+_BANNED_ATTRIBUTES = frozenset({
+    "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame",
+    "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "modules", "meta_path",
+    "path_hooks", "settrace", "setprofile", "_getframe", "addaudithook", "exit", "_exit",
+    "system", "popen", "environ", "fork", "kill",
+})
+_log = logging.getLogger(__name__)
+
+Inputs = Union[str, tuple]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+  """Outcome of one program run.
+
+  status: "ok" (output holds ``repr(f(*args))``), "error" (exception, crash, oversized
+  output; ``error`` says which), "timeout" (wall-clock or CPU limit), or "rejected"
+  (refused before running: policy, size, non-literal inputs, or nondeterminism).
+  """
+
+  status: str
+  output: str | None = None
+  error: str | None = None
+
+  @property
+  def ok(self) -> bool:
+    return self.status == "ok"
+
+
+def _policy_violation(tree: ast.AST, deterministic: bool) -> str | None:
+  banned_modules = NONDETERMINISTIC_MODULES if deterministic else frozenset()
+  banned_names = _BANNED_NAMES | (_NONDETERMINISTIC_NAMES if deterministic else frozenset())
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      if isinstance(node, ast.ImportFrom) and (node.level or not node.module):
+        return "relative import"
+      modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+      for name in modules:
+        root = name.split(".")[0]
+        if root not in ALLOWED_MODULES or root in banned_modules:
+          return f"import of {name!r} is not allowed"
+      if isinstance(node, ast.ImportFrom):
+        for alias in node.names:
+          if alias.name in _BANNED_ATTRIBUTES or alias.name.startswith("__"):
+            return f"import of {node.module}.{alias.name} is not allowed"
+    elif isinstance(node, ast.Name):
+      if node.id in banned_names or (node.id.startswith("__") and node.id != "__name__"):
+        return f"use of {node.id!r} is not allowed"
+    elif isinstance(node, ast.Attribute):
+      attr = node.attr
+      if attr in _BANNED_ATTRIBUTES or (attr.startswith("__") and attr not in _SAFE_DUNDERS):
+        return f"attribute {attr!r} is not allowed"
+  return None
+
+
+def _defines_f(tree: ast.Module) -> bool:
+  for node in tree.body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == "f":
+      return True
+    if isinstance(node, (ast.Assign, ast.AnnAssign)):
+      targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+      if any(isinstance(t, ast.Name) and t.id == "f" for t in targets):
+        return True
+  return False
+
+
+def check_program(program: str, *, deterministic: bool = False) -> str | None:
+  """None if ``program`` passes the static policy, else the reason it is rejected.
+
+  ``deterministic=True`` adds Absolute Zero's validity bans (random, time, datetime, id).
+  """
+  if not isinstance(program, str):
+    return f"program must be a str, got {type(program).__name__}"
+  if len(program) > MAX_PROGRAM_CHARS:
+    return f"program has {len(program)} characters (limit {MAX_PROGRAM_CHARS})"
+  try:
+    tree = ast.parse(program)
+  except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+    return f"does not parse: {type(e).__name__}: {str(e)[:200]}"
+  if not _defines_f(tree):
+    return "the program does not define f at top level"
+  return _policy_violation(tree, deterministic)
+
+
+def _literal(text: str, limit: int):
+  """``ast.literal_eval`` of at most ``limit`` characters; ValueError when not a literal."""
+  if len(text) > limit:
+    raise ValueError(f"{len(text)} characters (limit {limit})")
+  try:
+    return ast.literal_eval(text)
+  except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as e:
+    raise ValueError(f"not a Python literal ({type(e).__name__})") from None
+
+
+def _inputs_text(inputs: Inputs) -> str:
+  if isinstance(inputs, tuple):
+    inputs = repr(inputs)
+  if not isinstance(inputs, str):
+    raise TypeError("inputs must be a str (a Python literal) or a tuple, "
+                    f"got {type(inputs).__name__}")
+  text = inputs.strip() or "()"
+  _literal(text, MAX_INPUT_CHARS)
+  return text
+
+
+def same_output(a: str | None, b: str | None, *, limit: int = 1 << 16) -> bool:
+  """Whether two output reprs denote equal values; both must parse as Python literals."""
+  if not isinstance(a, str) or not isinstance(b, str):
+    return False
+  try:
+    return bool(_literal(a.strip(), limit) == _literal(b.strip(), limit))
+  except (ValueError, RecursionError):
+    return False
+
+
+def _is_literal(text: str, limit: int) -> bool:
+  try:
+    _literal(text, limit)
+  except ValueError:
+    return False
+  return True
+
+
+def _from_reply(reply: dict) -> ExecResult:
+  if reply is _pool.TIMEOUT:
+    return ExecResult("timeout", error="the sandbox server did not answer; it was replaced")
+  if reply is _pool.CRASHED:
+    return ExecResult("error", error="the sandbox server died; it was replaced")
+  return ExecResult(reply["status"], reply.get("output"), reply.get("error"))
+
+
+def _clean_up(pool: _pool.WorkerPool, scratch: str) -> None:
+  pool.close()
+  shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Executor:
+  """A pool of sandbox fork servers. Use as a context manager or call ``close()``.
+
+  ``workers`` servers run programs in parallel (``run_many``); ``memory_mb`` is each
+  program's address-space budget above the server's; ``output_limit`` caps the repr;
+  ``namespaces=False`` skips Linux namespaces (for hosts that forbid them).
+  ``isolation`` reports which OS facilities are active; each missing one is logged and
+  warned about (``RuntimeWarning``) as "SANDBOX DEGRADED".
+  """
+
+  def __init__(self, workers: int = 1, *, memory_mb: int = 256, output_limit: int = 1 << 16,
+               namespaces: bool = True):
+    if workers < 1:
+      raise ValueError(f"workers must be >= 1, got {workers}")
+    self.output_limit = output_limit
+    self.token = uuid.uuid4().hex
+    self._scratch = tempfile.mkdtemp(prefix="rzero-sandbox-")
+    config = {"memory_mb": memory_mb, "output_limit": output_limit,
+              "preload": sorted(ALLOWED_MODULES), "namespaces": namespaces}
+    argv = [sys.executable, "-S", "-s", "-B", _SERVER, json.dumps(config), self.token]
+    env = {"PYTHONHASHSEED": "0", "PATH": "/nonexistent", "LANG": "C.UTF-8"}
+    self._pool = _pool.WorkerPool(argv, workers, env=env, cwd=self._scratch,
+                                  start_timeout_s=60.0)
+    self._finalizer = weakref.finalize(self, _clean_up, self._pool, self._scratch)
+    self.isolation = self._pool.wait_ready()[0]["isolation"]
+    for warning in self.isolation["warnings"]:
+      message = f"SANDBOX DEGRADED: {warning}"
+      _log.warning(message)
+      warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+  def __enter__(self) -> "Executor":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    """Kills every server and everything they started; removes the scratch directory."""
+    self._finalizer()
+
+  def server_pids(self) -> list[int]:
+    return self._pool.pids()
+
+  def run(self, program: str, inputs: Inputs, *, timeout_s: float = 2.0,
+          static_checks: bool = True) -> ExecResult:
+    """Runs ``repr(f(*args))`` in a fresh sandboxed process.
+
+    ``static_checks=False`` skips ``check_program`` (the OS sandbox still applies).
+    """
+    return self.run_many([(program, inputs)], timeout_s=timeout_s,
+                         static_checks=static_checks)[0]
+
+  def run_many(self, jobs: Sequence[tuple[str, Inputs]], *, timeout_s: float = 2.0,
+               static_checks: bool = True, deterministic: bool = False) -> list[ExecResult]:
+    """``run`` for many (program, inputs) jobs, spread over all servers.
+
+    ``deterministic=True`` applies the Absolute Zero validity bans of ``check_program``.
+    """
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+      raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S}], got {timeout_s}")
+    results: list[ExecResult | None] = [None] * len(jobs)
+    requests, where = [], []
+    for i, (program, inputs) in enumerate(jobs):
+      problem = check_program(program, deterministic=deterministic) if static_checks else None
+      if problem is None and not isinstance(program, str):
+        problem = f"program must be a str, got {type(program).__name__}"
+      try:
+        text = _inputs_text(inputs)
+      except ValueError as e:
+        problem = problem or f"inputs rejected: {e}"
+      if problem is not None:
+        results[i] = ExecResult("rejected", error=problem)
+        continue
+      requests.append({"program": program, "inputs": text, "timeout_s": timeout_s})
+      where.append(i)
+    replies = self._pool.map(requests, [timeout_s + _SERVER_GRACE_S] * len(requests))
+    for i, reply in zip(where, replies):
+      results[i] = _from_reply(reply)
+    return results
+
+  def validate_many(self, jobs: Sequence[tuple[str, Inputs]], *,
+                    timeout_s: float = 2.0) -> list[ExecResult]:
+    """Absolute Zero validity: policy with the determinism bans, two runs in separate
+    processes with identical output, and an output that parses as a Python literal."""
+    doubled = [job for job in jobs for _ in range(2)]
+    runs = self.run_many(doubled, timeout_s=timeout_s, deterministic=True)
+    results = []
+    for first, second in zip(runs[::2], runs[1::2]):
+      if not first.ok or not second.ok:
+        results.append(first if not first.ok else second)
+      elif first.output != second.output:
+        results.append(ExecResult("rejected", error="nondeterministic: two runs differ"))
+      elif not _is_literal(first.output, self.output_limit):
+        results.append(ExecResult("rejected", error="output is not a Python literal"))
+      else:
+        results.append(first)
+    return results
+
+  def validate(self, program: str, inputs: Inputs, *, timeout_s: float = 2.0) -> ExecResult:
+    """``validate_many`` for one job."""
+    return self.validate_many([(program, inputs)], timeout_s=timeout_s)[0]

@@ -1,0 +1,702 @@
+"""Tests for rzero_jax.verify.executor: policy, isolation, adversarial battery, benign programs."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from rzero_jax.verify.executor import ExecResult, Executor, check_program, same_output
+
+SECRET = "hunter2-rzero-test-secret"
+os.environ["RZERO_TEST_SECRET"] = SECRET
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def executor():
+  with Executor(workers=2) as ex:
+    yield ex
+
+
+@pytest.fixture(scope="module")
+def host_paths(tmp_path_factory):
+  root = tmp_path_factory.mktemp("host")
+  (root / "secret.txt").write_text(SECRET)
+  (root / "keep.txt").write_text("keep")
+  return {"marker": str(root / "pwned"), "secret": str(root / "secret.txt"),
+          "keep": str(root / "keep.txt"), "dir": str(root)}
+
+
+# (name, inputs, program); inputs may use {marker}, {secret}, {keep}, {dir}.
+ATTACKS = [
+    ("infinite_loop", "()", """
+def f():
+    while True:
+        pass
+"""),
+    ("sleep_forever", "()", """
+import time
+def f():
+    time.sleep(1000)
+"""),
+    ("ignore_sigxcpu", "()", """
+import signal
+def f():
+    signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+    signal.alarm(0)
+    while True:
+        pass
+"""),
+    ("fork_bomb", "()", """
+import os
+def f():
+    while True:
+        os.fork()
+"""),
+    ("ctypes_fork", "()", """
+import ctypes
+def f():
+    pid = ctypes.CDLL(None).fork()
+    assert pid < 0, pid
+    return pid
+"""),
+    ("multiprocessing", "()", """
+import multiprocessing as mp
+def f():
+    p = mp.Process(target=print)
+    p.start()
+    return 1
+"""),
+    ("thread_bomb", "()", """
+import threading
+def f():
+    for _ in range(10):
+        threading.Thread(target=lambda: None).start()
+    return 1
+"""),
+    ("os_system", "'{marker}'", """
+import os
+def f(p):
+    return os.system('touch ' + p)
+"""),
+    ("subprocess", "'{marker}'", """
+import subprocess
+def f(p):
+    return subprocess.run(['touch', p]).returncode
+"""),
+    ("execv", "()", """
+import os
+def f():
+    os.execv('/bin/sh', ['sh', '-c', 'true'])
+"""),
+    ("ctypes_system", "'{marker}'", """
+import ctypes
+def f(p):
+    return ctypes.CDLL(None).system(('touch ' + p).encode())
+"""),
+    ("dunder_import_concat", "'{marker}'", """
+def f(p):
+    return __import__('o' + 's').system('touch ' + p)
+"""),
+    ("importlib", "'{marker}'", """
+import importlib
+def f(p):
+    return importlib.import_module('os').system('touch ' + p)
+"""),
+    ("unicode_identifier", "'{marker}'", """
+def f(p):
+    return __impｏrt__('os').system('touch ' + p)
+"""),
+    ("subclasses_walk", "()", """
+def f():
+    return [c.__name__ for c in ().__class__.__base__.__subclasses__()][:3]
+"""),
+    ("write_host_file", "'{marker}'", """
+def f(p):
+    with open(p, 'w') as fh:
+        fh.write('x')
+    return 1
+"""),
+    ("write_tmp", "()", """
+def f():
+    with open('/tmp/x', 'w') as fh:
+        fh.write('x')
+    return 1
+"""),
+    ("unlink_host_file", "'{keep}'", """
+import os
+def f(p):
+    os.unlink(p)
+    return 1
+"""),
+    ("mkdir", "'{dir}'", """
+import os
+def f(d):
+    os.mkdir(d + '/newdir')
+    return 1
+"""),
+    ("read_host_secret", "'{secret}'", """
+def f(p):
+    return open(p).read()
+"""),
+    ("read_environ", "()", """
+import os
+def f():
+    return dict(os.environ)
+"""),
+    ("read_proc_environ", "()", """
+def f():
+    return open('/proc/self/environ').read()
+"""),
+    ("read_parent_environ", "()", """
+import os
+def f():
+    return open(f'/proc/{os.getppid()}/environ').read()
+"""),
+    ("read_etc_passwd", "()", """
+def f():
+    return open('/etc/passwd').read()
+"""),
+    ("list_root", "()", """
+import os
+def f():
+    return sorted(os.listdir('/'))
+"""),
+    ("socket_connect", "()", """
+import socket
+def f():
+    s = socket.socket()
+    s.connect(('1.1.1.1', 80))
+    return 1
+"""),
+    ("ctypes_socket", "()", """
+import ctypes
+def f():
+    fd = ctypes.CDLL(None).syscall(41, 2, 1, 0)
+    assert fd < 0, fd
+    return fd
+"""),
+    ("kill_parent", "()", """
+import os
+def f():
+    os.kill(os.getppid(), 9)
+    return 1
+"""),
+    ("kill_everyone", "()", """
+import os
+def f():
+    os.kill(-1, 9)
+    return 1
+"""),
+    ("ctypes_kill", "()", """
+import ctypes
+def f():
+    r = ctypes.CDLL(None).kill(-1, 9)
+    assert r < 0
+    return r
+"""),
+    ("memory_bomb_list", "()", """
+def f():
+    return len([0] * 10**10)
+"""),
+    ("memory_bomb_bytes", "()", """
+def f():
+    return len(bytearray(2**34))
+"""),
+    ("memory_creep", "()", """
+def f():
+    x = []
+    while True:
+        x.append(' ' * 10**6)
+"""),
+    ("print_flood", "()", """
+def f():
+    while True:
+        print('A' * 10000)
+"""),
+    ("huge_output", "()", """
+def f():
+    return 'A' * 10**7
+"""),
+    ("deep_recursion", "0", """
+def f(n):
+    return f(n + 1)
+"""),
+    ("segfault_recursion", "0", """
+import sys
+sys.setrecursionlimit(10**7)
+def f(n):
+    return f(n + 1)
+"""),
+    ("big_int_pow", "()", """
+def f():
+    return 10 ** (10 ** 9)
+"""),
+    ("big_int_str", "()", """
+def f():
+    return str(10 ** 5000)
+"""),
+    ("sys_exit", "()", """
+import sys
+def f():
+    sys.exit(0)
+"""),
+    ("os_exit", "()", """
+import os
+def f():
+    os._exit(0)
+"""),
+    ("x32_syscall", "()", """
+import ctypes
+def f():
+    return ctypes.CDLL(None).syscall(0x40000000 | 39)
+"""),
+    ("io_uring", "()", """
+import ctypes
+def f():
+    r = ctypes.CDLL(None).syscall(425, 8, 0)
+    assert r < 0
+    return r
+"""),
+    ("memfd", "()", """
+import os
+def f():
+    return os.memfd_create('x')
+"""),
+    ("raise_rlimit", "()", """
+import resource
+def f():
+    resource.setrlimit(resource.RLIMIT_CPU, (1000, 1000))
+    return 1
+"""),
+    ("setuid_root", "()", """
+import os
+def f():
+    os.setuid(0)
+    return 1
+"""),
+    ("ctypes_unshare", "()", """
+import ctypes
+def f():
+    r = ctypes.CDLL(None).unshare(0x10000000)
+    assert r < 0
+    return r
+"""),
+    ("ctypes_ptrace", "()", """
+import ctypes, os
+def f():
+    r = ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0)
+    assert r < 0
+    return r
+"""),
+    ("tiocsti", "()", """
+import fcntl, termios
+def f():
+    fcntl.ioctl(0, termios.TIOCSTI, b'x')
+    return 1
+"""),
+    ("always_equal", "()", """
+class A:
+    def __eq__(self, other):
+        return True
+    __hash__ = None
+def f():
+    return A()
+"""),
+    ("str_subclass_repr", "()", """
+class S(str):
+    def __eq__(self, other):
+        return True
+class A:
+    def __repr__(self):
+        return S('5')
+def f():
+    return A()
+"""),
+]
+ATTACK_IDS = [a[0] for a in ATTACKS]
+
+
+def _jobs(host_paths):
+  return [(program.strip(), inputs.format(**host_paths)) for _, inputs, program in ATTACKS]
+
+
+@pytest.fixture(scope="module")
+def battery(executor, host_paths):
+  """The battery run twice: with the static policy, and with only the OS sandbox."""
+  pids = executor.server_pids()
+  checked = executor.run_many(_jobs(host_paths), timeout_s=TIMEOUT_S)
+  raw = executor.run_many(_jobs(host_paths), timeout_s=TIMEOUT_S, static_checks=False)
+  return {"checked": dict(zip(ATTACK_IDS, checked)), "raw": dict(zip(ATTACK_IDS, raw)),
+          "pids": pids}
+
+
+def _contained(name, result, host_paths):
+  assert isinstance(result, ExecResult)
+  assert not os.path.exists(host_paths["marker"]), name
+  assert open(host_paths["keep"]).read() == "keep"
+  assert not os.path.exists(os.path.join(host_paths["dir"], "newdir"))
+  assert SECRET not in (result.output or "") and SECRET not in (result.error or "")
+  if result.ok:
+    assert isinstance(result.output, str) and len(result.output) <= 1 << 16
+    assert not same_output(result.output, "5")
+
+
+@pytest.mark.parametrize("name", ATTACK_IDS)
+def test_attack_contained_by_policy(battery, host_paths, name):
+  result = battery["checked"][name]
+  _contained(name, result, host_paths)
+  assert result.status != "ok" or name in ("always_equal",)
+
+
+EXPECTED_RAW = {
+    "infinite_loop": "timeout", "sleep_forever": "timeout", "ignore_sigxcpu": "timeout",
+    "fork_bomb": "error", "multiprocessing": "error", "thread_bomb": "error", "subprocess": "error",
+    "execv": "error", "write_host_file": "error", "write_tmp": "error", "unlink_host_file": "error",
+    "mkdir": "error", "read_host_secret": "error", "read_proc_environ": "error",
+    "read_parent_environ": "error", "read_etc_passwd": "error", "socket_connect": "error",
+    "kill_parent": "error", "kill_everyone": "error", "memory_bomb_list": "error",
+    "memory_bomb_bytes": "error", "print_flood": "timeout", "huge_output": "error",
+    "deep_recursion": "error", "big_int_pow": "timeout", "big_int_str": "error",
+    "sys_exit": "error",
+    "os_exit": "error", "x32_syscall": "error", "memfd": "error", "raise_rlimit": "error",
+    "setuid_root": "error", "tiocsti": "error", "str_subclass_repr": "error",
+}
+
+
+@pytest.mark.parametrize("name", ATTACK_IDS)
+def test_attack_contained_by_os_sandbox(battery, host_paths, name):
+  result = battery["raw"][name]
+  _contained(name, result, host_paths)
+  if name in EXPECTED_RAW:
+    assert result.status == EXPECTED_RAW[name], result
+  if name == "memory_creep":
+    assert result.status in ("error", "timeout")
+  if name == "segfault_recursion":
+    assert result.status in ("error", "timeout")
+  if name == "read_environ":
+    assert result.ok and "RZERO_TEST_SECRET" not in result.output
+  if name == "list_root":
+    assert set(eval(result.output)) <= {"tmp", "dev", "root", "usr", "opt", "home"}
+  if name == "always_equal":
+    assert result.ok and result.output.startswith("<__sandbox__.A object")
+
+
+def test_servers_survive_the_battery(executor, battery):
+  assert executor.server_pids() == battery["pids"]
+  assert executor.run("def f(x):\n    return x + 1", "41") == ExecResult("ok", "42")
+
+
+BENIGN = [  # (inputs, expected output, program)
+    ("1, 2", "3", """
+def f(a, b):
+    return a + b
+"""),
+    ("(6, 7)", "42", """
+def f(a, b):
+    return a * b
+"""),
+    ("'Hello world'", "'dlrow olleH'", """
+def f(s):
+    return s[::-1]
+"""),
+    ("[3, 1, 2]", "[3, 2, 1]", """
+def f(xs):
+    return sorted(xs, key=lambda v: -v)
+"""),
+    ("()", "None", """
+def f():
+    return None
+"""),
+    ("", "'empty'", """
+def f():
+    return 'empty'
+"""),
+    ("80", "23416728348467685", """
+from functools import lru_cache
+@lru_cache(None)
+def fib(n):
+    return n if n < 2 else fib(n-1) + fib(n-2)
+def f(n):
+    return fib(n)
+"""),
+    ("20", "2432902008176640000", """
+def f(n):
+    return 1 if n == 0 else n * f(n - 1)
+"""),
+    ("3", "9", """
+def f(n):
+    def ack(m, k):
+        if m == 0:
+            return k + 1
+        if k == 0:
+            return ack(m - 1, 1)
+        return ack(m - 1, ack(m, k - 1))
+    return ack(2, n)
+"""),
+    ("[1, 2, 3]", "[3, 2, 1]", """
+class Stack:
+    def __init__(self):
+        self.items = []
+    def push(self, x):
+        self.items.append(x)
+    def pop(self):
+        return self.items.pop()
+def f(xs):
+    s = Stack()
+    for x in xs:
+        s.push(x)
+    return [s.pop() for _ in xs]
+"""),
+    ("4", "'Child(8)'", """
+class Base:
+    def __init__(self, v):
+        self.v = v
+class Child(Base):
+    def __init__(self, v):
+        super().__init__(v * 2)
+    def __repr__(self):
+        return f'Child({self.v})'
+def f(v):
+    return repr(Child(v))
+"""),
+    ("1, 2", "(1, 2)", """
+from dataclasses import dataclass
+@dataclass
+class P:
+    x: int
+    y: int
+def f(a, b):
+    return (P(a, b).x, P(a, b).y)
+"""),
+    ("10", "([1, 9, 25, 49, 81], {0: 0, 1: 1, 2: 2, 3: 0})", """
+def f(n):
+    return [x * x for x in range(n) if x % 2], {k: k % 3 for k in range(4)}
+"""),
+    ("'banana'", "['a', 'b', 'n']", """
+def f(s):
+    return sorted({c for c in s})
+"""),
+    ("12, 18", "(6, 66, 4.242641, True)", """
+import math
+def f(a, b):
+    return math.gcd(a, b), math.comb(a, 2), round(math.sqrt(b), 6), math.pi > 3
+"""),
+    ("'aab'", "([('a', 2)], 'baa')", """
+from collections import Counter, deque
+def f(s):
+    d = deque(s)
+    d.rotate(1)
+    return Counter(s).most_common(1), ''.join(d)
+"""),
+    ("[5, 1, 4]", "([1, 4], 6)", """
+import heapq, itertools
+def f(xs):
+    return heapq.nsmallest(2, xs), len(list(itertools.permutations(xs)))
+"""),
+    ("'a1b22'", "(['1', '22'], 'abc')", r"""
+import re, string
+def f(s):
+    return re.findall(r'\d+', s), string.ascii_lowercase[:3]
+"""),
+    ("[1, 2, 3]", "6", """
+from typing import List
+import sys
+sys.setrecursionlimit(3000)
+def f(xs: List[int]) -> int:
+    return sum(xs)
+"""),
+    ("4", "14", """
+def gen(n):
+    for i in range(n):
+        yield i * i
+def f(n):
+    return sum(gen(n))
+"""),
+    ("0", "'div0'", """
+def f(x):
+    try:
+        return 1 // x
+    except ZeroDivisionError:
+        return 'div0'
+"""),
+    ("2, 4", "'1/2'", """
+from fractions import Fraction
+def f(a, b):
+    return str(Fraction(a, b))
+"""),
+    ("{'a': 1}", "{1: 'a'}", """
+def f(d):
+    return {v: k for k, v in d.items()}
+"""),
+    ("100", "1267650600228229401496703205376", """
+def f(n):
+    return 2 ** n
+"""),
+    ("()", "0.30000000000000004", """
+def f():
+    return 0.1 + 0.2
+"""),
+    ("((1, 2),)", "(1, 2)", """
+def f(x):
+    return x
+if __name__ == '__main__':
+    print(f(input()))
+"""),
+]
+
+
+def test_benign_programs_correct(executor):
+  results = executor.run_many([(program.strip(), inputs) for inputs, _, program in BENIGN])
+  for (_, expected, program), result in zip(BENIGN, results):
+    assert result == ExecResult("ok", expected), (program, result)
+
+
+def test_state_does_not_leak_between_programs(executor):
+  poison = [
+      "import builtins\ndef f():\n    builtins.sorted = lambda *a, **k: 'HACKED'\n"
+      "    builtins.len = None\n    return 1",
+      "import sys\ndef f():\n    sys.modules['math'] = None\n    return 1",
+      "import signal\ndef f():\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    return 1",
+      "def f():\n    __builtins__['abs'] = lambda x: 'HACKED'\n    return 1",
+  ]
+  for program in poison:
+    executor.run(program, "()", static_checks=False)
+  checks = [
+      ("def f(xs):\n    return sorted(xs), len(xs), abs(-1)", "[3, 1, 2]", "([1, 2, 3], 3, 1)"),
+      ("import math\ndef f():\n    return math.sqrt(4)", "()", "2.0"),
+      ("import signal\ndef f():\n    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL",
+       "()", "True"),
+  ]
+  for program, inputs, expected in checks:
+    assert executor.run(program, inputs, static_checks=False) == ExecResult("ok", expected)
+
+
+def test_only_the_result_pipe_is_inherited(executor):
+  program = ("import os\ndef f():\n    found = []\n    for k in range(3, 1024):\n        try:\n"
+             "            os.write(k, b'')\n            found.append(k)\n        except OSError:\n"
+             "            pass\n    return len(found)")
+  assert executor.run(program, "()", static_checks=False) == ExecResult("ok", "1")
+
+
+def test_isolation_report(executor):
+  report = executor.isolation
+  assert report["seccomp"] and report["namespaces"] and report["filesystem"]
+  assert report["privileges_dropped"] and not report["warnings"]
+
+
+def test_inputs_conventions_and_rejections(executor):
+  identity = "def f(*args):\n    return args"
+  assert executor.run(identity, "1, 2").output == "(1, 2)"
+  assert executor.run(identity, "(1, 2)").output == "(1, 2)"
+  assert executor.run(identity, "((1, 2),)").output == "((1, 2),)"
+  assert executor.run(identity, "[1, 2]").output == "([1, 2],)"
+  assert executor.run(identity, (1, "a")).output == "(1, 'a')"
+  assert executor.run(identity, "()").output == "()"
+  for bad in ["3) or True or (0", "__import__('os')", "f(1)", "x", "9" * 5000,
+              "[" * 300 + "]" * 300,
+              "1" * (1 << 16)]:
+    assert executor.run(identity, bad).status == "rejected", bad
+  assert executor.run("def g():\n    return 1", "()").status == "rejected"
+  assert executor.run("def f(:\n", "()").status == "rejected"
+  assert executor.run("x = 1", "()", static_checks=False).status == "error"
+  with pytest.raises(ValueError, match="timeout_s"):
+    executor.run(identity, "()", timeout_s=0)
+  with pytest.raises(TypeError, match="inputs"):
+    executor.run(identity, 5)
+
+
+def test_validate_checks_policy_determinism_and_literal_output(executor):
+  assert executor.validate("def f(x):\n    return [x, x]", "'a'") == ExecResult("ok", "['a', 'a']")
+  uses_random = "import random\ndef f():\n    return random.random()"
+  assert executor.validate(uses_random, "()").status == "rejected"
+  sneaky = "import statistics\ndef f():\n    return statistics.random.random()"
+  result = executor.validate(sneaky, "()")
+  assert result.status == "rejected" and "nondeterministic" in result.error
+  not_literal = "class A:\n    pass\ndef f():\n    return A()"
+  assert executor.validate(not_literal, "()").status == "rejected"
+  assert executor.validate("def f():\n    return 1 / 0", "()").status == "error"
+
+
+def test_same_output_compares_literals_only():
+  assert same_output("[1, 2]", "[1,2]")
+  assert same_output("{1, 2}", "{2, 1}")
+  assert same_output("{'a': (1, 2)}", '{"a": (1, 2)}')
+  assert same_output("1", "1.0")
+  assert not same_output("(1,)", "[1]")
+  assert not same_output("<__sandbox__.A object at 0x7f>", "<__sandbox__.A object at 0x7f>")
+  assert not same_output("nan", "nan")
+  assert not same_output("__import__('os').getpid()", "1")
+  assert not same_output(None, "1")
+
+
+@pytest.mark.parametrize("program, deterministic, allowed", [
+    ("import math\ndef f(x):\n    return math.sqrt(x)", False, True),
+    ("import sys\nsys.setrecursionlimit(5000)\ndef f():\n    return 1", False, True),
+    ("class f:\n    pass", False, True),
+    ("f = lambda x: x", False, True),
+    ("import os.path\ndef f():\n    return 1", False, False),
+    ("from os import path\ndef f():\n    return 1", False, False),
+    ("from . import x\ndef f():\n    return 1", False, False),
+    ("import sys\ndef f():\n    return sys.modules", False, False),
+    ("import sys\ndef f():\n    sys.exit(0)", False, False),
+    ("def f():\n    return eval('1')", False, False),
+    ("def f():\n    g = getattr\n    return g(1, 'real')", False, False),
+    ("def f():\n    return ().__class__.__bases__", False, False),
+    ("def f():\n    return __builtins__", False, False),
+    ("def f():\n    return __impｏrt__('os')", False, False),
+    ("from sys import modules\ndef f():\n    return 1", False, False),
+    ("def f():\n    return (lambda: 0).__globals__", False, False),
+    ("import random\ndef f():\n    return random.random()", False, True),
+    ("import random\ndef f():\n    return random.random()", True, False),
+    ("import time\ndef f():\n    return time.time()", True, False),
+    ("def f():\n    return id(1)", True, False),
+    ("def g():\n    return 1", False, False),
+    ("x" * 30_000, False, False),
+])
+def test_check_program(program, deterministic, allowed):
+  assert (check_program(program, deterministic=deterministic) is None) is allowed
+
+
+def _processes_with(token):
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if token.encode() in f.read():
+          found.append(int(pid))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+      pass
+  return found
+
+
+def test_pool_survives_server_death_and_leaves_no_strays():
+  ex = Executor(workers=2)
+  token = ex.token
+  assert _processes_with(token)
+  for pid in ex.server_pids():
+    os.killpg(pid, signal.SIGKILL)
+  assert ex.run("def f():\n    return 1", "()") == ExecResult("ok", "1")
+  results = ex.run_many([("def f(i):\n    return i", str(i)) for i in range(8)])
+  assert [r.output for r in results] == [str(i) for i in range(8)]
+  ex.close()
+  deadline = time.monotonic() + 5
+  while _processes_with(token) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert _processes_with(token) == []
+  with pytest.raises(RuntimeError, match="closed"):
+    ex.run("def f():\n    return 1", "()")
+
+
+def test_degraded_mode_warns_loudly_and_still_contains(host_paths):
+  with pytest.warns(RuntimeWarning, match="SANDBOX DEGRADED: no namespaces"):
+    ex = Executor(namespaces=False)
+  with ex:
+    assert ex.isolation["seccomp"] and not ex.isolation["filesystem"]
+    names = ["fork_bomb", "subprocess", "os_system", "write_host_file", "socket_connect",
+             "kill_parent", "kill_everyone", "memory_bomb_list", "read_environ"]
+    jobs = [job for name, job in zip(ATTACK_IDS, _jobs(host_paths)) if name in names]
+    for name, result in zip(names, ex.run_many(jobs, timeout_s=TIMEOUT_S, static_checks=False)):
+      _contained(name, result, host_paths)
+    assert ex.run("def f(x):\n    return x * 2", "21") == ExecResult("ok", "42")
