@@ -23,8 +23,8 @@ setup(
         "ml_collections>=1.0,<2",
         "tensorboardX>=2.6,<3",
         "scipy>=1.13,<2",
-        "sympy>=1.13,<2",
-        "math-verify>=0.8,<0.10",
+        "sympy>=1.13,<1.15",
+        "math-verify[antlr4_13_2]>=0.8,<0.10",
     ],
     extras_require={
         # PyTorch is only the test-time reference (the local CPU wheel).

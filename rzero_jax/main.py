@@ -14,6 +14,8 @@ from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(_REPO, "experiments", "demo.py")
+if _REPO not in sys.path:  # experiment configs import the `experiments` package
+  sys.path.insert(0, _REPO)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", DEFAULT_CONFIG, "Experiment config file (ml_collections), optionally `path:arg`.")

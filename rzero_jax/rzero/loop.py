@@ -68,6 +68,7 @@ class Role:
   name: str
   settings: ml_collections.ConfigDict
   strategy: str
+  plan: sharding.ShardingPlan
   train_cfg: TrainConfig
   state: Any
   train_step: Callable
@@ -145,7 +146,7 @@ class RZeroRun:
     except ValueError as e:
       raise RunError(f"config.{name}.strategy: {e}") from e
     state = init_train_state(self.cfg, train_cfg, params, mesh=self.mesh, strategy=strategy)
-    return Role(name, settings, strategy, train_cfg, state,
+    return Role(name, settings, strategy, sharding.make_plan(self.mesh, strategy), train_cfg, state,
                 make_train_step(self.cfg, train_cfg, mesh=self.mesh, strategy=strategy),
                 make_logprob_fn(self.cfg, train_cfg, mesh=self.mesh, strategy=strategy))
 
@@ -221,8 +222,9 @@ class RZeroRun:
     metrics: list[dict] = []
     t0 = time.perf_counter()
     for mini in split_minibatches(batch, s.prompts_per_update * s.group_size):
-      global_mini = sharding.host_to_global(mini, self.mesh)
-      role.state, m = role.train_step(role.state, global_mini)
+      rows = sharding.process_rows(role.plan, len(mini["tokens"]))
+      local = {k: v[rows] for k, v in mini.items()}
+      role.state, m = role.train_step(role.state, sharding.host_to_global(local, role.plan))
       metrics.append(m)
     metrics = jax.device_get(metrics)
     self.timing["training_s"] = self.timing.get("training_s", 0.0) + time.perf_counter() - t0
