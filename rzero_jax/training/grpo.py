@@ -1,0 +1,142 @@
+"""GRPO math: group-relative advantages and the clipped policy loss with a KL penalty.
+
+Conventions follow veRL / tunix `algo_core`: a per-token PPO objective with separate low/high clip
+(clip-higher) and an optional dual clip, plus `kl_coef` times a KL estimate to a frozen reference,
+aggregated either over all unmasked tokens of the batch (`token-mean`) or per sequence first
+(`seq-mean-token-mean`). Every aggregate is a sum divided by a denominator that callers may fix to the
+*global* batch value, so gradient accumulation over micro-batches is exact (see `loss_denominators`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean")
+LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped to [-20, 20] before exp, so exp never overflows
+
+
+def group_advantages(rewards: jax.Array, group_size: int, *, eps: float = 1e-6,
+                     normalize_std: bool = True) -> jax.Array:
+  """`(r - group mean) / (group std (ddof=1) + eps)` for rewards [num_groups * group_size].
+
+  Consecutive runs of `group_size` rewards form a group (all samples of one prompt). A constant
+  group gives 0. With `normalize_std=False` only the mean is subtracted (Dr. GRPO).
+  """
+  rewards = jnp.asarray(rewards, jnp.float32)
+  if rewards.ndim != 1 or rewards.shape[0] % group_size:
+    raise ValueError(f"rewards must be 1-D with a length divisible by group_size={group_size}; got "
+                     f"shape {rewards.shape}. Order rewards prompt by prompt, group_size per prompt.")
+  grouped = rewards.reshape(-1, group_size)
+  centered = grouped - grouped.mean(axis=1, keepdims=True)
+  if normalize_std:
+    if group_size < 2:
+      raise ValueError("normalize_std needs group_size >= 2 (the std uses ddof=1); "
+                       "use normalize_std=False for single samples.")
+    centered = centered / (grouped.std(axis=1, ddof=1, keepdims=True) + eps)
+  return centered.reshape(-1)
+
+
+def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str = "k3") -> jax.Array:
+  """Per-token KL(policy || reference) estimate from sampled-token log-probs.
+
+  k1 = logp - ref; k2 = 0.5 (ref - logp)^2; k3 = exp(ref - logp) - (ref - logp) - 1 (unbiased, low
+  variance, always >= 0; its log-difference is clamped to [-20, 20] so exp cannot overflow).
+  """
+  diff = ref_logprobs - logprobs
+  if estimator == "k1":
+    return -diff
+  if estimator == "k2":
+    return 0.5 * diff * diff
+  if estimator == "k3":
+    diff = jnp.clip(diff, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return jnp.exp(diff) - diff - 1.0
+  raise ValueError(f"Unknown kl_estimator {estimator!r}: choose one of {KL_ESTIMATORS}.")
+
+
+def loss_denominators(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(number of unmasked tokens, number of sequences with at least one unmasked token), each >= 1.
+
+  Pass these, computed over the full batch, as `policy_loss(..., denominators=...)` on every
+  micro-batch: the micro-batch losses then sum to the full-batch loss for either aggregation.
+  """
+  mask = jnp.asarray(mask, jnp.float32)
+  tokens = jnp.maximum(mask.sum(), 1.0)
+  seqs = jnp.maximum((mask.sum(axis=-1) > 0).sum().astype(jnp.float32), 1.0)
+  return tokens, seqs
+
+
+def aggregate(values: jax.Array, mask: jax.Array, agg: str,
+              denominators: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+  """Masked mean of per-token `values` [B, T] by `agg` (see module docstring)."""
+  mask = jnp.asarray(mask, jnp.float32)
+  tokens, seqs = loss_denominators(mask) if denominators is None else denominators
+  masked = jnp.where(mask > 0, values, 0.0) * mask
+  if agg == "token-mean":
+    return masked.sum() / tokens
+  if agg == "seq-mean-token-mean":
+    per_seq = masked.sum(axis=-1) / jnp.maximum(mask.sum(axis=-1), 1.0)
+    return per_seq.sum() / seqs
+  raise ValueError(f"Unknown agg {agg!r}: choose one of {AGGREGATIONS}.")
+
+
+def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.Array | None,
+                advantages: jax.Array, mask: jax.Array, *, clip_low: float = 0.2,
+                clip_high: float = 0.28, dual_clip: float | None = None, kl_coef: float = 0.0,
+                kl_estimator: str = "k3", agg: str = "token-mean", entropy: jax.Array | None = None,
+                entropy_coef: float = 0.0,
+                denominators: tuple[jax.Array, jax.Array] | None = None
+                ) -> tuple[jax.Array, dict[str, Any]]:
+  """The GRPO loss on [B, T] per-token log-probs; `advantages` is [B] (or [B, T]).
+
+  Per token: ratio = exp(clamp(logp - old, -20, 20)),
+  pg = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)); with `dual_clip` c (> 1)
+  and A < 0, pg = min(pg, -A * c). Loss = agg(pg) + kl_coef * agg(kl) - entropy_coef * agg(entropy).
+  `ref_logprobs` may be None when `kl_coef == 0`. Metrics: "pg_loss", "kl" (both by `agg`, so
+  loss = pg_loss + kl_coef * kl when entropy_coef is 0), "clip_frac" (share of tokens where the
+  clipped branch is active), "entropy" when given, "dual_clip_frac" when `dual_clip` is set.
+  `denominators` overrides the (token, sequence) counts; see `loss_denominators`.
+  """
+  if agg not in AGGREGATIONS:
+    raise ValueError(f"Unknown agg {agg!r}: choose one of {AGGREGATIONS}.")
+  if kl_estimator not in KL_ESTIMATORS:
+    raise ValueError(f"Unknown kl_estimator {kl_estimator!r}: choose one of {KL_ESTIMATORS}.")
+  if dual_clip is not None and dual_clip <= 1.0:
+    raise ValueError(f"dual_clip must be > 1 (e.g. 3.0) or None; got {dual_clip}.")
+  mask = jnp.asarray(mask, jnp.float32)
+  denominators = loss_denominators(mask) if denominators is None else denominators
+  logprobs = logprobs.astype(jnp.float32)
+  adv = jnp.asarray(advantages, jnp.float32)
+  adv = adv[:, None] if adv.ndim == 1 else adv
+  ratio = jnp.exp(jnp.clip(logprobs - old_logprobs.astype(jnp.float32),
+                           -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+  pg_unclipped = -adv * ratio
+  pg_clipped = -adv * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
+  pg = jnp.maximum(pg_unclipped, pg_clipped)
+  token_mean = lambda x: aggregate(x, mask, "token-mean", denominators)
+  metrics: dict[str, Any] = {"clip_frac": token_mean((pg_clipped > pg_unclipped).astype(jnp.float32))}
+  if dual_clip is not None:
+    dual = -adv * dual_clip
+    metrics["dual_clip_frac"] = token_mean(((adv < 0) & (dual < pg)).astype(jnp.float32))
+    pg = jnp.where(adv < 0, jnp.minimum(pg, dual), pg)
+  pg_loss = aggregate(pg, mask, agg, denominators)
+  loss = pg_loss
+  if ref_logprobs is None:
+    if kl_coef:
+      raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs: compute them with the reference "
+                       "policy (make_logprob_fn) or set kl_coef=0.")
+    kl = jnp.zeros((), jnp.float32)
+  else:
+    kl = aggregate(kl_penalty(logprobs, ref_logprobs.astype(jnp.float32), kl_estimator), mask, agg,
+                   denominators)
+    loss = loss + kl_coef * kl
+  metrics.update(pg_loss=pg_loss, kl=kl)
+  if entropy is not None:
+    metrics["entropy"] = aggregate(entropy.astype(jnp.float32), mask, agg, denominators)
+    loss = loss - entropy_coef * metrics["entropy"]
+  elif entropy_coef:
+    raise ValueError("entropy_coef is set but no entropy was given: pass entropy=[B, T].")
+  return loss, metrics

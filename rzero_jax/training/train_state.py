@@ -1,0 +1,150 @@
+"""Training configuration, the optimizer (AdamW with schedule and global-norm clipping) and TrainState."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rzero_jax.models.config import ModelConfig, resolve_dtype
+from rzero_jax.models.decoder import Params, param_shapes
+from rzero_jax.sharding import (ShardingPlan, make_plan, optimizer_state_shardings,
+                                param_shardings)
+from rzero_jax.training.grpo import AGGREGATIONS, KL_ESTIMATORS
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Static hyperparameters of one role's GRPO step (hashable, so jit-static).
+
+  Defaults are the R-Zero paper's: AdamW lr 1e-6, weight decay 1e-2, constant schedule, grad-norm
+  clip 1.0, clip 0.2 / 0.28, k3 KL with coefficient 1e-2, token-mean aggregation.
+
+  schedule: "constant" (after a linear warmup of `warmup_steps`), "cosine" or "linear" (warmup, then
+    decay to `min_lr_ratio * learning_rate` at `total_steps`, which they require).
+  max_grad_norm: global-norm clip; None disables it.
+  micro_batch_size: sequences per micro-batch for gradient accumulation inside the step (the batch
+    size must be a multiple); None = the whole batch at once.
+  temperature: the sampler's temperature; log-probs for the ratio use softmax(logits / temperature).
+  param_dtype: dtype of the stored (master) weights, "float32" by default.
+  compute_dtype: activation/matmul dtype, e.g. "bfloat16" with float32 master weights; None keeps
+    the model config's `dtype`.
+  """
+
+  learning_rate: float = 1e-6
+  weight_decay: float = 1e-2
+  warmup_steps: int = 0
+  schedule: str = "constant"
+  total_steps: int = 0
+  min_lr_ratio: float = 0.0
+  max_grad_norm: float | None = 1.0
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  clip_low: float = 0.2
+  clip_high: float = 0.28
+  dual_clip: float | None = None
+  kl_coef: float = 1e-2
+  kl_estimator: str = "k3"
+  agg: str = "token-mean"
+  entropy_coef: float = 0.0
+  micro_batch_size: int | None = None
+  temperature: float = 1.0
+  param_dtype: str = "float32"
+  compute_dtype: str | None = None
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"Unknown schedule {self.schedule!r}: choose one of {SCHEDULES}.")
+    if self.schedule != "constant" and self.total_steps <= self.warmup_steps:
+      raise ValueError(f"schedule={self.schedule!r} decays until total_steps, which must exceed "
+                       f"warmup_steps ({self.warmup_steps}); got total_steps={self.total_steps}.")
+    if self.kl_estimator not in KL_ESTIMATORS:
+      raise ValueError(f"Unknown kl_estimator {self.kl_estimator!r}: choose one of {KL_ESTIMATORS}.")
+    if self.agg not in AGGREGATIONS:
+      raise ValueError(f"Unknown agg {self.agg!r}: choose one of {AGGREGATIONS}.")
+    if self.dual_clip is not None and self.dual_clip <= 1.0:
+      raise ValueError(f"dual_clip must be > 1 (e.g. 3.0) or None; got {self.dual_clip}.")
+    if self.micro_batch_size is not None and self.micro_batch_size < 1:
+      raise ValueError(f"micro_batch_size must be positive or None; got {self.micro_batch_size}.")
+    if self.temperature <= 0:
+      raise ValueError(f"temperature must be > 0 (the sampler's temperature); got {self.temperature}.")
+    resolve_dtype(self.param_dtype)
+    if self.compute_dtype is not None:
+      resolve_dtype(self.compute_dtype)
+
+
+def compute_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
+  """The model config with the training compute dtype applied."""
+  if train_cfg.compute_dtype is None:
+    return model_cfg
+  return dataclasses.replace(model_cfg, dtype=train_cfg.compute_dtype)
+
+
+def make_schedule(train_cfg: TrainConfig) -> optax.Schedule:
+  """Learning rate as a function of the number of applied updates."""
+  lr, warmup = train_cfg.learning_rate, train_cfg.warmup_steps
+  if train_cfg.schedule == "constant":
+    if not warmup:
+      return optax.constant_schedule(lr)
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                                 optax.constant_schedule(lr)], [warmup])
+  end = lr * train_cfg.min_lr_ratio
+  if train_cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, train_cfg.total_steps, end)
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                               optax.linear_schedule(lr, end, train_cfg.total_steps - warmup)],
+                              [warmup])
+
+
+def make_optimizer(train_cfg: TrainConfig) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW (decoupled weight decay on every parameter, as torch AdamW)."""
+  adamw = optax.adamw(make_schedule(train_cfg), b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps,
+                      weight_decay=train_cfg.weight_decay)
+  if train_cfg.max_grad_norm is None:
+    return adamw
+  return optax.chain(optax.clip_by_global_norm(train_cfg.max_grad_norm), adamw)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """params (master weights), optimizer state, and `step` = number of updates applied so far
+  (a skipped non-finite step does not count, so `step` always matches the optimizer's schedule)."""
+
+  params: Params
+  opt_state: optax.OptState
+  step: jax.Array
+
+
+def state_shardings(model_cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPlan) -> TrainState:
+  """Shardings of a TrainState: params by their logical axes, optimizer moments like their params,
+  counters replicated."""
+  params = param_shardings(model_cfg, plan.mesh, plan.rules)
+  shapes = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, resolve_dtype(train_cfg.param_dtype)),
+                        param_shapes(model_cfg), is_leaf=lambda x: isinstance(x, tuple))
+  opt_state = optimizer_state_shardings(jax.eval_shape(make_optimizer(train_cfg).init, shapes), params,
+                                        plan.mesh)
+  return TrainState(params=params, opt_state=opt_state, step=NamedSharding(plan.mesh, PartitionSpec()))
+
+
+def init_train_state(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params,
+                     mesh: jax.sharding.Mesh | None = None, strategy: Any = None) -> TrainState:
+  """A fresh TrainState: params cast to `param_dtype` (float32 master weights by default) and, with
+  a mesh, placed by their logical axes; optimizer state sharded like the params."""
+  dtype = resolve_dtype(train_cfg.param_dtype)
+  optimizer = make_optimizer(train_cfg)
+  plan = make_plan(mesh, strategy)
+
+  def init(params):
+    params = jax.tree.map(lambda p: p.astype(dtype), params)
+    return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+
+  out_shardings = None if plan is None else state_shardings(model_cfg, train_cfg, plan)
+  return jax.jit(init, out_shardings=out_shardings)(params)
