@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +48,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required: the run directory to write (or resume).")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep library INFO logs (orbax, jax) off the console
   from rzero_jax import sharding
   sharding.initialize_distributed(coordinator_address=_COORDINATOR.value,
                                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
@@ -64,5 +66,18 @@ def main(argv):
     sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that turns a bad `--config...` override into a one-line error."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}\nPass --helpfull to see every flag.", file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e).replace("\\'", "'").replace("\\n", " ").strip("'\"")
+    print(f"error: bad --config override, no such field or wrong type: {message} (fields are "
+          "listed in the experiment file and rzero_jax/rzero/config.py).", file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -12,9 +12,10 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -26,7 +27,7 @@ from rzero_jax.models.tokenizer import encode_chat, pad_token_id, stop_token_ids
 from rzero_jax.rzero import dataset as ds
 from rzero_jax.rzero import prompts, rewards
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
-from rzero_jax.sampling import SampleOutput, generate
+from rzero_jax.sampling import generate
 from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn,
                                 make_train_step)
 from rzero_jax.training.grpo import group_advantages
@@ -61,6 +62,14 @@ def resolve_callable(spec: str) -> Callable[..., Any]:
     raise RunError(f"Cannot import {spec!r}: {e}") from e
 
 
+class Completions(NamedTuple):
+  """Sampled completions of several sampler calls, in prompt order."""
+
+  tokens: list[list[int]]
+  logprobs: list[list[float]]
+  finished: list[bool]
+
+
 @dataclasses.dataclass
 class Role:
   """One trained role: its train state, compiled functions and sampling settings."""
@@ -86,6 +95,11 @@ def _train_config(role_cfg: ml_collections.ConfigDict, role: str) -> TrainConfig
   except TypeError as e:
     valid = sorted(f.name for f in dataclasses.fields(TrainConfig))
     raise RunError(f"Bad config.{role}.train: {e}. Valid fields: {valid}.") from e
+
+
+def _copy(tree: Any) -> Any:
+  """A copy with its own buffers: train steps donate their state, so nothing may alias it."""
+  return jax.tree.map(jnp.copy, tree)
 
 
 def _atomic_json(path: str, data: Any) -> None:
@@ -115,7 +129,7 @@ class RZeroRun:
     self.pad_id = pad_token_id(self.tokenizer)
     self.challenger = self._role("challenger", base)
     self.solver = self._role("solver", base)
-    self.ref_params = self.challenger.params
+    self.ref_params = _copy(self.challenger.params)
     self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
     self.ckpt = RunCheckpointer(os.path.join(self.workdir, "checkpoints"),
                                 ("challenger", "solver", "ref"))
@@ -142,7 +156,7 @@ class RZeroRun:
     train_cfg = _train_config(settings, name)
     strategy = settings.strategy
     try:
-      params = sharding.shard_params(self.cfg, base_params, self.mesh, strategy)
+      params = _copy(sharding.shard_params(self.cfg, base_params, self.mesh, strategy))
     except ValueError as e:
       raise RunError(f"config.{name}.strategy: {e}") from e
     state = init_train_state(self.cfg, train_cfg, params, mesh=self.mesh, strategy=strategy)
@@ -153,7 +167,7 @@ class RZeroRun:
   def _heldout(self) -> list[tuple[str, str]]:
     e = self.config.eval
     if e.heldout:
-      return [(q, str(a)) for q, a in resolve_callable(e.heldout)()]
+      return [(q, str(a)) for q, a, *_ in resolve_callable(e.heldout)()]
     if e.heldout_jsonl:
       return [(r["question"], str(r["answer"])) for r in ds.read_jsonl(e.heldout_jsonl)]
     return []
@@ -161,7 +175,7 @@ class RZeroRun:
   # ----- sampling helpers ----------------------------------------------------------------------
 
   def _sample(self, role: Role, prompt_ids: list[list[int]], *, num_samples: int, seed: int,
-              temperature: float, top_p: float, max_new_tokens: int) -> SampleOutput:
+              temperature: float, top_p: float, max_new_tokens: int) -> Completions:
     """Samples `num_samples` completions per prompt in chunks of at most
     `config.max_sample_batch` sequences (a fixed chunk shape compiles once)."""
     t0 = time.perf_counter()
@@ -172,9 +186,9 @@ class RZeroRun:
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             num_samples=num_samples, stop_token_ids=self.stop_ids,
                             seed=derive_seed(seed, k), mesh=self.mesh, strategy=role.strategy))
-    out = SampleOutput(tokens=[t for p in parts for t in p.tokens],
-                       logprobs=[l for p in parts for l in p.logprobs],
-                       finished=[f for p in parts for f in p.finished])
+    out = Completions(tokens=[t for p in parts for t in p.tokens],
+                      logprobs=[lp for p in parts for lp in p.logprobs],
+                      finished=[f for p in parts for f in p.finished])
     seconds = time.perf_counter() - t0
     self.timing["sampling_s"] = self.timing.get("sampling_s", 0.0) + seconds
     self.tokens_per_s = sum(len(t) for t in out.tokens) / max(seconds, 1e-9)
@@ -382,7 +396,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tag = f"[iter {it + 1}/{iterations}]"
     if meta["phase"] == "challenger":
       if meta["step"] == 0:
-        r.ref_params = r.challenger.params
+        r.ref_params = _copy(r.challenger.params)
       progress = Progress(f"{tag} challenger step", config.challenger.steps, start=meta["step"],
                           enabled=r.main)
       while meta["step"] < config.challenger.steps:
@@ -415,7 +429,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if meta["phase"] == "solver":
       kept = ds.read_jsonl(os.path.join(r.workdir, "data", f"iter_{it + 1}.jsonl"))
       if meta["step"] == 0:
-        r.ref_params = r.solver.params
+        r.ref_params = _copy(r.solver.params)
       steps = config.solver.steps if kept else 0
       progress = Progress(f"{tag} solver step", steps, start=meta["step"], enabled=r.main)
       while meta["step"] < steps:

@@ -1,0 +1,99 @@
+"""The launcher end to end: a tiny R-Zero run, kill-and-resume determinism, and clear errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.toy_arith.build import ensure_base_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The smoke demo made smaller still, so three runs fit in CI time.
+TINY = ["--config=experiments/demo.py:smoke", "--config.challenger.prompts_per_step=8",
+        "--config.dataset.num_candidates=32", "--config.solver.prompts_per_step=16",
+        "--config.checkpoint_every_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def base_model():
+  return ensure_base_model(os.path.join(REPO, ".cache"))
+
+
+def _env():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PLATFORMS="cpu")
+  env.pop("PYTEST_CURRENT_TEST", None)
+  return env
+
+
+def _launch(workdir, *flags):
+  return subprocess.Popen([sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *flags],
+                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _run(workdir, *flags, timeout=600):
+  proc = _launch(workdir, *flags)
+  out, _ = proc.communicate(timeout=timeout)
+  return proc.returncode, out
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    summary = json.load(f)
+  summary.pop("timing")
+  return summary
+
+
+def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
+  flags = [*TINY, f"--config.model_path={base_model}"]
+  straight = tmp_path / "straight"
+  code, out = _run(straight, *flags)
+  assert code == 0, out
+  summary = _summary(straight)
+  assert set(summary["heldout_accuracy"]) == {"base", "iter_1"}
+  assert 0.0 <= summary["heldout_accuracy"]["iter_1"] <= 1.0
+  assert "held-out acc" in out  # the final table
+  for sub in ("checkpoints", "tb", "data/iter_1.jsonl", "export/iter_1/solver/config.json",
+              "export/iter_1/challenger/model.safetensors"):
+    assert os.path.exists(straight / sub), sub
+  records = [json.loads(line) for line in open(straight / "data" / "iter_1.jsonl")]
+  for r in records:
+    assert {"question", "label", "p_hat", "answers"} <= set(r) and 0.25 <= r["p_hat"] <= 0.75
+
+  killed = tmp_path / "killed"
+  proc = _launch(killed, *flags)
+  ckpt = killed / "checkpoints"
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
+    if len(steps) >= 1 and max(map(int, steps)) >= 2:
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "summary.json").exists()
+  code, out = _run(killed, *flags)
+  assert code == 0, out
+  assert "resuming from checkpoint" in out
+  assert _summary(killed) == summary
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.challenger.no_such_field=3"], "no_such_field"),
+    (["--mesh=data:3"], "needs 3 devices"),
+    (["--config.model_path=/no/such/dir"], "does not exist"),
+    (["--strategy=diagonal"], "Unknown sharding strategy 'diagonal'"),
+    (["--config.challenger.train.learning_rte=1.0"], "learning_rte"),
+])
+def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
+  model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
+  code, out = _run(tmp_path / "w", *TINY, *model, *flags, timeout=300)
+  assert code != 0
+  assert message in out
+  assert "Traceback" not in out
