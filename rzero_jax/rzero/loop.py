@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -359,14 +360,18 @@ class RZeroRun:
     return meta
 
   def export(self, iteration: int) -> None:
-    if not (self.config.export_hf and self.main):
+    """Writes both roles in HF format (every process gathers, process 0 writes)."""
+    if not self.config.export_hf:
       return
     files = {f: os.path.join(self.model_path, f) for f in TOKENIZER_FILES
              if os.path.exists(os.path.join(self.model_path, f))}
     for role in (self.challenger, self.solver):
-      save_pretrained(self.cfg, role.params,
-                      os.path.join(self.workdir, "export", f"iter_{iteration + 1}", role.name),
-                      extra_files=files)
+      host_params = jax.tree.map(
+          lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), role.params)
+      if self.main:
+        save_pretrained(self.cfg, host_params,
+                        os.path.join(self.workdir, "export", f"iter_{iteration + 1}", role.name),
+                        extra_files=files)
 
 
 def _iteration_record() -> dict:
