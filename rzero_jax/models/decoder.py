@@ -156,7 +156,10 @@ def _layer(cfg: ModelConfig, layer: Params, x: jax.Array, positions: jax.Array, 
 
 def embed_tokens(cfg: ModelConfig, params: Params, tokens: jax.Array,
                  plan: ShardingPlan | None = None) -> jax.Array:
-  x = jnp.take(params["embed"], tokens, axis=0).astype(cfg.compute_dtype)
+  # The table is used whole along `embed` (gathered like any FSDP weight): looking rows up in an
+  # embed-split table gives embed-split rows, which XLA can only move to batch-split by replicating.
+  table = constrain(params["embed"], ("vocab", None), plan)
+  x = jnp.take(table, tokens, axis=0).astype(cfg.compute_dtype)
   return constrain(x, ("batch", "length", "embed"), plan)
 
 
@@ -218,39 +221,109 @@ def forward(cfg: ModelConfig, params: Params, tokens: jax.Array,
 
 # ---------------------------------------------------------------------------------------------
 # KV-cached path (used by the sampler): a preallocated cache, written in place at `index`.
+# Cache layout [layers, batch, kv_heads, length, head_dim]: each (row, head) attends over one
+# contiguous [length, head_dim] block, so decode reads the cache once with no transposed copy.
+
+def cache_shape(cfg: ModelConfig, batch: int, length: int) -> tuple[int, ...]:
+  """Shape of each of the cache's "k" and "v" arrays (logical axes `CACHE_AXES`)."""
+  return (cfg.num_layers, batch, cfg.num_kv_heads, length, cfg.head_dim)
+
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> Params:
-  """A zeroed KV cache {"k", "v"}: [layers, batch, length, kv_heads, head_dim]."""
-  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  """A zeroed KV cache {"k", "v"}: [layers, batch, kv_heads, length, head_dim]."""
   dtype = cfg.compute_dtype if dtype is None else resolve_dtype(dtype)
+  shape = cache_shape(cfg, batch, length)
   return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
-CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
+
+
+def unstack_layers(params: Params) -> Params:
+  """Params with `layers` as a list of per-layer dicts: slice once before a loop that reuses the
+  weights every iteration (XLA would otherwise copy each layer's slice on every decode step)."""
+  stacked = params["layers"]
+  num_layers = jax.tree.leaves(stacked)[0].shape[0]
+  return {**params, "layers": [jax.tree.map(lambda p: p[i], stacked) for i in range(num_layers)]}
+
+
+def unstack_cache(cache: Params) -> Params:
+  """The cache as per-layer lists {"k": [[B, Hkv, S, hd]] * layers, "v": ...}: in a decode loop each
+  layer's buffer is then updated in place and read once, with no copy of the whole cache."""
+  return {name: list(value) for name, value in cache.items()}
+
+
+def _layer_params(params: Params, i: int) -> Params:
+  layers = params["layers"]
+  return layers[i] if isinstance(layers, list) else jax.tree.map(lambda p: p[i], layers)
+
+
+def cache_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """Grouped-query attention over the cache layout: q [B, T, H, hd], k/v [B, Hkv, S, hd] (any
+  dtype; used in q's), mask [B, T, S] (True = attend); scores and softmax in float32."""
+  b, t, h, hd = q.shape
+  kv_heads = k.shape[1]
+  q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
+  scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype),
+                      preferred_element_type=jnp.float32) * (hd ** -0.5)
+  scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+  out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(q.dtype))  # probs as the left operand
+  return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, t, h, hd)
+
+
+def cache_unembed(cfg: ModelConfig, params: Params, x: jax.Array,
+                  plan: ShardingPlan | None = None) -> jax.Array:
+  """`unembed` with the output matrix used in its own dtype and float32 accumulation: the same
+  products (its input is already rounded to the compute dtype), without converting the whole
+  vocab matrix to float32 on every decode step (for bf16 weights: 3x its memory traffic)."""
+  x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+  if cfg.tie_embeddings:
+    logits = jnp.einsum("btd,vd->btv", x, params["embed"], preferred_element_type=jnp.float32)
+  else:
+    logits = jnp.einsum("btd,dv->btv", x, params["lm_head"], preferred_element_type=jnp.float32)
+  return constrain(logits, ("batch", "length", "vocab"), plan)
+
+
+def hidden_with_cache(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
+                      cache: Params, index: jax.Array, kv_valid: jax.Array,
+                      *, plan: ShardingPlan | None = None) -> tuple[jax.Array, Params]:
+  """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T).
+
+  kv_valid [B, S] marks cache slots that hold real (non-padding) tokens once this call has written;
+  query t attends to slot s when kv_valid[b, s] and s <= index + t. `params["layers"]` and the
+  cache may be stacked or per-layer lists (`unstack_layers`, `unstack_cache`); the cache comes back
+  in the form it came in. Returns (last-layer hidden states [B, T, D] before the final norm, cache).
+  """
+  t = tokens.shape[1]
+  stacked = not isinstance(cache["k"], list)
+  layer_caches = unstack_cache(cache) if stacked else cache
+  slots = jnp.arange(layer_caches["k"][0].shape[2])
+  query_slots = index + jnp.arange(t)
+  mask = (slots[None, None, :] <= query_slots[None, :, None]) & kv_valid[:, None, :]
+  inv_freq = rope_inv_freq(cfg)
+  x = embed_tokens(cfg, params, tokens, plan)
+  new_cache: Params = {"k": [], "v": []}
+  for i in range(cfg.num_layers):
+    layer = _layer_params(params, i)
+    h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
+    q, k, v = _project_qkv(cfg, layer, h, positions, inv_freq, plan)
+    for name, new in (("k", k), ("v", v)):
+      buffer = layer_caches[name][i]
+      new = jnp.swapaxes(new, 1, 2).astype(buffer.dtype)  # [B, Hkv, T, hd]
+      buffer = jax.lax.dynamic_update_slice(buffer, new, (0, 0, index, 0))
+      new_cache[name].append(constrain(buffer, CACHE_AXES[1:], plan))
+    attn = cache_attention(q, new_cache["k"][i], new_cache["v"][i], mask)
+    x = _attn_out_and_mlp(cfg, layer, x, attn, plan)
+  if stacked:
+    new_cache = {name: constrain(jnp.stack(value), CACHE_AXES, plan)
+                 for name, value in new_cache.items()}
+  return x, new_cache
 
 
 def forward_with_cache(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
                        cache: Params, index: jax.Array, kv_valid: jax.Array,
                        *, plan: ShardingPlan | None = None) -> tuple[jax.Array, Params]:
-  """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T).
-
-  kv_valid [B, S] marks cache slots that hold real (non-padding) tokens once this call has written;
-  query t attends to slot s when kv_valid[b, s] and s <= index + t. Returns (logits [B, T, V], cache).
-  """
-  b, t = tokens.shape
-  slots = jnp.arange(cache["k"].shape[2])
-  query_slots = index + jnp.arange(t)
-  mask = (slots[None, None, :] <= query_slots[None, :, None]) & kv_valid[:, None, :]
-  inv_freq = rope_inv_freq(cfg)
-  x = embed_tokens(cfg, params, tokens, plan)
-  new_k, new_v = cache["k"], cache["v"]
-  for i in range(cfg.num_layers):
-    layer = jax.tree.map(lambda p: p[i], params["layers"])
-    h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
-    q, k, v = _project_qkv(cfg, layer, h, positions, inv_freq, plan)
-    new_k = jax.lax.dynamic_update_slice(new_k, k[None].astype(new_k.dtype), (i, 0, index, 0, 0))
-    new_v = jax.lax.dynamic_update_slice(new_v, v[None].astype(new_v.dtype), (i, 0, index, 0, 0))
-    attn = attention(q, new_k[i].astype(x.dtype), new_v[i].astype(x.dtype), mask)
-    x = _attn_out_and_mlp(cfg, layer, x, attn, plan)
-  cache = {"k": constrain(new_k, CACHE_AXES, plan), "v": constrain(new_v, CACHE_AXES, plan)}
-  return unembed(cfg, params, x, plan), cache
+  """`hidden_with_cache` then `cache_unembed`: returns (float32 logits [B, T, V], cache)."""
+  x, cache = hidden_with_cache(cfg, params, tokens, positions, cache, index, kv_valid, plan=plan)
+  return cache_unembed(cfg, params, x, plan), cache

@@ -1,0 +1,161 @@
+"""The jitted sampler: HF greedy parity, teacher-forced logprobs, stops, grouping, seeds, sharding,
+bounded compilation and input errors."""
+
+import jax
+import numpy as np
+import pytest
+
+from rzero_jax import sharding
+from rzero_jax.models import forward, load_pretrained
+from rzero_jax.sampling import generate
+
+PROMPTS = [[5, 17, 3], [8, 1, 44, 90, 2, 61, 7, 7, 30], [12], [3, 3, 9, 70, 15, 22]]
+SAMPLING = dict(max_new_tokens=10, temperature=0.8, top_p=0.9, top_k=20, num_samples=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_qwen3_dir):
+  return load_pretrained(tiny_qwen3_dir, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def sampled(model):
+  return generate(*model, PROMPTS, **SAMPLING)
+
+
+def teacher_forced_logprobs(cfg, params, prompts, completions, temperature):
+  """log_softmax(logits / T) of each completion token under one left-padded forward pass (of a
+  fixed [8, 32] shape, compiled once)."""
+  seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+  width = 32
+  tokens = np.zeros((8, width), np.int32)
+  mask = np.zeros((8, width), np.int32)
+  for i, seq in enumerate(seqs):
+    tokens[i, width - len(seq):], mask[i, width - len(seq):] = seq, 1
+  logprobs = np.asarray(jax.nn.log_softmax(forward(cfg, params, tokens, mask) / temperature))
+  return [logprobs[i, width - len(c) - 1:width - 1][np.arange(len(c)), c]
+          for i, c in enumerate(completions)]
+
+
+def hf_greedy(path, prompts, max_new_tokens, eos):
+  import torch
+  import transformers
+  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+  model.generation_config.eos_token_id = eos
+  width = max(map(len, prompts))
+  ids = torch.zeros((len(prompts), width), dtype=torch.long)
+  mask = torch.zeros_like(ids)
+  for i, p in enumerate(prompts):
+    ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
+  with torch.no_grad():
+    out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                         pad_token_id=0, eos_token_id=eos)
+  rows = out[:, width:].tolist()
+  return [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+
+
+def test_greedy_matches_transformers_with_left_padding_and_a_stop_token(model, tiny_qwen3_dir):
+  cfg, params = model
+  free = generate(cfg, params, PROMPTS, max_new_tokens=12, temperature=0.0)
+  assert not any(free.finished) and all(len(row) == 12 for row in free.tokens)
+  stop = free.tokens[1][4]  # a token prompt 1 emits mid-way: that row (at least) must stop on it
+  out = generate(cfg, params, PROMPTS, max_new_tokens=12, temperature=0.0, stop_token_ids=(stop,))
+  want = hf_greedy(tiny_qwen3_dir, PROMPTS, 12, eos=stop)
+  assert out.tokens == want
+  assert out.finished == [row[-1] == stop for row in want]
+  assert out.finished[1] and len(out.tokens[1]) <= 5 and not all(out.finished)
+  assert all(len(row) == 12 for row, done in zip(out.tokens, out.finished) if not done)
+  assert [row[:len(cut)] for row, cut in zip(free.tokens, out.tokens)] == out.tokens
+  for got, ref in zip(out.logprobs, teacher_forced_logprobs(cfg, params, PROMPTS, out.tokens, 1.0)):
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_sampled_logprobs_equal_teacher_forced_full_softmax(model, sampled):
+  cfg, params = model
+  prompts = [p for p in PROMPTS for _ in range(2)]  # samples are grouped per prompt, in order
+  assert len(sampled.tokens) == 8
+  ref = teacher_forced_logprobs(cfg, params, prompts, sampled.tokens, temperature=0.8)
+  for got, want in zip(sampled.logprobs, ref):
+    np.testing.assert_allclose(got, want, atol=1e-4)
+  assert np.all(np.asarray(sampled.logprob_array) <= 0)
+  assert sampled.token_array.shape == (8, max(map(len, sampled.tokens)))
+  np.testing.assert_array_equal(sampled.lengths, [len(t) for t in sampled.tokens])
+
+
+def test_num_samples_are_contiguous_groups(model):
+  cfg, params = model
+  single = generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0.0)
+  doubled = generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0.0, num_samples=2)
+  assert doubled.tokens == [t for t in single.tokens for _ in range(2)]
+  assert doubled.finished == [f for f in single.finished for _ in range(2)]
+
+
+def test_same_seed_same_output_other_seed_differs(model, sampled):
+  cfg, params = model
+  again = generate(cfg, params, PROMPTS, **SAMPLING)
+  assert again.tokens == sampled.tokens
+  np.testing.assert_array_equal(again.logprob_array, sampled.logprob_array)
+  other = generate(cfg, params, PROMPTS, **{**SAMPLING, "seed": 4})
+  assert other.tokens != sampled.tokens
+  assert sampled.tokens[0] != sampled.tokens[1] or sampled.tokens[2] != sampled.tokens[3]
+
+
+def test_row_draws_do_not_depend_on_batch_padding(model, sampled):
+  cfg, params = model
+  fewer = generate(cfg, params, PROMPTS[:3], **SAMPLING)  # 6 rows, padded to 8 differently
+  assert fewer.tokens == sampled.tokens[:6]
+
+
+@pytest.mark.parametrize("strategy, spec", [("dp", "data:8"), ("fsdp", "fsdp:8"),
+                                            ("tp", "data:2,tensor:4"),
+                                            ("fsdp_tp", "data:2,fsdp:2,tensor:2")])
+def test_sharded_equals_unsharded(model, sampled, strategy, spec):
+  cfg, params = model
+  mesh = sharding.make_mesh(spec)
+  placed = sharding.shard_params(cfg, params, mesh, strategy)
+  out = generate(cfg, placed, PROMPTS, mesh=mesh, strategy=strategy, **SAMPLING)
+  assert out.tokens == sampled.tokens
+  assert out.finished == sampled.finished
+  np.testing.assert_allclose(out.logprob_array, sampled.logprob_array, atol=1e-5)
+
+
+def test_bfloat16_cache_stays_close(model):
+  cfg, params = model
+  out = generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0.0, cache_dtype="bfloat16")
+  ref = teacher_forced_logprobs(cfg, params, PROMPTS, out.tokens, 1.0)
+  for got, want in zip(out.logprobs, ref):
+    np.testing.assert_allclose(got, want, atol=5e-2)
+
+
+def test_compiles_a_bounded_number_of_programs(model):
+  cfg, params = model
+  compiles = []
+  listener = lambda event, duration, **kw: compiles.append(event)  # noqa: E731
+  events = "/jax/core/compile/backend_compile_duration"
+  rng = np.random.RandomState(0)
+  prompts = lambda n, longest: [rng.randint(0, 97, size=rng.randint(1, longest + 1)).tolist()
+                                for _ in range(n)]
+  generate(cfg, params, prompts(4, 16), **SAMPLING)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for n, longest, new in [(3, 16, 9), (4, 11, 16), (3, 5, 12), (4, 16, 10)]:
+      out = generate(cfg, params, prompts(n, longest), **{**SAMPLING, "max_new_tokens": new})
+      assert len(out.tokens) == 2 * n
+    assert [e for e in compiles if e == events] == []  # same buckets: nothing recompiles
+    generate(cfg, params, [list(range(1, 30))], **SAMPLING)  # a longer prompt bucket
+    assert [e for e in compiles if e == events] == [events] * 2  # prefill + decode, nothing else
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_bad_inputs_raise_clear_errors(model):
+  cfg, params = model
+  cases = [([[]], {}, "empty"), ([[1] * 257], {}, "context"), ([[1, 97]], {}, "token ids"),
+           ([[1]], dict(max_new_tokens=0), "max_new_tokens"),
+           ([[1]], dict(num_samples=0), "num_samples"),
+           ([[1]], dict(temperature=-0.5), "temperature"), ([[1]], dict(top_p=0.0), "top_p")]
+  for prompts, kwargs, message in cases:
+    with pytest.raises(ValueError, match=message):
+      generate(cfg, params, prompts, **{"max_new_tokens": 4, **kwargs})
+  empty = generate(cfg, params, [], max_new_tokens=4)
+  assert empty.tokens == [] and empty.finished == []
