@@ -18,6 +18,7 @@ import jax
 
 from rzero_jax import sharding
 from rzero_jax.models.config import ModelConfig
+from rzero_jax.models import decoder
 from rzero_jax.models.decoder import CACHE_AXES, param_axes, param_shapes
 
 GIB = 1024 ** 3
@@ -70,7 +71,7 @@ def device_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, batc
           shape, sharding.logical_to_spec(axes, rules, sizes, shape, weight=True), sizes),
       param_axes(cfg), param_shapes(cfg), is_leaf=is_axes)
   elements = sum(jax.tree.leaves(counts))
-  cache_shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  cache_shape = decoder.cache_shape(cfg, batch, length)
   cache = shard_elements(cache_shape, sharding.logical_to_spec(CACHE_AXES, rules, sizes, cache_shape),
                          sizes)
   return DeviceBytes(weights=elements * param_bytes, adam=elements * 8, master=elements * 4,

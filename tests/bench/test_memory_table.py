@@ -27,7 +27,7 @@ def test_counts_match_placed_arrays(strategy, spec, tied):
   host = jax.tree.map(lambda shape: np.zeros(shape, np.float32), decoder.param_shapes(cfg),
                       is_leaf=lambda x: isinstance(x, tuple))
   params = sharding.shard_params(cfg, host, mesh, strategy)
-  cache_shape = (cfg.num_layers, 8, 16, cfg.num_kv_heads, cfg.head_dim)
+  cache_shape = decoder.cache_shape(cfg, 8, 16)
   cache = jax.device_put(np.zeros(cache_shape, jnp.bfloat16),
                          sharding.make_plan(mesh, strategy).sharding(decoder.CACHE_AXES, cache_shape))
   counted = memory_table.device_bytes(cfg, strategy, dict(mesh.shape), batch=8, length=16,
