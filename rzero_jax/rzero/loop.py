@@ -110,10 +110,27 @@ def _atomic_json(path: str, data: Any) -> None:
   os.replace(tmp, path)
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the batch arithmetic up front, so a bad config fails before any work is done."""
+  for name in ("challenger", "solver"):
+    role = config[name]
+    if role.prompts_per_step % role.prompts_per_update:
+      raise RunError(f"config.{name}.prompts_per_step ({role.prompts_per_step}) must be a multiple "
+                     f"of config.{name}.prompts_per_update ({role.prompts_per_update}).")
+    micro = role.train.micro_batch_size
+    if micro and (role.prompts_per_update * role.group_size) % micro:
+      raise RunError(f"config.{name}.train.micro_batch_size ({micro}) must divide the mini-batch of "
+                     f"prompts_per_update x group_size = "
+                     f"{role.prompts_per_update * role.group_size} sequences.")
+  if config.iterations < 1 or config.checkpoint_every_steps < 1:
+    raise RunError("config.iterations and config.checkpoint_every_steps must be >= 1.")
+
+
 class RZeroRun:
   """Holds the models, tokenizer, mesh and run directory of one R-Zero run."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    validate_config(config)
     self.config, self.workdir = config, os.path.abspath(workdir)
     self.main = sharding.is_main_process()
     self.timing: dict[str, float] = {}

@@ -14,8 +14,9 @@ from experiments.toy_arith.build import ensure_base_model
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smoke demo made smaller still, so three runs fit in CI time.
 TINY = ["--config=experiments/demo.py:smoke", "--config.challenger.prompts_per_step=8",
+        "--config.challenger.prompts_per_update=8", "--config.challenger.train.micro_batch_size=32",
         "--config.dataset.num_candidates=32", "--config.solver.prompts_per_step=16",
-        "--config.checkpoint_every_steps=1"]
+        "--config.solver.prompts_per_update=16", "--config.checkpoint_every_steps=1"]
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,7 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
     (["--config.model_path=/no/such/dir"], "does not exist"),
     (["--strategy=diagonal"], "Unknown sharding strategy 'diagonal'"),
     (["--config.challenger.train.learning_rte=1.0"], "learning_rte"),
+    (["--config.solver.prompts_per_update=7"], "must be a multiple"),
 ])
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
