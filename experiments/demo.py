@@ -1,12 +1,13 @@
 """The embedded default: R-Zero on a small arithmetic model built locally (no downloads).
 
-  python -m rzero_jax.main --workdir=runs/demo                             # this file, ~N min
+  python -m rzero_jax.main --workdir=runs/demo                             # this file, ~5 min
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
 
-The base model (a ~1M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
-`experiments/toy_arith/build.py`) is built on first use and cached next to the workdir. Its world
-is arithmetic, so every question has a true answer: the run reports the true accuracy of the
-majority-vote pseudo-labels and the Solver's greedy accuracy on held-out problems.
+The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
+`experiments/toy_arith/build.py`) is committed in experiments/toy_arith/base_model, and rebuilt
+(then cached next to the workdir) when the build settings change. Its world is arithmetic, so
+every question has a true answer: the run reports the true accuracy of the majority-vote
+pseudo-labels and the Solver's greedy accuracy on held-out problems.
 """
 
 from experiments.toy_arith import data
