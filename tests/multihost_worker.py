@@ -72,7 +72,38 @@ def run_batch(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.nda
           "tokens": np.asarray(multihost_utils.process_allgather(batch, tiled=True))}
 
 
-MODES: dict[str, Callable[..., dict[str, np.ndarray]]] = {"forward": run_forward, "batch": run_batch}
+def example_grpo_batch(vocab_size: int) -> dict[str, np.ndarray]:
+  """A deterministic GRPO batch (completion = the last 6 positions), identical on every process."""
+  tokens, mask = example_tokens(vocab_size)
+  loss_mask = np.zeros(tokens.shape, np.float32)
+  loss_mask[:, 6:] = mask[:, 6:]
+  return {"tokens": tokens, "attention_mask": mask, "loss_mask": loss_mask,
+          "old_logprobs": np.full(tokens.shape, -4.0, np.float32) * loss_mask,
+          "advantages": np.linspace(-1.0, 1.0, tokens.shape[0]).astype(np.float32)}
+
+
+LOSS_TRAIN_CONFIG = dict(learning_rate=1e-2, kl_coef=0.0, micro_batch_size=4)
+
+
+def run_loss(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.ndarray]:
+  """One jitted GRPO train step over both processes' rows: its loss and grad norm."""
+  from rzero_jax import sharding
+  from rzero_jax.models import hf_io
+  from rzero_jax.training import TrainConfig, init_train_state, make_train_step
+
+  cfg, params = hf_io.load_pretrained(args.model, dtype="float32", mesh=mesh, strategy=strategy)
+  train_cfg = TrainConfig(**LOSS_TRAIN_CONFIG)
+  state = init_train_state(cfg, train_cfg, params, mesh=mesh, strategy=strategy)
+  plan = sharding.make_plan(mesh, strategy)
+  batch = example_grpo_batch(cfg.vocab_size)
+  rows = sharding.process_rows(plan, batch["tokens"].shape[0])
+  batch = sharding.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
+  _, metrics = make_train_step(cfg, train_cfg, mesh=mesh, strategy=strategy)(state, batch)
+  return {"loss": np.asarray(metrics["loss"]), "grad_norm": np.asarray(metrics["grad_norm"])}
+
+
+MODES: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+    "forward": run_forward, "batch": run_batch, "loss": run_loss}
 
 
 def main(argv: list[str] | None = None) -> None:

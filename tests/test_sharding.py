@@ -13,6 +13,7 @@ from jax.sharding import PartitionSpec as P
 from rzero_jax import sharding
 from rzero_jax.models import decoder, hf_io
 from rzero_jax.models.config import ModelConfig
+from rzero_jax.training import TrainConfig, init_train_state, make_train_step
 from tests import hf_fixtures, multihost_worker
 
 ACCEPTANCE = [("dp", "data:8"), ("fsdp", "fsdp:8"), ("tp", "data:2,tensor:4"),
@@ -273,12 +274,17 @@ def test_initialize_distributed_single_process_and_errors(monkeypatch):
 def test_two_processes_match_one(tmp_path, tiny_qwen3_dir):
   plans = ["fsdp_tp@data:2,fsdp:2,tensor:2", "tp@data:2,tensor:4"]
   multihost_worker.run_processes(
-      ["--mode=forward", "--mode=batch", f"--model={tiny_qwen3_dir}", f"--out={tmp_path}/out",
+      ["--mode=forward", "--mode=batch", "--mode=loss", f"--model={tiny_qwen3_dir}",
+       f"--out={tmp_path}/out",
        *(f"--plan={p}" for p in plans)], str(tmp_path), num_processes=2, devices_per_process=4)
   tokens, mask = multihost_worker.example_tokens(97)
   want = _unsharded_logits(tiny_qwen3_dir, tokens, mask)
   cfg, host = hf_io.load_pretrained(tiny_qwen3_dir, dtype="float32")
   total = sum(x.nbytes for x in jax.tree.leaves(host))
+  train_cfg = TrainConfig(**multihost_worker.LOSS_TRAIN_CONFIG)
+  state = init_train_state(cfg, train_cfg, host)
+  _, metrics = make_train_step(cfg, train_cfg)(
+      state, multihost_worker.example_grpo_batch(cfg.vocab_size))
   for process in range(2):
     out = np.load(tmp_path / f"out.{process}.npz")
     for plan in plans:
@@ -287,3 +293,5 @@ def test_two_processes_match_one(tmp_path, tiny_qwen3_dir):
       assert list(out[f"batch/{plan}/rows"]) == [4 * process, 4 * process + 4]
       np.testing.assert_array_equal(out[f"batch/{plan}/tokens"], tokens)
       assert out[f"batch/{plan}/odd_refused"]
+      np.testing.assert_allclose(out[f"loss/{plan}/loss"], metrics["loss"], atol=1e-5, rtol=1e-5)
+      np.testing.assert_allclose(out[f"loss/{plan}/grad_norm"], metrics["grad_norm"], rtol=1e-4)
