@@ -48,7 +48,7 @@ def test_ensure_base_model_reuses_the_cache(built):
 def test_training_batch_targets_completion_and_end_of_turn():
   import random
   tok = build.train_tokenizer(build.tokenizer_corpus(TINY), TINY.vocab_size)
-  batch = build.training_batch(random.Random(0), TINY, tok, {}, 0.5)
+  batch = build.training_batch(random.Random(0), TINY, tok, {})
   assert batch["tokens"].shape[1] % build.LENGTH_BUCKET == 0
   im_end = tok.convert_tokens_to_ids("<|im_end|>")
   for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
