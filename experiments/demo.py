@@ -1,6 +1,6 @@
 """The embedded default: R-Zero on a small arithmetic model built locally (no downloads).
 
-  python -m rzero_jax.main --workdir=runs/demo                             # this file, ~5 min
+  python -m rzero_jax.main --workdir=runs/demo                             # this file, ~3.5 min
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
 
 The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by

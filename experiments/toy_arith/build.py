@@ -49,18 +49,21 @@ class BuildConfig:
   num_heads: int = 4
   num_kv_heads: int = 2
   head_dim: int = 32
-  steps: int = 800
+  steps: int = 900
   batch_size: int = 64
   learning_rate: float = 3e-3
   warmup_steps: int = 100
   weight_decay: float = 0.01
-  challenger_fraction: float = 0.1
-  # The Solver text answers directly (`\boxed{}` only) more often than it works step by step,
-  # and its steps slip now and then (`data.digit_slip`). So the base model mostly guesses in one
-  # shot, which only works on one-step problems; sampled answers that work it out agree with each
-  # other, so the majority vote is right more often than the model's first move.
-  direct_rate: float = 0.0
-  slip_per_digit: float = 0.0
+  challenger_fraction: float = 0.2
+  # The model first learns to work problems out step by step; over the last `direct_steps`
+  # steps its Solver text answers directly (`\boxed{}` only) with probability `direct_rate`, and
+  # steps slip now and then (`data.digit_slip`). It ends with a habit of guessing in one shot
+  # (its greedy first move), which only works on one-step problems, while its sampled answers
+  # that work it out agree with each other: the majority vote is right more often than the
+  # model's first move, so training on the vote can teach it to show its work.
+  direct_rate: float = 0.6
+  direct_steps: int = 200
+  slip_per_digit: float = 0.02
   solver_weights: tuple[tuple[int, float], ...] = ((1, 0.15), (2, 0.2), (3, 0.2), (4, 0.2),
                                                    (5, 0.15), (6, 0.1))
   challenger_weights: tuple[tuple[int, float], ...] = tuple((k, 1.0) for k in data.LEVELS)
@@ -72,13 +75,15 @@ class BuildConfig:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def example(rng: random.Random, cfg: BuildConfig) -> tuple[list[dict[str, str]], str]:
-  """One training example: (prompt messages, assistant completion) of either role."""
+def example(rng: random.Random, cfg: BuildConfig, direct_rate: float
+            ) -> tuple[list[dict[str, str]], str]:
+  """One training example: (prompt messages, assistant completion) of either role; a Solver
+  completion answers directly with probability `direct_rate`."""
   if rng.random() < cfg.challenger_fraction:
     question, answer, _ = data.sample_problems(rng, dict(cfg.challenger_weights), 1)[0]
     return prompts.challenger_messages(), data.challenger_completion(question, answer)
   question, answer, _ = data.sample_problems(rng, dict(cfg.solver_weights), 1)[0]
-  if rng.random() < cfg.direct_rate:
+  if rng.random() < direct_rate:
     return prompts.solver_messages(question), data.direct_completion(answer)
   slip = data.digit_slip(rng, cfg.slip_per_digit)
   return prompts.solver_messages(question), data.solver_completion(question, slip)
@@ -90,7 +95,7 @@ def tokenizer_corpus(cfg: BuildConfig) -> list[str]:
   rng = random.Random(cfg.seed)
   texts = ["assistant\n"]
   for _ in range(cfg.tokenizer_problems):
-    messages, completion = example(rng, cfg)
+    messages, completion = example(rng, cfg, cfg.direct_rate)
     texts += [f"{m['role']}\n{m['content']}" for m in messages] + [completion]
   return texts
 
@@ -106,13 +111,13 @@ def model_config(cfg: BuildConfig, tokenizer: Any) -> ModelConfig:
 
 
 def training_batch(rng: random.Random, cfg: BuildConfig, tokenizer: Any,
-                   cache: dict[str, list[int]]) -> dict[str, np.ndarray]:
+                   cache: dict[str, list[int]], direct_rate: float) -> dict[str, np.ndarray]:
   """A batch of fresh examples, padded to a multiple of LENGTH_BUCKET; targets are the
   completion and its `<|im_end|>`. Prompt and completion are tokenized apart, as at sampling."""
   im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
   prompt_ids, completion_ids = [], []
   for _ in range(cfg.batch_size):
-    messages, completion = example(rng, cfg)
+    messages, completion = example(rng, cfg, direct_rate)
     key = json.dumps(messages)
     if key not in cache:
       cache[key] = encode_chat(tokenizer, messages)
@@ -136,7 +141,9 @@ def pretrain(cfg: BuildConfig, model_cfg: ModelConfig, tokenizer: Any, *, log_ev
   start, window = time.perf_counter(), []
   metrics: dict[str, Any] = {}
   for step in range(1, cfg.steps + 1):
-    params, opt_state, m = step_fn(params, opt_state, training_batch(rng, cfg, tokenizer, cache))
+    direct_rate = cfg.direct_rate if step > cfg.steps - cfg.direct_steps else 0.0
+    batch = training_batch(rng, cfg, tokenizer, cache, direct_rate)
+    params, opt_state, m = step_fn(params, opt_state, batch)
     window.append(m)
     if step % log_every == 0 or step == cfg.steps:
       metrics = {k: float(np.mean([x[k] for x in jax.device_get(window)])) for k in m}

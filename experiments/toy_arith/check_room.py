@@ -1,15 +1,13 @@
-"""Measures how much room the toy base model leaves for R-Zero, and whether it can be taken.
+"""Measures how much room the toy base model leaves for R-Zero.
 
-  python -m experiments.toy_arith.check_room --model DIR [--per_level 100] [--finetune_steps 40]
+  python -m experiments.toy_arith.check_room --model DIR [--per_level 20] [--levels 1,2,3]
 
 1. Solver, per difficulty level on held-out problems: greedy accuracy, temperature-1 accuracy
-   (mean over `votes` samples), majority-of-`votes` accuracy, and the share of problems whose
-   p_hat lies in the R-Zero band (|p_hat - 1/2| <= 1/4).
+   (mean over `votes` samples), majority-of-`votes` accuracy, the share of problems whose p_hat
+   lies in the R-Zero band (|p_hat - 1/2| <= 1/4), and how often the greedy / sampled answers
+   skip the working (answer with `\\boxed{}` at once).
 2. Challenger: format rate, operand-count histogram, and the Solver's p_hat on its questions:
    how many a dataset pass keeps, and how often the kept pseudo-labels are true.
-3. A proxy of the Solver phase: fine-tune on the Solver's own samples that agree with the
-   majority of the kept Challenger questions (what a GRPO step on the pseudo-label reward
-   reinforces), then measure held-out greedy and sampled accuracy again.
 All answers are integers, so grading here is exact integer comparison of the boxed answer.
 """
 
@@ -17,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import collections
-import random
 import sys
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
-import optax
 
 from experiments.toy_arith import data
 from rzero_jax.models import encode_chat, load_pretrained, load_tokenizer, stop_token_ids
 from rzero_jax.rzero import prompts
 from rzero_jax.sampling import generate
-from rzero_jax.training.sft import make_sft_batch, make_sft_step
 from rzero_jax.verify.answers import extract_boxed
 
 DELTA = 0.25
@@ -118,9 +113,9 @@ def print_solver_report(title: str, report: dict[int, dict[str, float]]) -> None
     print(f"{name:>5}  " + "  ".join(f"{r[c]:>{len(c)}.3f}" for c in COLUMNS))
 
 
-def challenger_report(model: Model, count: int, votes: int, seed: int) -> list[dict[str, Any]]:
+def challenger_report(model: Model, count: int, votes: int, seed: int) -> None:
   """Samples `count` Challenger questions, votes on each; prints format rate, shape histogram,
-  p_hat histogram, kept share and pseudo-label accuracy; returns the kept records."""
+  p_hat histogram, kept share and pseudo-label accuracy."""
   prompt = encode_chat(model.tok, prompts.challenger_messages())
   texts = model.sample([prompt], count, 1.0, seed)
   questions = [prompts.parse_question(t) for t in texts]
@@ -140,50 +135,22 @@ def challenger_report(model: Model, count: int, votes: int, seed: int) -> list[d
     label, p_hat = vote(answers)
     records.append(dict(question=q, label=label, p_hat=p_hat, answers=answers,
                         truth=data.true_answer(q)))
-  hist = np.histogram([r["p_hat"] for r in records], bins=10, range=(0, 1))[0]
+  hist = collections.Counter(round(r["p_hat"] * votes) for r in records)
   kept = [r for r in records if r["label"] is not None and abs(r["p_hat"] - 0.5) <= DELTA]
-  print("  p_hat histogram (0.0-0.1 ... 0.9-1.0):", hist.tolist())
+  print(f"  p_hat histogram (agreeing votes of {votes}: questions):", dict(sorted(hist.items())))
   print(f"  kept {len(kept)}/{len(records)}; pseudo-label accuracy of kept "
         f"{np.mean([r['label'] == r['truth'] for r in kept]) if kept else float('nan'):.3f}; "
         f"all questions majority accuracy "
         f"{np.mean([r['label'] == r['truth'] for r in records]):.3f}")
-  return kept
-
-
-def self_consistency_finetune(model: Model, kept: Sequence[dict[str, Any]], steps: int,
-                              learning_rate: float, batch_size: int, seed: int) -> None:
-  """Fine-tunes `model.params` on fresh Solver samples that agree with each kept question's
-  pseudo-label (a stand-in for the Solver phase's positive-advantage samples)."""
-  im_end = model.tok.convert_tokens_to_ids("<|im_end|>")
-  prompt_ids = [model.solver_prompt(r["question"]) for r in kept]
-  texts = model.sample(prompt_ids, 5, 1.0, seed)
-  pairs = [(prompt_ids[i // 5], model.tok.encode(t, add_special_tokens=False) + [im_end])
-           for i, t in enumerate(texts) if boxed_int(t) == kept[i // 5]["label"]]
-  print(f"\nSelf-consistency fine-tune: {len(pairs)} majority-agreeing samples from "
-        f"{len(kept)} kept questions, {steps} steps, lr {learning_rate}")
-  optimizer = optax.adamw(learning_rate, weight_decay=0.0)
-  opt_state = optimizer.init(model.params)
-  step_fn = make_sft_step(model.cfg, optimizer)
-  rng = random.Random(seed)
-  length = -(-max(len(p) + len(c) for p, c in pairs) // 16) * 16
-  for _ in range(steps):
-    picks = [rng.choice(pairs) for _ in range(batch_size)]
-    batch = make_sft_batch([p for p, _ in picks], [c for _, c in picks], length,
-                           model.tok.pad_token_id)
-    model.params, opt_state, metrics = step_fn(model.params, opt_state, batch)
-  print(f"  final loss {float(metrics['loss']):.4f}")
 
 
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", required=True)
-  parser.add_argument("--per_level", type=int, default=100)
-  parser.add_argument("--levels", default="2,3,4,5,6")
+  parser.add_argument("--per_level", type=int, default=20)
+  parser.add_argument("--levels", default="1,2,3,4,5,6")
   parser.add_argument("--votes", type=int, default=10)
   parser.add_argument("--challenger_samples", type=int, default=400)
-  parser.add_argument("--finetune_steps", type=int, default=0)
-  parser.add_argument("--finetune_lr", type=float, default=3e-4)
-  parser.add_argument("--finetune_batch", type=int, default=32)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
   t0 = time.perf_counter()
@@ -194,15 +161,8 @@ def main(argv: list[str]) -> None:
   print_solver_report(f"Solver on held-out problems ({args.per_level} per level, "
                       f"{args.votes} samples at T=1)", base)
   print(f"[{time.perf_counter() - t0:.0f}s]")
-  kept = challenger_report(model, args.challenger_samples, args.votes, args.seed + 7)
+  challenger_report(model, args.challenger_samples, args.votes, args.seed + 7)
   print(f"[{time.perf_counter() - t0:.0f}s]")
-  if args.finetune_steps and kept:
-    self_consistency_finetune(model, kept, args.finetune_steps, args.finetune_lr,
-                              args.finetune_batch, args.seed + 11)
-    after = solver_report(model, problems, args.votes, args.seed)
-    print_solver_report("Solver after the self-consistency fine-tune (same problems, seeds)",
-                        after)
-    print(f"[{time.perf_counter() - t0:.0f}s]")
 
 
 if __name__ == "__main__":

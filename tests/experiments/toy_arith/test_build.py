@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 
 import numpy as np
 import pytest
@@ -45,16 +46,35 @@ def test_ensure_base_model_reuses_the_cache(built):
   assert os.path.basename(path) == f"toy_arith-{TINY.fingerprint()}"
 
 
-def test_training_batch_targets_completion_and_end_of_turn():
-  import random
-  tok = build.train_tokenizer(build.tokenizer_corpus(TINY), TINY.vocab_size)
-  batch = build.training_batch(random.Random(0), TINY, tok, {})
+@pytest.fixture(scope="module")
+def tokenizer():
+  return build.train_tokenizer(build.tokenizer_corpus(TINY), TINY.vocab_size)
+
+
+def completions(batch, tok):
+  """The decoded target text (without `<|im_end|>`) of each row, and its prompt."""
+  for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
+    targets = tokens[mask == 1]
+    yield tok.decode(targets[:-1]), tok.decode(tokens[:np.argmax(mask)])
+
+
+def test_training_batch_targets_completion_and_end_of_turn(tokenizer):
+  batch = build.training_batch(random.Random(0), TINY, tokenizer, {}, direct_rate=0.5)
   assert batch["tokens"].shape[1] % build.LENGTH_BUCKET == 0
-  im_end = tok.convert_tokens_to_ids("<|im_end|>")
+  im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
   for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
     targets = tokens[mask == 1]
     assert targets[-1] == im_end and (targets[:-1] != im_end).all()
-    text = tok.decode(targets[:-1])
+  for text, prompt in completions(batch, tokenizer):
     assert text.endswith("}") and "\\boxed{" in text
-    prompt = tok.decode(tokens[:np.argmax(mask)])
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_direct_rate_controls_answers_without_working(tokenizer):
+  cfg = build.BuildConfig(challenger_fraction=0.0, batch_size=32)
+  worked = list(completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 0.0),
+                            tokenizer))
+  direct = list(completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 1.0),
+                            tokenizer))
+  assert all(" = " in text for text, _ in worked)
+  assert all(text.startswith("\\boxed{") and " = " not in text for text, _ in direct)

@@ -66,3 +66,21 @@ def test_true_answer_parses_model_text_safely(question, expected):
 def test_unknown_level_is_rejected():
   with pytest.raises(ValueError, match="difficulty must be one of"):
     data.make_problem(random.Random(0), 9)
+
+
+def test_digit_slip_changes_one_digit_and_carries_on():
+  never, always = data.digit_slip(random.Random(0), 0.0), data.digit_slip(random.Random(0), 1.0)
+  assert [never(v) for v in (7, 42, -13)] == [7, 42, -13]
+  for value in (7, 42, 90, -13, 5000):
+    slipped = always(value)
+    a, b = str(abs(value)), str(abs(slipped))
+    assert len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
+    assert len(b) == 1 or b[0] != "0"  # no leading zero
+    assert (slipped < 0) == (value < 0)
+  completion = data.solver_completion("What is 12 + 30 - 5?", data.digit_slip(random.Random(1), 1))
+  first, second, box = completion.split("\n")
+  a, _, b, _, c = first.split()
+  assert (int(a), int(b)) == (12, 30) and int(c) != 42
+  assert second.startswith(f"{c} - 5 = ") and int(second.split()[-1]) != int(c) - 5
+  assert box == f"\\boxed{{{second.split()[-1]}}}"
+  assert data.direct_completion(-4) == "\\boxed{-4}"
