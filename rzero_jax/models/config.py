@@ -167,11 +167,14 @@ def config_from_hf_dict(hf: dict[str, Any], *, dtype: str = "float32") -> ModelC
         f"{SUPPORTED_MODEL_TYPES} (Qwen3, Qwen2/2.5, Llama-3.x / OctoThinker).")
   if hf.get("hidden_act", "silu") != "silu":
     raise ValueError(f"Unsupported hidden_act {hf['hidden_act']!r}: only 'silu' (SwiGLU) is supported.")
-  if model_type == "qwen2" and hf.get("use_sliding_window", False):
-    raise ValueError("Qwen2 sliding-window attention is not supported: set use_sliding_window=false.")
+  if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window", False):
+    raise ValueError(f"{model_type} sliding-window attention is not supported: set "
+                     "use_sliding_window=false in config.json.")
   num_heads = int(hf["num_attention_heads"])
   hidden = int(hf["hidden_size"])
-  head_dim = hf.get("head_dim") or hidden // num_heads
+  # transformers' defaults when config.json leaves these out: Qwen3Config.head_dim = 128, and
+  # tie_word_embeddings = False for all three families.
+  head_dim = hf.get("head_dim") or (128 if model_type == "qwen3" else hidden // num_heads)
   attention_bias = bool(hf.get("attention_bias", False))
   return ModelConfig(
       model_type=model_type,
@@ -183,7 +186,7 @@ def config_from_hf_dict(hf: dict[str, Any], *, dtype: str = "float32") -> ModelC
       num_kv_heads=int(hf.get("num_key_value_heads") or num_heads),
       head_dim=int(head_dim),
       rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", model_type != "llama")),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       qkv_bias=model_type == "qwen2" or attention_bias,
       o_bias=model_type != "qwen2" and attention_bias,
       mlp_bias=bool(hf.get("mlp_bias", False)),

@@ -183,6 +183,10 @@ def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array,
                   attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
                   *, plan: ShardingPlan | None = None) -> jax.Array:
   """Last-layer hidden states [B, T, D] (before the final norm) for a full-sequence pass."""
+  tokens = jnp.asarray(tokens)
+  if tokens.ndim != 2:
+    raise ValueError(f"tokens must be a [batch, length] array of ids, got shape {tokens.shape}: "
+                     "wrap a single sequence as [ids].")
   b, t = tokens.shape
   if attention_mask is None:
     attention_mask = jnp.ones((b, t), dtype=bool)

@@ -205,14 +205,29 @@ def hf_state_dict(cfg: ModelConfig, params: Params) -> dict[str, np.ndarray]:
   return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
+def _sharded_files(path: str) -> list[str]:
+  """The index and shard file names of a sharded safetensors checkpoint in `path` (or [])."""
+  index_path = os.path.join(path, INDEX_FILE)
+  if not os.path.exists(index_path):
+    return []
+  with open(index_path) as f:
+    shards = set(json.load(f).get("weight_map", {}).values())
+  return [INDEX_FILE] + sorted(s for s in shards if os.path.exists(os.path.join(path, s)))
+
+
 def save_pretrained(cfg: ModelConfig, params: Params, path: str, *,
                     extra_files: dict[str, str] | None = None) -> None:
   """Writes config.json + model.safetensors that `transformers` loads to the same logits.
 
-  The directory is written next to `path` and renamed into place, so a crash leaves no partial
-  checkpoint. `extra_files` maps file names to source paths to copy along (e.g. tokenizer files).
+  Files are written to a temporary directory next to `path` first, so a crash leaves no partial
+  checkpoint. A new `path` is renamed into place whole; into an existing directory only the written
+  files are moved (each rename atomic) and a previous sharded checkpoint's index and shards are
+  removed: other files there (tokenizer, notes) are kept. `extra_files` maps file names to source
+  paths to copy along (e.g. tokenizer files).
   """
   path = os.path.abspath(path)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise NotADirectoryError(f"save_pretrained needs a directory path, but {path!r} is a file.")
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   state = hf_state_dict(cfg, params)
@@ -225,9 +240,16 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str, *,
       json.dump(hf_config, f, indent=2)
     for fname, src in (extra_files or {}).items():
       shutil.copyfile(src, os.path.join(tmp, fname))
-    if os.path.exists(path):
-      shutil.rmtree(path)
-    os.replace(tmp, path)
+    if not os.path.exists(path):
+      os.replace(tmp, path)
+      return
+    written = os.listdir(tmp)
+    stale = [f for f in _sharded_files(path) if f not in written]
+    for fname in written:
+      os.replace(os.path.join(tmp, fname), os.path.join(path, fname))
+    for fname in stale:
+      os.remove(os.path.join(path, fname))
+    os.rmdir(tmp)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -130,9 +130,13 @@ class Sampling:
 Method = Greedy | Sampling
 
 
-def make_method(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0) -> Method:
+def make_method(temperature: float = 1.0, top_p: float | None = 1.0,
+                top_k: int | None = 0) -> Method:
   """`Greedy()` for temperature 0 (top-k/top-p ignored), else `Sampling(...)` with plain Python
-  numbers, so equal settings hash equal and share one compiled program."""
+  numbers, so equal settings hash equal and share one compiled program. `top_k` None or 0 and
+  `top_p` None or 1 disable those cuts."""
+  top_k = 0 if top_k is None else top_k
+  top_p = 1.0 if top_p is None else top_p
   if temperature < 0:
     raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
   if temperature == 0:

@@ -193,12 +193,13 @@ def _validate(cfg: ModelConfig, prompts: Sequence[Sequence[int]], max_new_tokens
 
 def generate(cfg: ModelConfig, params: Params, prompts: list[list[int]], *, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, num_samples: int = 1,
-             stop_token_ids: Sequence[int] = (), seed: int = 0, mesh: Mesh | None = None,
+             stop_token_ids: Sequence[int] | int = (), seed: int = 0, mesh: Mesh | None = None,
              strategy: str | Sequence | None = None,
              cache_dtype: str | None = None) -> SampleOutput:
   """Samples `num_samples` completions per prompt (greedy when temperature == 0).
 
-  Generation stops at any of `stop_token_ids` (kept in the output) or after `max_new_tokens`.
+  Generation stops at any of `stop_token_ids` (one id or several; kept in the output) or after
+  `max_new_tokens`.
   With a `mesh`, rows are sharded over the strategy's batch axes and heads/cache over its tensor
   axis; params already on the mesh are used as they are, others are sharded by the strategy.
   `cache_dtype` ("bfloat16", ...) defaults to the config's compute dtype.
@@ -229,6 +230,8 @@ def generate(cfg: ModelConfig, params: Params, prompts: list[list[int]], *, max_
   state = _prefill(params, tokens, prompt_lens, source, np.arange(batch) < num, cfg=cfg, plan=plan,
                    new_len=_bucket(max_new_tokens, MIN_LENGTH_BUCKET),
                    cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name)
+  if isinstance(stop_token_ids, (int, np.integer)):
+    stop_token_ids = (stop_token_ids,)
   stops = [int(t) for t in stop_token_ids]
   stop_ids = np.full((_bucket(len(stops), 4),), -1, np.int32)
   stop_ids[:len(stops)] = stops

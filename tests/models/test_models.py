@@ -204,3 +204,49 @@ def test_save_is_atomic_on_failure(tmp_path, tiny_qwen3_dir):
   with pytest.raises(FileNotFoundError):  # fails after the weights are written
     save_pretrained(cfg, params, str(out), extra_files={"tokenizer.json": str(tmp_path / "nope")})
   assert os.listdir(tmp_path) == ["out"] and sorted(os.listdir(out)) == before
+
+
+@pytest.mark.parametrize("family", ["qwen3", "qwen2", "llama"])
+def test_missing_optional_keys_default_like_transformers(tmp_path, family):
+  """config.json without `tie_word_embeddings` / `head_dim`: transformers' defaults apply."""
+  head_dim = {"qwen3": dict(head_dim=128)}.get(family, {})
+  path = hf_fixtures.save_tiny_model(tmp_path, family, tie_word_embeddings=False, **head_dim)
+  cfg_file = os.path.join(path, "config.json")
+  data = json.load(open(cfg_file))
+  for key in ("tie_word_embeddings", "head_dim"):
+    data.pop(key, None)
+  json.dump(data, open(cfg_file, "w"))
+  cfg = load_pretrained(path, dtype="float32")[0]
+  assert not cfg.tie_embeddings and cfg.head_dim == (128 if family == "qwen3" else 8)
+  diff, _ = _max_diff(path)
+  assert diff <= 1e-4
+
+
+def test_qwen3_sliding_window_is_rejected():
+  hf = hf_fixtures.hf_config("qwen3").to_dict()
+  hf["use_sliding_window"] = True
+  with pytest.raises(ValueError, match="use_sliding_window=false"):
+    config_from_hf_dict(hf)
+
+
+def test_save_into_existing_directory_keeps_other_files(tmp_path):
+  path = hf_fixtures.save_tiny_model(tmp_path / "model", "qwen2", max_shard_size="20KB")
+  (tmp_path / "model" / "notes.txt").write_text("keep me")
+  cfg, params = load_pretrained(path, dtype="float32")
+  params = jax.tree.map(lambda p: p * 2, params)
+  save_pretrained(cfg, params, path)
+  assert sorted(os.listdir(path)) == ["config.json", "generation_config.json", "model.safetensors",
+                                      "notes.txt"]
+  assert (tmp_path / "model" / "notes.txt").read_text() == "keep me"
+  jax.tree.map(np.testing.assert_array_equal, load_pretrained(path, dtype="float32")[1], params)
+  assert os.listdir(tmp_path) == ["model"]
+  with pytest.raises(NotADirectoryError, match="is a file"):
+    save_pretrained(cfg, params, os.path.join(path, "notes.txt"))
+
+
+def test_forward_takes_lists_and_rejects_a_flat_sequence(tiny_qwen3_dir):
+  cfg, params = load_pretrained(tiny_qwen3_dir, dtype="float32")
+  np.testing.assert_array_equal(np.asarray(forward(cfg, params, TOKENS.tolist())),
+                                np.asarray(forward(cfg, params, TOKENS)))
+  with pytest.raises(ValueError, match=r"\[batch, length\]"):
+    forward(cfg, params, TOKENS[0])

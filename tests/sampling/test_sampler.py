@@ -66,6 +66,8 @@ def test_greedy_matches_transformers_with_left_padding_and_a_stop_token(model, t
   assert out.finished[1] and len(out.tokens[1]) <= 5 and not all(out.finished)
   assert all(len(row) == 12 for row, done in zip(out.tokens, out.finished) if not done)
   assert [row[:len(cut)] for row, cut in zip(free.tokens, out.tokens)] == out.tokens
+  assert generate(cfg, params, PROMPTS, max_new_tokens=12, temperature=0.0,
+                  stop_token_ids=stop).tokens == out.tokens  # one id, not in a sequence
   for got, ref in zip(out.logprobs, teacher_forced_logprobs(cfg, params, PROMPTS, out.tokens, 1.0)):
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
@@ -157,5 +159,8 @@ def test_bad_inputs_raise_clear_errors(model):
   for prompts, kwargs, message in cases:
     with pytest.raises(ValueError, match=message):
       generate(cfg, params, prompts, **{"max_new_tokens": 4, **kwargs})
+  plain = generate(cfg, params, PROMPTS, max_new_tokens=4, seed=1)
+  assert generate(cfg, params, PROMPTS, max_new_tokens=4, seed=1, top_k=None,
+                  top_p=None).tokens == plain.tokens  # None disables a cut, like 0 / 1.0
   empty = generate(cfg, params, [], max_new_tokens=4)
   assert empty.tokens == [] and empty.finished == []
