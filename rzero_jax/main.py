@@ -54,14 +54,14 @@ def main(argv):
   sharding.initialize_distributed(coordinator_address=_COORDINATOR.value,
                                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   from rzero_jax.rzero.loop import RunError, run
-  config = _CONFIG.value
   try:
+    config = _CONFIG.value  # the config file is read here: a missing file fails cleanly below
     if _MESH.value:
       config.mesh = _MESH.value
     if _STRATEGY.value:
       apply_strategy_flag(config, _STRATEGY.value)
     run(config, _WORKDIR.value)
-  except (RunError, ValueError, FileNotFoundError) as e:
+  except (RunError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -114,6 +114,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the batch arithmetic up front, so a bad config fails before any work is done."""
   for name in ("challenger", "solver"):
     role = config[name]
+    for field in ("steps", "prompts_per_step", "prompts_per_update", "group_size", "votes"):
+      if field in role and role[field] < (2 if field == "group_size" else 1):
+        raise RunError(f"config.{name}.{field} must be >= {2 if field == 'group_size' else 1}, got "
+                       f"{role[field]} (GRPO compares group_size >= 2 samples per prompt).")
     if role.prompts_per_step % role.prompts_per_update:
       raise RunError(f"config.{name}.prompts_per_step ({role.prompts_per_step}) must be a multiple "
                      f"of config.{name}.prompts_per_update ({role.prompts_per_update}).")
@@ -122,6 +126,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise RunError(f"config.{name}.train.micro_batch_size ({micro}) must divide the mini-batch of "
                      f"prompts_per_update x group_size = "
                      f"{role.prompts_per_update * role.group_size} sequences.")
+  if config.dataset.votes < 1 or config.dataset.num_candidates < 1:
+    raise RunError("config.dataset.votes and config.dataset.num_candidates must be >= 1.")
   if config.iterations < 1 or config.checkpoint_every_steps < 1:
     raise RunError("config.iterations and config.checkpoint_every_steps must be >= 1.")
 

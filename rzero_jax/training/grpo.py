@@ -21,23 +21,27 @@ LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped to [-20, 20] before exp, so exp
 
 def group_advantages(rewards: jax.Array, group_size: int, *, eps: float = 1e-6,
                      normalize_std: bool = True) -> jax.Array:
-  """`(r - group mean) / (group std (ddof=1) + eps)` for rewards [num_groups * group_size].
+  """`(r - group mean) / (group std (ddof=1) + eps)` for rewards [num_groups * group_size]
+  (or any shape with that many elements, e.g. [num_groups, group_size]; the result has its shape).
 
   Consecutive runs of `group_size` rewards form a group (all samples of one prompt). A constant
-  group gives 0. With `normalize_std=False` only the mean is subtracted (Dr. GRPO).
+  group gives exactly 0 (statistics are taken relative to the group's first reward, so float32
+  rounding of the mean cannot leave a residue that the std division would blow up). With
+  `normalize_std=False` only the mean is subtracted (Dr. GRPO).
   """
   rewards = jnp.asarray(rewards, jnp.float32)
-  if rewards.ndim != 1 or rewards.shape[0] % group_size:
-    raise ValueError(f"rewards must be 1-D with a length divisible by group_size={group_size}; got "
+  if rewards.ndim == 0 or rewards.size % group_size:
+    raise ValueError(f"rewards must hold a multiple of group_size={group_size} values; got "
                      f"shape {rewards.shape}. Order rewards prompt by prompt, group_size per prompt.")
   grouped = rewards.reshape(-1, group_size)
+  grouped = grouped - grouped[:, :1]
   centered = grouped - grouped.mean(axis=1, keepdims=True)
   if normalize_std:
     if group_size < 2:
       raise ValueError("normalize_std needs group_size >= 2 (the std uses ddof=1); "
                        "use normalize_std=False for single samples.")
     centered = centered / (grouped.std(axis=1, ddof=1, keepdims=True) + eps)
-  return centered.reshape(-1)
+  return centered.reshape(rewards.shape)
 
 
 def kl_penalty(logprobs: jax.Array, ref_logprobs: jax.Array, estimator: str = "k3") -> jax.Array:

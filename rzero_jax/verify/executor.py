@@ -64,8 +64,9 @@ _SAFE_DUNDERS = frozenset({
     "__exit__", "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__",
     "__rmul__", "__imul__", "__truediv__", "__floordiv__", "__mod__", "__pow__", "__neg__",
     "__pos__", "__abs__", "__and__", "__or__", "__xor__", "__invert__", "__lshift__",
-    "__rshift__", "__matmul__", "__post_init__",
+    "__rshift__", "__matmul__", "__post_init__", "__slots__",
 })
+_SAFE_NAMES = frozenset({"__name__", "__slots__"})
 _BANNED_ATTRIBUTES = frozenset({
     "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame",
     "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "modules", "meta_path",
@@ -112,7 +113,7 @@ def _policy_violation(tree: ast.AST, deterministic: bool) -> str | None:
           if alias.name in _BANNED_ATTRIBUTES or alias.name.startswith("__"):
             return f"import of {node.module}.{alias.name} is not allowed"
     elif isinstance(node, ast.Name):
-      if node.id in banned_names or (node.id.startswith("__") and node.id != "__name__"):
+      if node.id in banned_names or (node.id.startswith("__") and node.id not in _SAFE_NAMES):
         return f"use of {node.id!r} is not allowed"
     elif isinstance(node, ast.Attribute):
       attr = node.attr

@@ -18,7 +18,7 @@ import dataclasses
 import itertools
 from typing import Callable, Sequence
 
-from rzero_jax.verify import answers
+from rzero_jax.verify import answers as answer_text
 
 Equivalence = Callable[[str, str], bool]
 
@@ -44,7 +44,7 @@ def _string_groups(answer_list: Sequence[str | None]) -> list[tuple[str, int]]:
   for answer in answer_list:
     if answer is None or not answer.strip():
       continue
-    key = answers.canonical(answer) if len(answer) <= answers.MAX_ANSWER_CHARS else answer
+    key = answer_text.canonical(answer) if len(answer) <= answer_text.MAX_ANSWER_CHARS else answer
     groups.setdefault(key, [answer.strip(), 0])[1] += 1
   return sorted((tuple(g) for g in groups.values()), key=lambda g: -g[1])
 
@@ -77,7 +77,7 @@ def majority_votes(answer_lists: Sequence[Sequence[str | None]], *,
            for i, j in itertools.combinations(range(len(groups)), 2)]
   texts = [(grouped[q][i][0], grouped[q][j][0]) for q, i, j in pairs]
   if equivalent is None:
-    verdicts = answers.equivalent_many(texts, symmetric=True, timeout_s=timeout_s)
+    verdicts = answer_text.equivalent_many(texts, symmetric=True, timeout_s=timeout_s)
   else:
     verdicts = [bool(equivalent(a, b) or equivalent(b, a)) for a, b in texts]
   same: list[dict[tuple[int, int], bool]] = [{} for _ in grouped]
@@ -86,7 +86,7 @@ def majority_votes(answer_lists: Sequence[Sequence[str | None]], *,
   return [_cluster(groups, same[q], len(answer_lists[q])) for q, groups in enumerate(grouped)]
 
 
-def majority_vote(answer_list: Sequence[str | None], *, equivalent: Equivalence | None = None,
+def majority_vote(answers: Sequence[str | None], *, equivalent: Equivalence | None = None,
                   timeout_s: float = 5.0) -> Vote:
   """Majority vote over one question's answers (see the module docstring)."""
-  return majority_votes([answer_list], equivalent=equivalent, timeout_s=timeout_s)[0]
+  return majority_votes([answers], equivalent=equivalent, timeout_s=timeout_s)[0]

@@ -92,6 +92,8 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
     (["--strategy=diagonal"], "Unknown sharding strategy 'diagonal'"),
     (["--config.challenger.train.learning_rte=1.0"], "learning_rte"),
     (["--config.solver.prompts_per_update=7"], "must be a multiple"),
+    (["--config.challenger.prompts_per_update=0"], "prompts_per_update must be >= 1"),
+    (["--config.solver.group_size=1"], "group_size must be >= 2"),
 ])
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
@@ -99,3 +101,8 @@ def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   assert code != 0
   assert message in out
   assert "Traceback" not in out
+
+
+def test_missing_config_file_fails_clearly(tmp_path):
+  code, out = _run(tmp_path / "w", "--config=experiments/no_such_config.py", timeout=300)
+  assert code == 2 and "no_such_config.py" in out and "Traceback" not in out

@@ -69,6 +69,23 @@ def test_group_advantages_matches_reference():
   assert np.all(np.asarray(grpo.group_advantages(rewards, 8))[8:16] == 0.0)
 
 
+@pytest.mark.parametrize("value, size", [(0.7, 16), (0.1, 3), (123.456, 5), (-2.3, 7)])
+def test_constant_group_gives_exactly_zero(value, size):
+  rewards = np.concatenate([np.full(size, value), np.arange(size)]).astype(np.float32)
+  got = np.asarray(grpo.group_advantages(rewards, size))
+  assert np.all(got[:size] == 0.0)
+  np.testing.assert_allclose(got[size:], np_advantages(rewards, size)[size:], rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_group_advantages_keeps_a_2d_shape():
+  rewards = np.random.default_rng(1).random((3, 4)).astype(np.float32)
+  got = np.asarray(grpo.group_advantages(rewards, 4))
+  assert got.shape == (3, 4)
+  np.testing.assert_allclose(got.reshape(-1), np_advantages(rewards.reshape(-1), 4), rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_group_advantages_rejects_bad_shapes():
   with pytest.raises(ValueError, match="group_size"):
     grpo.group_advantages(np.zeros(10), 4)

@@ -544,6 +544,15 @@ def f(x):
 if __name__ == '__main__':
     print(f(input()))
 """),
+    ("(3, 4)", "25", """
+class Point:
+    __slots__ = ('x', 'y')
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+def f(x, y):
+    p = Point(x, y)
+    return p.x * p.x + p.y * p.y
+"""),
 ]
 
 

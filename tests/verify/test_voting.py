@@ -26,7 +26,7 @@ def test_symbolic_equivalence_merges_groups():
 
 
 def test_abstentions_count_in_m_but_form_no_group():
-  vote = majority_vote(["5", None, None, "", "5"])
+  vote = majority_vote(answers=["5", None, None, "", "5"])
   assert vote == Vote("5", 2 / 5, [("5", 2)])
   assert majority_vote([None, None, "  "]) == Vote(None, 0.0, [])
   assert majority_vote([]) == Vote(None, 0.0, [])
