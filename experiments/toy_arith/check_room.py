@@ -24,10 +24,12 @@ import numpy as np
 from experiments.toy_arith import data
 from rzero_jax.models import encode_chat, load_pretrained, load_tokenizer, stop_token_ids
 from rzero_jax.rzero import prompts
+from rzero_jax.rzero.config import default_config
+from rzero_jax.rzero.dataset import in_band
 from rzero_jax.sampling import generate
 from rzero_jax.verify.answers import extract_boxed
 
-DELTA = 0.25
+DELTA = default_config().dataset.delta  # the band the R-Zero loop keeps
 
 
 def boxed_int(text: str) -> int | None:
@@ -99,7 +101,7 @@ def solver_report(model: Model, problems: Sequence[tuple[str, int, int]], votes:
     answers = [boxed_int(t) for t in texts]
     label, p_hat = vote(answers)
     row = (boxed_int(g) == truth, np.mean([a == truth for a in answers]), label == truth,
-           abs(p_hat - 0.5) <= DELTA, is_direct(g), np.mean([is_direct(t) for t in texts]))
+           in_band(p_hat, DELTA), is_direct(g), np.mean([is_direct(t) for t in texts]))
     rows[level].append(row)
     rows[0].append(row)
   return {level: dict(zip(COLUMNS, np.mean(np.asarray(r, dtype=float), axis=0)))
@@ -136,7 +138,7 @@ def challenger_report(model: Model, count: int, votes: int, seed: int) -> None:
     records.append(dict(question=q, label=label, p_hat=p_hat, answers=answers,
                         truth=data.true_answer(q)))
   hist = collections.Counter(round(r["p_hat"] * votes) for r in records)
-  kept = [r for r in records if r["label"] is not None and abs(r["p_hat"] - 0.5) <= DELTA]
+  kept = [r for r in records if r["label"] is not None and in_band(r["p_hat"], DELTA)]
   print(f"  p_hat histogram (agreeing votes of {votes}: questions):", dict(sorted(hist.items())))
   print(f"  kept {len(kept)}/{len(records)}; pseudo-label accuracy of kept "
         f"{np.mean([r['label'] == r['truth'] for r in kept]) if kept else float('nan'):.3f}; "

@@ -110,14 +110,18 @@ def _atomic_json(path: str, data: Any) -> None:
   os.replace(tmp, path)
 
 
+# Smallest allowed value of each role's counts; GRPO compares >= 2 samples per prompt.
+ROLE_MINIMUMS = {"steps": 1, "prompts_per_step": 1, "prompts_per_update": 1, "group_size": 2,
+                 "votes": 1}
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the batch arithmetic up front, so a bad config fails before any work is done."""
   for name in ("challenger", "solver"):
     role = config[name]
-    for field in ("steps", "prompts_per_step", "prompts_per_update", "group_size", "votes"):
-      if field in role and role[field] < (2 if field == "group_size" else 1):
-        raise RunError(f"config.{name}.{field} must be >= {2 if field == 'group_size' else 1}, got "
-                       f"{role[field]} (GRPO compares group_size >= 2 samples per prompt).")
+    for field, minimum in ROLE_MINIMUMS.items():
+      if field in role and role[field] < minimum:
+        raise RunError(f"config.{name}.{field} must be >= {minimum}, got {role[field]}.")
     if role.prompts_per_step % role.prompts_per_update:
       raise RunError(f"config.{name}.prompts_per_step ({role.prompts_per_step}) must be a multiple "
                      f"of config.{name}.prompts_per_update ({role.prompts_per_update}).")
