@@ -15,10 +15,11 @@ every large weight stays split (e.g. a vocabulary of 97 under `tensor:4` splits 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 import numpy as np
@@ -27,6 +28,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 
 Rules = tuple[tuple[str, Any], ...]
+T = TypeVar("T")
 
 # Weight dimensions that never receive a mesh axis moved off an indivisible dimension (the stacked
 # layer axis is sliced by the layer scan; splitting it would gather every layer on every step).
@@ -410,3 +412,22 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def is_main_process() -> bool:
   """True on process 0, the one that writes logs and summaries (every process joins checkpoints)."""
   return jax.process_index() == 0
+
+
+def decided_on_main(decide: Callable[[], T]) -> T:
+  """Runs the host-side decision `decide()` on process 0 only and gives every process its result.
+
+  For anything all processes must agree on but could compute differently (grading with deadlines,
+  votes, files another process writes): process 0 computes it, the others receive it. The value
+  must survive a JSON round trip (lists, dicts, str, float, int, bool, None); tuples come back as
+  lists on every process, process 0 included, so all processes hold identical values.
+  """
+  if jax.process_count() == 1:
+    return json.loads(json.dumps(decide()))
+  from jax.experimental import multihost_utils
+  payload = np.frombuffer(json.dumps(decide()).encode(), np.uint8) if is_main_process() else (
+      np.zeros((0,), np.uint8))
+  size = int(multihost_utils.broadcast_one_to_all(np.int64(payload.size)))
+  buffer = payload if is_main_process() else np.zeros((size,), np.uint8)
+  data = multihost_utils.broadcast_one_to_all(buffer)
+  return json.loads(np.asarray(data, np.uint8).tobytes().decode())

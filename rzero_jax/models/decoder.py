@@ -111,7 +111,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
   b, t, h, hd = q.shape
   groups = h // k.shape[2]
   q = q.reshape(b, t, k.shape[2], groups, hd)
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) * (hd ** -0.5)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (hd ** -0.5)
   scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v)

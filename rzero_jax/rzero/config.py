@@ -25,7 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.base_model_builder = ""        # or "module:function", called with a cache dir, returns a path
   c.tokenizer_path = ""            # defaults to the model directory
   c.dtype = "bfloat16"             # compute dtype
-  c.param_dtype = "float32"        # master weights and optimizer state
+  c.param_dtype = "float32"        # master weights and AdamW state (bfloat16 loses lr-1e-6 updates)
   c.seed = 0
   c.iterations = 3
   c.mesh = "data:-1"
@@ -34,21 +34,39 @@ def default_config() -> ml_collections.ConfigDict:
   c.reward_variant = "paper"       # or "released" (the reference code's rewards)
   c.grade_timeout_s = 5.0
   c.max_sample_batch = 512         # sequences per sampler call (chunks of a fixed shape)
+  c.recompute_old_logprobs = True  # old policy = the training forward pass before the update (as
+                                   # veRL), not the sampler's log-probs (logged as logprob_mismatch)
+  c.fresh_optimizer_each_phase = True  # AdamW state and schedule restart at every phase start (the
+                                       # reference runs each phase as a new training job)
 
   c.challenger = ml_collections.ConfigDict(dict(
       strategy="fsdp", group_size=4, prompts_per_step=512, prompts_per_update=16, steps=5,
       votes=10, max_prompt_tokens=512, max_new_tokens=4096, temperature=1.0, top_p=0.99,
-      tau=0.5, lam=1.0))
+      tau=0.5, lam=1.0,
+      repetition_denominator="well_formed"))  # or "batch" (the reference: all rollouts of the step)
   c.challenger.train = _train()
   c.solver = ml_collections.ConfigDict(dict(
       strategy="fsdp", group_size=5, prompts_per_step=512, prompts_per_update=128, steps=15,
       max_prompt_tokens=2048, max_new_tokens=4096, temperature=1.0, top_p=0.99))
   c.solver.train = _train()
   c.dataset = ml_collections.ConfigDict(dict(
-      num_candidates=8000, votes=10, delta=0.25, temperature=1.0, top_p=0.99))
+      num_candidates=8000, votes=10, delta=0.25, temperature=1.0, top_p=0.99,
+      filter="paper"))  # or "released": 0.3 <= majority share of non-empty answers <= 0.8
   c.eval = ml_collections.ConfigDict(dict(
       heldout="",         # "module:function" returning [(question, answer)], or
       heldout_jsonl="",   # a jsonl file of {"question", "answer"}
       oracle="",          # optional "module:function(question) -> answer | None" (true labels)
       max_new_tokens=4096))
+  return c
+
+
+def released_variant(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The reference code's choices where they differ from the paper (spec/rzero.md): its rewards
+  (incl. the Solver's `<think>` + boxed format term), 9 dataset votes with its 0.3-0.8 filter over
+  non-empty answers, and the repetition penalty over the whole rollout batch."""
+  c.reward_variant = "released"
+  c.dataset.votes = 9
+  c.dataset.filter = "released"
+  c.challenger.repetition_denominator = "batch"
+  c.fresh_optimizer_each_phase = True
   return c

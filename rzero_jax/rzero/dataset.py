@@ -31,16 +31,38 @@ def in_band(p_hat: float, delta: float) -> bool:
   return abs(p_hat - 0.5) <= delta + 1e-12
 
 
+# The released code's filter: 0.3 <= share of the majority among the non-empty answers <= 0.8.
+RELEASED_BAND = (0.3, 0.8)
+DATASET_FILTERS = ("paper", "released")
+
+
+def answered_share(p_hat: float, answers: Sequence[str | None]) -> float:
+  """The majority's share among the non-empty answers (`p_hat` counts abstentions in m)."""
+  answered = sum(a is not None and str(a).strip() != "" for a in answers)
+  return p_hat * len(answers) / answered if answered else 0.0
+
+
+def keeps(p_hat: float, answers: Sequence[str | None], *, delta: float,
+          filter: str = "paper") -> bool:
+  """paper: `|p_hat - 1/2| <= delta`; released: 0.3 <= majority share of non-empty answers <= 0.8."""
+  if filter == "paper":
+    return in_band(p_hat, delta)
+  if filter == "released":
+    low, high = RELEASED_BAND
+    return low - 1e-12 <= answered_share(p_hat, answers) <= high + 1e-12
+  raise ValueError(f"Unknown dataset filter {filter!r}: use one of {DATASET_FILTERS}.")
+
+
 def select_questions(questions: Sequence[str], labels: Sequence[str | None],
                      p_hats: Sequence[float], answers: Sequence[Sequence[str | None]], *,
-                     delta: float) -> list[dict[str, Any]]:
+                     delta: float, filter: str = "paper") -> list[dict[str, Any]]:
   """Records (question, pseudo-label, p_hat, all extracted answers) of the kept questions: those
-  with a pseudo-label and `|p_hat - 1/2| <= delta`."""
+  with a pseudo-label that pass `keeps` (paper: `|p_hat - 1/2| <= delta`)."""
   if not len(questions) == len(labels) == len(p_hats) == len(answers):
     raise ValueError("select_questions: questions, labels, p_hats and answers differ in length.")
   return [{"question": q, "label": label, "p_hat": float(p), "answers": list(a)}
           for q, label, p, a in zip(questions, labels, p_hats, answers)
-          if label is not None and in_band(p, delta)]
+          if label is not None and keeps(p, a, delta=delta, filter=filter)]
 
 
 def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:

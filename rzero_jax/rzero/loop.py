@@ -34,7 +34,7 @@ from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn,
 from rzero_jax.training.grpo import group_advantages
 from rzero_jax.verify.answers import extract_boxed, grade
 from rzero_jax.verify.repetition import cluster_questions, repetition_penalty
-from rzero_jax.verify.voting import majority_votes
+from rzero_jax.verify.voting import Vote, majority_votes
 
 PHASES = ("challenger", "dataset", "solver", "done")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -89,8 +89,9 @@ class Role:
     return self.state.params
 
 
-def _train_config(role_cfg: ml_collections.ConfigDict, role: str) -> TrainConfig:
-  fields = dict(role_cfg.train.to_dict(), temperature=float(role_cfg.temperature))
+def _train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: str) -> TrainConfig:
+  fields = dict(role_cfg.train.to_dict(), temperature=float(role_cfg.temperature),
+                param_dtype=param_dtype)
   try:
     return TrainConfig(**fields)
   except TypeError as e:
@@ -103,6 +104,13 @@ def _copy(tree: Any) -> Any:
   return jax.tree.map(jnp.copy, tree)
 
 
+@jax.jit
+def _masked_abs_diff(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
+  """[sum of |a - b| over the mask, mask count] (replicated scalars)."""
+  mask = mask.astype(jnp.float32)
+  return jnp.stack([jnp.sum(jnp.abs(a - b) * mask), jnp.sum(mask)])
+
+
 def _atomic_json(path: str, data: Any) -> None:
   fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=os.path.dirname(path))
   with os.fdopen(fd, "w") as f:
@@ -110,6 +118,7 @@ def _atomic_json(path: str, data: Any) -> None:
   os.replace(tmp, path)
 
 
+REPETITION_DENOMINATORS = ("well_formed", "batch")
 # Smallest allowed value of each role's counts; GRPO compares >= 2 samples per prompt.
 ROLE_MINIMUMS = {"steps": 1, "prompts_per_step": 1, "prompts_per_update": 1, "group_size": 2,
                  "votes": 1}
@@ -130,6 +139,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise RunError(f"config.{name}.train.micro_batch_size ({micro}) must divide the mini-batch of "
                      f"prompts_per_update x group_size = "
                      f"{role.prompts_per_update * role.group_size} sequences.")
+  if config.challenger.repetition_denominator not in REPETITION_DENOMINATORS:
+    raise RunError(f"config.challenger.repetition_denominator must be one of "
+                   f"{REPETITION_DENOMINATORS}, got {config.challenger.repetition_denominator!r}.")
+  if config.dataset.filter not in ds.DATASET_FILTERS:
+    raise RunError(f"config.dataset.filter must be one of {ds.DATASET_FILTERS}, got "
+                   f"{config.dataset.filter!r}.")
+  if config.reward_variant not in rewards.REWARD_VARIANTS:
+    raise RunError(f"config.reward_variant must be one of {rewards.REWARD_VARIANTS}, got "
+                   f"{config.reward_variant!r}.")
   if config.dataset.votes < 1 or config.dataset.num_candidates < 1:
     raise RunError("config.dataset.votes and config.dataset.num_candidates must be >= 1.")
   if config.iterations < 1 or config.checkpoint_every_steps < 1:
@@ -151,12 +169,21 @@ class RZeroRun:
       self.mesh = sharding.make_mesh(config.mesh)
     except ValueError as e:
       raise RunError(f"{e} (set --mesh or config.mesh)") from e
-    self.cfg, base = load_pretrained(self.model_path, dtype=config.param_dtype)
+    for name in ("challenger", "solver"):
+      try:
+        sharding.make_plan(self.mesh, config[name].strategy)
+      except ValueError as e:
+        raise RunError(f"config.{name}.strategy: {e}") from e
+    # Straight onto the mesh in the Challenger's layout, tensor by tensor; the Solver gets its own
+    # copy, the Challenger's state takes over the loaded buffers: two copies plus the reference.
+    self.cfg, base = load_pretrained(self.model_path, dtype=config.param_dtype, mesh=self.mesh,
+                                     strategy=config.challenger.strategy)
     self.cfg = dataclasses.replace(self.cfg, dtype=config.dtype)
     self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
     self.pad_id = pad_token_id(self.tokenizer)
-    self.challenger = self._role("challenger", base)
-    self.solver = self._role("solver", base)
+    self.solver = self._role("solver", base, donate=False)
+    self.challenger = self._role("challenger", base, donate=True)
+    del base
     self.ref_params = _copy(self.challenger.params)
     self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
     self.ckpt = RunCheckpointer(os.path.join(self.workdir, "checkpoints"),
@@ -179,15 +206,14 @@ class RZeroRun:
       return resolve_callable(c.base_model_builder)(cache)
     raise RunError("No base model: set --config.model_path=/path/to/hf_checkpoint.")
 
-  def _role(self, name: str, base_params: Any) -> Role:
+  def _role(self, name: str, base_params: Any, *, donate: bool) -> Role:
+    """A role whose train state starts from `base_params` (already on the mesh); with `donate` the
+    state takes over their buffers (`base_params` is then unusable)."""
     settings = self.config[name]
-    train_cfg = _train_config(settings, name)
+    train_cfg = _train_config(settings, name, self.config.param_dtype)
     strategy = settings.strategy
-    try:
-      params = _copy(sharding.shard_params(self.cfg, base_params, self.mesh, strategy))
-    except ValueError as e:
-      raise RunError(f"config.{name}.strategy: {e}") from e
-    state = init_train_state(self.cfg, train_cfg, params, mesh=self.mesh, strategy=strategy)
+    state = init_train_state(self.cfg, train_cfg, base_params, mesh=self.mesh, strategy=strategy,
+                             donate=donate)
     return Role(name, settings, strategy, sharding.make_plan(self.mesh, strategy), train_cfg, state,
                 make_train_step(self.cfg, train_cfg, mesh=self.mesh, strategy=strategy),
                 make_logprob_fn(self.cfg, train_cfg, mesh=self.mesh, strategy=strategy))
@@ -240,10 +266,18 @@ class RZeroRun:
                           max_new_tokens=self.config.solver.max_new_tokens)
     answers = [extract_boxed(self._decode(t)) for t in out.tokens]
     grouped = [answers[i * votes:(i + 1) * votes] for i in range(len(questions))]
-    t0 = time.perf_counter()
-    result = majority_votes(grouped, timeout_s=self.config.grade_timeout_s)
-    self.timing["grading_s"] = self.timing.get("grading_s", 0.0) + time.perf_counter() - t0
+    decided = self._grading(lambda: [dataclasses.astuple(v) for v in majority_votes(
+        grouped, timeout_s=self.config.grade_timeout_s)])
+    result = [Vote(label, p_hat, [tuple(g) for g in groups]) for label, p_hat, groups in decided]
     return result, grouped
+
+  def _grading(self, decide: Callable[[], Any]) -> Any:
+    """Runs a grading decision (deadlines make it timing-dependent) once, on process 0, and shares
+    its result with every process; timed as grading."""
+    t0 = time.perf_counter()
+    result = sharding.decided_on_main(decide)
+    self.timing["grading_s"] = self.timing.get("grading_s", 0.0) + time.perf_counter() - t0
+    return result
 
   def _parse_questions(self, completions: Sequence[Sequence[int]]) -> list[str | None]:
     parsed = [prompts.parse_question(self._decode(t)) for t in completions]
@@ -252,26 +286,40 @@ class RZeroRun:
   # ----- GRPO update of one role ----------------------------------------------------------------
 
   def _update(self, role: Role, prompt_ids: list[list[int]], out, rewards_: np.ndarray) -> dict:
+    """GRPO update of `role` on one rollout step: mini-batches go to the devices as global arrays
+    (each process feeds its rows), old and reference log-probs are computed there before the
+    first update, and only replicated scalars come back."""
     s = role.settings
     advantages = np.asarray(group_advantages(rewards_, s.group_size))
     seq_prompts = [p for p in prompt_ids for _ in range(s.group_size)]
     batch = build_batch(seq_prompts, out.tokens, out.logprobs, advantages,
                         prompt_len=s.max_prompt_tokens, completion_len=s.max_new_tokens,
                         pad_id=self.pad_id)
-    if role.train_cfg.kl_coef:
-      batch["ref_logprobs"] = np.asarray(role.logprob_fn(self.ref_params, batch["tokens"],
-                                                         batch["attention_mask"]))
-    metrics: list[dict] = []
     t0 = time.perf_counter()
+    minis = []
     for mini in split_minibatches(batch, s.prompts_per_update * s.group_size):
       rows = sharding.process_rows(role.plan, len(mini["tokens"]))
-      local = {k: v[rows] for k, v in mini.items()}
-      role.state, m = role.train_step(role.state, sharding.host_to_global(local, role.plan))
+      minis.append(sharding.host_to_global({k: v[rows] for k, v in mini.items()}, role.plan))
+    mismatch = []
+    for mini in minis:  # every old log-prob is taken before the first update changes the params
+      if self.config.recompute_old_logprobs:
+        recomputed = role.logprob_fn(role.params, mini["tokens"], mini["attention_mask"])
+        mismatch.append(_masked_abs_diff(mini["old_logprobs"], recomputed, mini["loss_mask"]))
+        mini["old_logprobs"] = recomputed
+      if role.train_cfg.kl_coef:
+        mini["ref_logprobs"] = role.logprob_fn(self.ref_params, mini["tokens"],
+                                               mini["attention_mask"])
+    metrics: list[dict] = []
+    for mini in minis:
+      role.state, m = role.train_step(role.state, mini)
       metrics.append(m)
-    metrics = jax.device_get(metrics)
+    metrics, mismatch = jax.device_get((metrics, mismatch))
     self.timing["training_s"] = self.timing.get("training_s", 0.0) + time.perf_counter() - t0
     summary = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
     summary["skipped"] = float(np.sum([m["skipped"] for m in metrics]))
+    if mismatch:
+      total, count = np.sum(mismatch, axis=0)
+      summary["logprob_mismatch"] = float(total / max(count, 1.0))
     return summary
 
   def challenger_step(self, iteration: int, step: int) -> dict:
@@ -292,6 +340,8 @@ class RZeroRun:
     if valid:
       valid_q = [questions[i] for i in valid]
       rep[valid] = repetition_penalty(valid_q, tau=c.tau, lam=c.lam)
+      if c.repetition_denominator == "batch":  # the reference divides by every rollout of the step
+        rep[valid] *= len(valid) / len(questions)
       clusters = len(set(cluster_questions(valid_q, tau=c.tau)))
     r = rewards.challenger_rewards(p_hat, [q is not None for q in questions], rep,
                                    variant=self.config.reward_variant)
@@ -315,11 +365,10 @@ class RZeroRun:
                               max_new_tokens=s.max_new_tokens)
     texts = [self._decode(t) for t in out.tokens]
     labels = [r["label"] for r in picks for _ in range(s.group_size)]
-    t0 = time.perf_counter()
-    correct = grade(texts, labels, timeout_s=self.config.grade_timeout_s)
-    self.timing["grading_s"] = self.timing.get("grading_s", 0.0) + time.perf_counter() - t0
-    formatted = [extract_boxed(t) is not None for t in texts]
-    r = rewards.solver_rewards(correct, formatted, variant=self.config.reward_variant)
+    correct = self._grading(lambda: grade(texts, labels, timeout_s=self.config.grade_timeout_s))
+    variant = self.config.reward_variant
+    formatted = [rewards.solver_well_formed(t, variant=variant) for t in texts]
+    r = rewards.solver_rewards(correct, formatted, variant=variant)
     metrics = self._update(self.solver, prompt_ids, out, r)
     metrics.update(reward=float(r.mean()), tokens_per_s=self.tokens_per_s,
                    completion_len=float(np.mean([len(t) for t in out.tokens])))
@@ -337,20 +386,25 @@ class RZeroRun:
     questions = ds.unique_questions(self._parse_questions(out.tokens))
     votes, answers = self._vote(questions, seed + 1, d.votes, d.temperature, d.top_p)
     kept = ds.select_questions(questions, [v.label for v in votes], [v.p_hat for v in votes],
-                               answers, delta=d.delta)
+                               answers, delta=d.delta, filter=d.filter)
     stats = {"candidates": d.num_candidates, "unique_questions": len(questions),
              "kept": len(kept),
              "mean_p_hat": float(np.mean([r["p_hat"] for r in kept])) if kept else None,
              "all_abstained": int(sum(v.label is None for v in votes))}
     if self.oracle is not None and kept:
-      truths = [self.oracle(r["question"]) for r in kept]
+      truths, ok = self._grading(lambda: self._judge_labels(kept))
       for r, t in zip(kept, truths):
         r["true_answer"] = t
-      judged = [(r["label"], t) for r, t in zip(kept, truths) if t is not None]
-      ok = grade([f"\\boxed{{{l}}}" for l, _ in judged], [str(t) for _, t in judged],
-                 timeout_s=self.config.grade_timeout_s) if judged else []
-      stats["pseudo_label_accuracy"] = float(np.mean(ok)) if judged else None
+      stats["pseudo_label_accuracy"] = float(np.mean(ok)) if ok else None
     return kept, stats
+
+  def _judge_labels(self, kept: list[dict]) -> tuple[list, list[bool]]:
+    """The oracle's answer to each kept question, and whether each judged pseudo-label is right."""
+    truths = [self.oracle(r["question"]) for r in kept]
+    judged = [(r["label"], t) for r, t in zip(kept, truths) if t is not None]
+    ok = grade([f"\\boxed{{{l}}}" for l, _ in judged], [str(t) for _, t in judged],
+               timeout_s=self.config.grade_timeout_s) if judged else []
+    return truths, ok
 
   def heldout_accuracy(self) -> float | None:
     if not self.heldout:
@@ -361,8 +415,18 @@ class RZeroRun:
     out = self._sample(self.solver, ids, num_samples=1, seed=0, temperature=0.0, top_p=1.0,
                           max_new_tokens=self.config.eval.max_new_tokens)
     texts = [self._decode(t) for t in out.tokens]
-    return float(np.mean(grade(texts, [a for _, a in self.heldout],
-                               timeout_s=self.config.grade_timeout_s)))
+    golds = [a for _, a in self.heldout]
+    return self._grading(
+        lambda: float(np.mean(grade(texts, golds, timeout_s=self.config.grade_timeout_s))))
+
+  def start_phase(self, role: Role) -> None:
+    """The KL reference becomes the role's current weights; with
+    `config.fresh_optimizer_each_phase` the role's AdamW state and schedule start over."""
+    self.ref_params = None  # free the previous phase's reference before copying
+    self.ref_params = _copy(role.params)
+    if self.config.fresh_optimizer_each_phase:
+      role.state = init_train_state(self.cfg, role.train_cfg, role.params, mesh=self.mesh,
+                                    strategy=role.strategy, donate=True)
 
   # ----- checkpoints ---------------------------------------------------------------------------
 
@@ -425,10 +489,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   iterations = config.iterations
   while meta["iteration"] < iterations:
     it = meta["iteration"]
+    kept = None
     tag = f"[iter {it + 1}/{iterations}]"
     if meta["phase"] == "challenger":
       if meta["step"] == 0:
-        r.ref_params = _copy(r.challenger.params)
+        r.start_phase(r.challenger)
       progress = Progress(f"{tag} challenger step", config.challenger.steps, start=meta["step"],
                           enabled=r.main)
       while meta["step"] < config.challenger.steps:
@@ -459,9 +524,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       meta["phase"], meta["step"] = "solver", 0
       r.save(meta)
     if meta["phase"] == "solver":
-      kept = ds.read_jsonl(os.path.join(r.workdir, "data", f"iter_{it + 1}.jsonl"))
+      if kept is None:  # resumed here: process 0 reads the file it wrote, the others receive it
+        path = os.path.join(r.workdir, "data", f"iter_{it + 1}.jsonl")
+        kept = sharding.decided_on_main(lambda: ds.read_jsonl(path))
       if meta["step"] == 0:
-        r.ref_params = _copy(r.solver.params)
+        r.start_phase(r.solver)
       steps = config.solver.steps if kept else 0
       progress = Progress(f"{tag} solver step", steps, start=meta["step"], enabled=r.main)
       while meta["step"] < steps:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 CHALLENGER_SYSTEM = (
     "You are an expert problem setter for mathematics competitions. Think privately about a "
     "brand-new, non-trivial problem from any area of mathematics that only a few strong high-school "
@@ -29,13 +30,13 @@ def solver_messages(question: str) -> list[dict[str, str]]:
 
 
 def parse_question(completion: str) -> str | None:
-  """The question inside the Challenger's single `<question>...</question>` block, or None when
-  the block is missing, repeated, empty or absurdly long (a format failure)."""
+  """The question inside the Challenger's last complete `<question>...</question>` block (a draft
+  block followed by a final one gives the final one, as in the reference), or None when there is
+  no complete block or the last one is empty or absurdly long (a format failure)."""
   blocks = _QUESTION_RE.findall(completion)
-  if len(blocks) != 1:
+  if not blocks:
     return None
-  question = blocks[0].strip()
-  if not question or len(question) > MAX_QUESTION_CHARS or "<question>" in question:
+  question = blocks[-1].rpartition("<question>")[2].strip()
+  if not question or len(question) > MAX_QUESTION_CHARS:
     return None
   return question
-

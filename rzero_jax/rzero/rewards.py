@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import re
+
 import numpy as np
 
+from rzero_jax.verify.answers import extract_boxed
+
 REWARD_VARIANTS = ("paper", "released")
+# The released code's format check: reasoning in <think>...</think>, then a boxed answer.
+_THINK_THEN_BOXED = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
 
 
 def _check_variant(variant: str) -> None:
@@ -37,10 +43,19 @@ def challenger_rewards(p_hat: Sequence[float], well_formed: Sequence[bool],
   return np.where(ok, np.minimum(p, 1.0 - p) - rep, -1.0 - rep)
 
 
+def solver_well_formed(completion: str, *, variant: str = "paper") -> bool:
+  """The Solver's format: paper: a `\\boxed{}` answer; released: `<think>...</think>` and then a
+  `\\boxed{}` answer (the reference code's format term)."""
+  _check_variant(variant)
+  if variant == "paper":
+    return extract_boxed(completion) is not None
+  return _THINK_THEN_BOXED.fullmatch(completion) is not None
+
+
 def solver_rewards(correct: Sequence[bool], well_formed: Sequence[bool], *,
                    variant: str = "paper") -> np.ndarray:
   """paper: 1 when the answer is equivalent to the pseudo-label, else 0.
-  released: `0.9 * correct + 0.1 * format` (format = a boxed answer was given)."""
+  released: `0.9 * correct + 0.1 * format` (format: see `solver_well_formed`)."""
   _check_variant(variant)
   c = np.asarray(correct, np.float64)
   if variant == "paper":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import flax.struct
@@ -134,10 +135,26 @@ def state_shardings(model_cfg: ModelConfig, train_cfg: TrainConfig, plan: Shardi
   return TrainState(params=params, opt_state=opt_state, step=NamedSharding(plan.mesh, PartitionSpec()))
 
 
+def warn_low_precision_master_weights(param_dtype: str, learning_rate: float) -> None:
+  """Warns about 16-bit master weights: bfloat16 keeps 8 significant bits, so an update smaller
+  than ~0.4% of a weight is rounded away, and AdamW steps are about `learning_rate` in size."""
+  dtype = jnp.dtype(resolve_dtype(param_dtype))
+  if dtype.itemsize < 4:
+    warnings.warn(
+        f"param_dtype={dtype.name}: master weights and AdamW state in {dtype.name} round away "
+        f"updates below ~{2.0 ** -(jnp.finfo(dtype).nmant + 1):.1e} of a weight, so at "
+        f"learning_rate={learning_rate:g} most updates are lost. Use param_dtype='float32' (the "
+        "default) unless memory forces it.", RuntimeWarning, stacklevel=2)
+
+
 def init_train_state(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params,
-                     mesh: jax.sharding.Mesh | None = None, strategy: Any = None) -> TrainState:
+                     mesh: jax.sharding.Mesh | None = None, strategy: Any = None, *,
+                     donate: bool = False) -> TrainState:
   """A fresh TrainState: params cast to `param_dtype` (float32 master weights by default) and, with
-  a mesh, placed by their logical axes; optimizer state sharded like the params."""
+  a mesh, placed by their logical axes; optimizer state (AdamW moments in `param_dtype` too) sharded
+  like the params. `donate=True` lets the state reuse the buffers of `params` (which are then
+  deleted), so no second copy of the weights is made."""
+  warn_low_precision_master_weights(train_cfg.param_dtype, train_cfg.learning_rate)
   dtype = resolve_dtype(train_cfg.param_dtype)
   optimizer = make_optimizer(train_cfg)
   plan = make_plan(mesh, strategy)
@@ -147,4 +164,4 @@ def init_train_state(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Par
     return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
   out_shardings = None if plan is None else state_shardings(model_cfg, train_cfg, plan)
-  return jax.jit(init, out_shardings=out_shardings)(params)
+  return jax.jit(init, out_shardings=out_shardings, donate_argnums=(0,) if donate else ())(params)

@@ -14,8 +14,13 @@ from rzero_jax.rzero.rollout import build_batch, split_minibatches
     ("think...\n<question>\n  Find x.\n</question>", "Find x."),
     ("no block here \\boxed{3}", None),
     ("<question></question>", None),
-    ("<question>a</question><question>b</question>", None),
+    ("<question>a</question><question>b</question>", "b"),
+    ("<question>draft</question> on reflection: <question> final </question> \\boxed{1}", "final"),
+    ("<question>a</question><question></question>", None),
+    ("<question>a <question>b</question>", "b"),
+    ("<question>ok</question> then <question>unterminated", "ok"),
     ("<question>unterminated", None),
+    ("<question>" + "x" * 4001 + "</question>", None),
 ])
 def test_parse_question(text, expected):
   assert prompts.parse_question(text) == expected
