@@ -17,11 +17,9 @@ def _check_variant(variant: str) -> None:
     raise ValueError(f"Unknown reward_variant {variant!r}: use 'paper' (default) or 'released'.")
 
 
-def _vector(values: Sequence, dtype, name: str) -> np.ndarray:
-  array = np.asarray(values, dtype)
-  if array.ndim != 1:
-    raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}.")
-  return array
+def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
+  if a.shape != b.shape:
+    raise ValueError(f"{names} differ in shape: {a.shape} vs {b.shape}.")
 
 
 def solve_rates(correct: Sequence[Sequence[bool]]) -> np.ndarray:
@@ -33,21 +31,23 @@ def solve_rates(correct: Sequence[Sequence[bool]]) -> np.ndarray:
 
 
 def learnability(solve_rates: Sequence[float]) -> np.ndarray:
-  """`1 - r` where `0 < r < 1`, else 0: tasks always or never solved teach nothing."""
-  r = _vector(solve_rates, np.float64, "solve_rates")
+  """`1 - r` where `0 < r < 1`, else 0 (any shape): tasks always or never solved teach
+  nothing."""
+  r = np.asarray(solve_rates, np.float64)
   return np.where((r > 0.0) & (r < 1.0), 1.0 - r, 0.0)
 
 
-def proposer_rewards(valid: Sequence[bool], solve_rates: Sequence[float], *,
+def proposer_rewards(valid: Sequence[bool], solve_rates: Sequence[float],
                      variant: str = "paper") -> np.ndarray:
   """Per-proposal rewards: -1 for an invalid (or malformed) proposal, else the learnability of
   its solve rate. released: a valid proposal with a solve rate of 0 or 1 gets -0.5 instead of 0.
   Solve rates of invalid proposals are ignored (they may be NaN)."""
   _check_variant(variant)
-  ok = _vector(valid, bool, "valid")
-  r = _vector(solve_rates, np.float64, "solve_rates")
-  if ok.shape != r.shape:
-    raise ValueError(f"valid and solve_rates differ in length: {ok.size} vs {r.size}.")
+  ok = np.asarray(valid, bool)
+  r = np.asarray(solve_rates, np.float64)
+  _same_shape(ok, r, "valid and solve_rates")
+  if np.any(ok & ~((r >= 0.0) & (r <= 1.0))):
+    raise ValueError("solve_rates of valid proposals must lie in [0, 1].")
   r = np.where(ok, r, 0.5)
   reward = learnability(r)
   if variant == "released":
@@ -57,8 +57,7 @@ def proposer_rewards(valid: Sequence[bool], solve_rates: Sequence[float], *,
 
 def solver_rewards(correct: Sequence[bool], well_formed: Sequence[bool]) -> np.ndarray:
   """1 for a correct answer, -0.5 for a well-formed wrong one, -1 for a malformed response."""
-  c = _vector(correct, bool, "correct")
-  ok = _vector(well_formed, bool, "well_formed")
-  if c.shape != ok.shape:
-    raise ValueError(f"correct and well_formed differ in length: {c.size} vs {ok.size}.")
+  c = np.asarray(correct, bool)
+  ok = np.asarray(well_formed, bool)
+  _same_shape(c, ok, "correct and well_formed")
   return np.where(ok, np.where(c, 1.0, WRONG), INVALID)

@@ -434,6 +434,7 @@ def _child(request, result_fd, config, seccomp, libc):
       sys.modules["random"].seed()
     if seccomp is not None:
       _install_seccomp(libc, seccomp)
+    padding = _shift_heap()  # noqa: F841 - kept alive while the program runs
     reply = _execute(request["program"], request["inputs"], config["output_limit"])
   except BaseException as e:  # noqa: BLE001 - the child reports every failure
     reply = {"status": "error", "error": _describe(e)}
@@ -441,6 +442,19 @@ def _child(request, result_fd, config, seccomp, libc):
     _write_result(result_fd, reply, config["output_limit"])
   finally:
     os._exit(0)
+
+
+def _shift_heap():
+  """Random-sized allocations in every small-object size class and on the malloc heap, so that
+  object addresses (and so default ``hash``/``repr`` values and set orders) differ between
+  runs forked from the same server: a program that depends on them is caught as
+  nondeterministic instead of agreeing with itself in two forks."""
+  noise = os.urandom(4096)
+  count = 64 + int.from_bytes(noise[:2], "little") % 1024
+  return ([object() for _ in range(noise[5] + 16 * noise[6])] +          # 16-byte class
+          [float(k) for k in range(noise[7] + 16 * noise[8])] +          # 32-byte class
+          [bytes(2 + noise[k] % 470) for k in range(16, 16 + count)] +   # 48..512
+          [bytearray(int.from_bytes(noise[2:5], "little") % (96 << 10))])  # malloc heap
 
 
 def _describe(e):

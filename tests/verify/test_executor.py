@@ -675,6 +675,19 @@ def test_validate_checks_policy_determinism_and_literal_output(executor):
   assert executor.validate("def f():\n    return 1 / 0", "").status == "error"
 
 
+def test_validate_catches_address_dependent_outputs():
+  """Two forks of one server share a heap layout; the child shifts it so that outputs derived
+  from object addresses (default hash, repr, set order) differ between the two runs."""
+  programs = ["def f():\n    return hash(object()) % 100003",
+              "class A:\n    pass\ndef f():\n    return str(A())[-8:]",
+              "def f():\n    return [hash(object()) % 7 for _ in range(20)]"]
+  with Executor(workers=1) as ex:
+    for program in programs:
+      result = ex.validate(program, "")
+      assert result.status == "rejected" and "nondeterministic" in result.error, program
+    assert ex.validate("def f():\n    return hash((1, 'a', 2.5))", "").ok
+
+
 def test_same_output_compares_literals_only():
   assert same_output("frozenset({1, 2})", "frozenset({2, 1})")
   assert same_output("set()", "set()")
