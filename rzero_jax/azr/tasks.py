@@ -348,7 +348,10 @@ def validate_induction(program: str, inputs: Sequence[str], message: str, execut
                        max_output_chars: int = MAX_OUTPUT_CHARS) -> Validation:
   """Validates an induction proposal for `program`: a non-empty message of bounded size and at
   least `num_inputs` distinct inputs on which the program is valid (as in `validate_triplets`);
-  the task keeps the first `num_inputs` of them, in order."""
+  the task keeps the first `num_inputs` of them, in order. Only the first `2 * num_inputs`
+  distinct inputs are run."""
+  if not isinstance(num_inputs, int) or num_inputs < 1:
+    raise ValueError(f"num_inputs must be an int >= 1, got {num_inputs!r}.")
   if not isinstance(message, str) or not message.strip():
     return Validation(False, reason="empty message")
   if len(message) > MAX_MESSAGE_CHARS:
@@ -357,7 +360,7 @@ def validate_induction(program: str, inputs: Sequence[str], message: str, execut
   distinct = list(dict.fromkeys(text.strip() for text in inputs))
   if len(distinct) < num_inputs:
     return Validation(False, reason=f"{len(distinct)} distinct inputs (need {num_inputs})")
-  checks = validate_triplets([(program, text) for text in distinct], executor,
+  checks = validate_triplets([(program, text) for text in distinct[:2 * num_inputs]], executor,
                              timeout_s=timeout_s, max_output_chars=max_output_chars)
   pairs = [(c.task.inputs, c.task.output) for c in checks if c.valid]
   if len(pairs) < num_inputs:

@@ -200,6 +200,13 @@ def test_validate_induction(executor):
   assert not partly.valid and "9 valid inputs" in partly.reason
   assert not tasks.validate_induction("import random\ndef f(x):\n    return random.random()",
                                       inputs, "m", executor).valid
+  few = tasks.validate_induction(program, ["1", "2", "3"], "m", executor, num_inputs=2)
+  assert few.valid and few.task.pairs == (("1", "2"), ("2", "4"))
+  late = ["'a'", "'b'", "'c'", "'d'", "0", "1"]  # only the first 2 * num_inputs are run
+  assert not tasks.validate_induction("def f(x):\n    return x + 1", late, "m", executor,
+                                      num_inputs=2).valid
+  with pytest.raises(ValueError, match="num_inputs must be an int >= 1"):
+    tasks.validate_induction(program, inputs, "m", executor, num_inputs=0)
 
 
 # ------------------------------------------------------------------------------------ checks
