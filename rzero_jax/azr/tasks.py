@@ -147,8 +147,8 @@ def proposer_messages(task_type: str, references: Sequence[Triplet] = (),
         "```message ... ```.")
   examples = "\n\n".join(f"Example {i + 1}:\n{format_triplet(t)}"
                          for i, t in enumerate(references))
-  shown = f"Earlier tasks (write something different from them):\n\n{examples}\n\n" if examples \
-      else ""
+  shown = (f"Earlier tasks (write something different from them):\n\n{examples}\n\n"
+           if examples else "")
   return _messages(
       f"Create a new Python programming task: a program and one input for it. "
       f"{_PROPOSE_GOAL[task_type]}\n{_PROGRAM_RULES}\n\n{shown}"
