@@ -20,6 +20,7 @@ _EXPORTS = {
     "repetition_penalty": "repetition",
     "ExecResult": "executor",
     "Executor": "executor",
+    "call_text": "executor",
     "check_program": "executor",
     "same_output": "executor",
 }

@@ -19,7 +19,9 @@ size 0, open files, processes 0, core 0), installs a seccomp filter (x86_64: no
 exec, fork/clone, sockets, signals to others, ptrace, mounts, namespaces, uid
 changes, bpf, io_uring, memfd, file creation/removal/renames/chmod/write-opens,
 and ENOSYS for any syscall newer than the table except a few harmless ones),
-then execs the program in a fresh module and writes ``repr(f(*args))`` to a pipe.
+then evaluates the call's arguments (``parse_call``: literals and dict/set/frozenset/
+tuple/list constructors of literals, never code), execs the program in a fresh module
+and writes ``repr(f(*args, **kwargs))`` to a pipe.
 The server enforces the wall-clock deadline (SIGKILL), caps the bytes it reads,
 and kills every process left in the namespace after each program.
 """
@@ -41,6 +43,99 @@ import types
 
 _HEADER = struct.Struct(">I")
 _NOBODY = 65534
+# Extension modules that the standard library imports lazily (codec lookups): the mounted
+# Python installation is noexec, so they must be loaded before the server pivots into it.
+_LAZY_EXTENSIONS = ("_multibytecodec", "_codecs_cn", "_codecs_hk", "_codecs_iso2022",
+                    "_codecs_jp", "_codecs_kr", "_codecs_tw", "zlib", "_bz2", "_lzma")
+
+# ---------------------------------------------------------------- call arguments
+
+_CONSTRUCTORS = {"dict": dict, "set": set, "frozenset": frozenset, "tuple": tuple, "list": list}
+_PARSE_ERRORS = (SyntaxError, ValueError, TypeError, MemoryError, RecursionError)
+
+
+class _Refused(ValueError):
+  """An input construct that ``parse_call`` does not accept."""
+
+
+def parse_call(text):
+  """``(args, kwargs)`` of the call ``f(<text>)`` (AZR's and CRUXEval's convention).
+
+  ``"1, 2"`` is two arguments, ``"(1, 2)"`` one tuple, ``""`` none; keywords are allowed.
+  Each argument is a literal or a dict/set/frozenset/tuple/list constructor of literals.
+  Nothing is executed: raises ValueError (with the reason) for anything else.
+  """
+  try:
+    call = ast.parse("f(" + text + "\n)", mode="eval").body
+  except _PARSE_ERRORS as e:
+    raise ValueError(f"not an argument list ({type(e).__name__})") from None
+  if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
+    raise ValueError("not an argument list: the text must fit inside f(...)")
+  args = [_argument(node, f"argument {i + 1}") for i, node in enumerate(call.args)]
+  kwargs = {}
+  for keyword in call.keywords:
+    if keyword.arg is None:
+      raise ValueError("**-unpacking is not allowed in inputs")
+    if keyword.arg in kwargs:
+      raise ValueError(f"keyword argument {keyword.arg!r} repeated")
+    kwargs[keyword.arg] = _argument(keyword.value, f"argument {keyword.arg}")
+  return args, kwargs
+
+
+def parse_value(text):
+  """One value written like an argument of ``parse_call``; ValueError when it is not one."""
+  try:
+    node = ast.parse(text.strip(), mode="eval").body
+  except _PARSE_ERRORS as e:
+    raise ValueError(f"not a Python literal ({type(e).__name__})") from None
+  return _argument(node, "value")
+
+
+def _argument(node, where):
+  if isinstance(node, ast.Starred):
+    raise ValueError("*-unpacking is not allowed in inputs")
+  try:
+    return _value(node)
+  except _PARSE_ERRORS as e:
+    why = f" ({e})" if isinstance(e, (_Refused, TypeError)) else ""
+    try:
+      shown = ast.unparse(node)
+    except _PARSE_ERRORS:
+      shown = type(node).__name__
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    raise ValueError(f"{where} is not a literal or a dict/set/frozenset/tuple/list constructor "
+                     f"of literals{why}: {shown}") from None
+
+
+def _value(node):
+  if isinstance(node, ast.Call):
+    return _construct(node)
+  if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+    items = [_value(item) for item in node.elts]
+    return {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)](items)
+  if isinstance(node, ast.Dict):
+    if any(key is None for key in node.keys):
+      raise _Refused("**-unpacking in a dict")
+    return {_value(k): _value(v) for k, v in zip(node.keys, node.values)}
+  if isinstance(node, ast.Starred):
+    raise _Refused("*-unpacking")
+  return ast.literal_eval(node)
+
+
+def _construct(node):
+  name = node.func.id if isinstance(node.func, ast.Name) else None
+  if name not in _CONSTRUCTORS:
+    raise _Refused("calls something other than dict/set/frozenset/tuple/list")
+  if len(node.args) > 1 or (node.keywords and name != "dict"):
+    raise _Refused(f"too many arguments for {name}()")
+  if any(isinstance(a, ast.Starred) for a in node.args) or any(
+      k.arg is None for k in node.keywords):
+    raise _Refused("unpacking in a constructor")
+  if len({k.arg for k in node.keywords}) < len(node.keywords):
+    raise _Refused("a keyword argument repeated")
+  args = [_value(a) for a in node.args]
+  return _CONSTRUCTORS[name](*args, **{k.arg: _value(k.value) for k in node.keywords})
+
 
 # ---------------------------------------------------------------- framing
 
@@ -339,6 +434,7 @@ def _child(request, result_fd, config, seccomp, libc):
       sys.modules["random"].seed()
     if seccomp is not None:
       _install_seccomp(libc, seccomp)
+    padding = _shift_heap()  # noqa: F841 - kept alive while the program runs
     reply = _execute(request["program"], request["inputs"], config["output_limit"])
   except BaseException as e:  # noqa: BLE001 - the child reports every failure
     reply = {"status": "error", "error": _describe(e)}
@@ -346,6 +442,19 @@ def _child(request, result_fd, config, seccomp, libc):
     _write_result(result_fd, reply, config["output_limit"])
   finally:
     os._exit(0)
+
+
+def _shift_heap():
+  """Random-sized allocations in every small-object size class and on the malloc heap, so that
+  object addresses (and so default ``hash``/``repr`` values and set orders) differ between
+  runs forked from the same server: a program that depends on them is caught as
+  nondeterministic instead of agreeing with itself in two forks."""
+  noise = os.urandom(4096)
+  count = 64 + int.from_bytes(noise[:2], "little") % 1024
+  return ([object() for _ in range(noise[5] + 16 * noise[6])] +          # 16-byte class
+          [float(k) for k in range(noise[7] + 16 * noise[8])] +          # 32-byte class
+          [bytes(2 + noise[k] % 470) for k in range(16, 16 + count)] +   # 48..512
+          [bytearray(int.from_bytes(noise[2:5], "little") % (96 << 10))])  # malloc heap
 
 
 def _describe(e):
@@ -357,15 +466,14 @@ def _describe(e):
 
 
 def _execute(program, inputs, output_limit):
+  args, kwargs = parse_call(inputs)  # before the program runs: it may patch builtins
   module = types.ModuleType("__sandbox__")
   sys.modules["__sandbox__"] = module
   exec(compile(program, "<program>", "exec"), module.__dict__)
   f = module.__dict__.get("f")
   if not callable(f):
     return {"status": "error", "error": "NameError: the program does not define a function f"}
-  value = ast.literal_eval(inputs)
-  args = value if type(value) is tuple else (value,)
-  output = repr(f(*args))
+  output = repr(f(*args, **kwargs))
   if type(output) is not str:
     return {"status": "error", "error": "TypeError: repr did not return a str"}
   if len(output) > output_limit:
@@ -489,6 +597,11 @@ def main():
   libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
   for name in config["preload"]:
     __import__(name)
+  for name in _LAZY_EXTENSIONS:
+    try:
+      __import__(name)
+    except ImportError:
+      pass
   seccomp = _seccomp_program() if platform.machine() == "x86_64" else None
   if seccomp is not None and not _seccomp_works(libc, seccomp):
     seccomp = None

@@ -1,11 +1,15 @@
 """Sandboxed execution of model-written Python (Absolute Zero's code environment).
 
-A program defines ``f``; ``inputs`` is a Python literal of the arguments: a tuple
-literal spreads into ``f(*args)`` (``"1, 2"`` and ``"(1, 2)"`` call ``f(1, 2)``,
-``"()"`` or ``""`` calls ``f()``), any other literal is the single argument
-(``"'abc'"`` calls ``f('abc')``, ``"[1, 2]"`` calls ``f([1, 2])``). The result is
-``repr(f(*args))`` as text, never an object: comparisons happen in this process on
-literal-parsed values (``same_output``), so ``__eq__`` tricks cannot fake a match.
+A program defines ``f``; ``inputs`` is the text written inside the call ``f(...)``, as in
+Absolute Zero and CRUXEval: ``"1, 2"`` calls ``f(1, 2)``, ``"(1, 2)"`` calls ``f((1, 2))``
+(one tuple argument), ``""`` calls ``f()``, ``"'abc', k=3"`` calls ``f('abc', k=3)``. Each
+argument is a Python literal or a dict/set/frozenset/tuple/list constructor of literals
+(``dict(a=1)``, ``set()``, ``frozenset({1})``); anything else (names, operators, other calls)
+is rejected with the reason. The arguments are checked here and evaluated in the sandbox by
+the same parser (``_sandbox.parse_call``), as data: never spliced into code. A Python tuple
+``inputs`` holds the positional argument values themselves. The result is
+``repr(f(*args, **kwargs))`` as text, never an object: comparisons happen in this process on
+parsed values (``same_output``), so ``__eq__`` tricks cannot fake a match.
 
 Layers (see ``_sandbox.py`` for the OS side and the README's threat model):
 * policy: ``check_program`` (AST) rejects non-allowlisted imports, dynamic imports,
@@ -35,7 +39,7 @@ import warnings
 import weakref
 from typing import Sequence, Union
 
-from rzero_jax.verify import _pool
+from rzero_jax.verify import _pool, _sandbox
 
 MAX_PROGRAM_CHARS = 20_000
 MAX_INPUT_CHARS = 10_000
@@ -82,7 +86,7 @@ Inputs = Union[str, tuple]
 class ExecResult:
   """Outcome of one program run.
 
-  status: "ok" (output holds ``repr(f(*args))``), "error" (exception, crash, oversized
+  status: "ok" (output holds ``repr(f(*args, **kwargs))``), "error" (exception, crash, oversized
   output; ``error`` says which), "timeout" (wall-clock or CPU limit), or "rejected"
   (refused before running: policy, size, non-literal inputs, or nondeterminism).
   """
@@ -113,13 +117,19 @@ def _policy_violation(tree: ast.AST, deterministic: bool) -> str | None:
           if alias.name in _BANNED_ATTRIBUTES or alias.name.startswith("__"):
             return f"import of {node.module}.{alias.name} is not allowed"
     elif isinstance(node, ast.Name):
-      if node.id in banned_names or (node.id.startswith("__") and node.id not in _SAFE_NAMES):
+      if node.id in banned_names or _dunder_name(node.id):
         return f"use of {node.id!r} is not allowed"
     elif isinstance(node, ast.Attribute):
       attr = node.attr
       if attr in _BANNED_ATTRIBUTES or (attr.startswith("__") and attr not in _SAFE_DUNDERS):
         return f"attribute {attr!r} is not allowed"
   return None
+
+
+def _dunder_name(name: str) -> bool:
+  """Names like ``__builtins__``/``__x`` are refused; ``__`` and ``___`` (all underscores) are
+  ordinary variables."""
+  return name.startswith("__") and name.strip("_") != "" and name not in _SAFE_NAMES
 
 
 def _defines_f(tree: ast.Module) -> bool:
@@ -152,33 +162,40 @@ def check_program(program: str, *, deterministic: bool = False) -> str | None:
 
 
 def _literal(text: str, limit: int):
-  """``ast.literal_eval`` of at most ``limit`` characters; ValueError when not a literal."""
+  """The value of ``text`` (a literal, or a dict/set/frozenset/tuple/list constructor of
+  literals) of at most ``limit`` characters; ValueError otherwise."""
   if len(text) > limit:
     raise ValueError(f"{len(text)} characters (limit {limit})")
-  try:
-    return ast.literal_eval(text)
-  except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as e:
-    raise ValueError(f"not a Python literal ({type(e).__name__})") from None
+  return _sandbox.parse_value(text)
+
+
+def call_text(*args, **kwargs) -> str:
+  """The ``inputs`` text for ``f(*args, **kwargs)`` (values must have literal reprs)."""
+  parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+  return ", ".join(parts)
 
 
 def _inputs_text(inputs: Inputs) -> str:
+  """The checked argument text; ValueError (with the reason) when it is not acceptable."""
   if isinstance(inputs, tuple):
-    inputs = repr(inputs)
+    inputs = call_text(*inputs)
   if not isinstance(inputs, str):
-    raise TypeError("inputs must be a str (a Python literal) or a tuple, "
-                    f"got {type(inputs).__name__}")
-  text = inputs.strip() or "()"
-  _literal(text, MAX_INPUT_CHARS)
-  return text
+    raise TypeError("inputs must be a str (the text inside f(...)) or a tuple of argument "
+                    f"values, got {type(inputs).__name__}")
+  if len(inputs) > MAX_INPUT_CHARS:
+    raise ValueError(f"{len(inputs)} characters (limit {MAX_INPUT_CHARS})")
+  _sandbox.parse_call(inputs)
+  return inputs
 
 
 def same_output(a: str | None, b: str | None, *, limit: int = 1 << 16) -> bool:
-  """Whether two output reprs denote equal values; both must parse as Python literals."""
+  """Whether two output reprs denote equal values; both must parse as Python literals (or
+  dict/set/frozenset/tuple/list constructors of literals, e.g. ``frozenset({1})``)."""
   if not isinstance(a, str) or not isinstance(b, str):
     return False
   try:
     return bool(_literal(a.strip(), limit) == _literal(b.strip(), limit))
-  except (ValueError, RecursionError):
+  except (ValueError, TypeError, RecursionError):
     return False
 
 
@@ -248,7 +265,7 @@ class Executor:
 
   def run(self, program: str, inputs: Inputs, *, timeout_s: float = 2.0,
           static_checks: bool = True) -> ExecResult:
-    """Runs ``repr(f(*args))`` in a fresh sandboxed process.
+    """Runs ``repr(f(<inputs>))`` in a fresh sandboxed process (see the module docstring).
 
     ``static_checks=False`` skips ``check_program`` (the OS sandbox still applies).
     """

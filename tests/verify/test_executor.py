@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from rzero_jax.verify.executor import ExecResult, Executor, check_program, same_output
+from rzero_jax.verify.executor import (ExecResult, Executor, call_text, check_program,
+                                       same_output)
 
 SECRET = "hunter2-rzero-test-secret"
 os.environ["RZERO_TEST_SECRET"] = SECRET
@@ -30,17 +31,17 @@ def host_paths(tmp_path_factory):
 
 # (name, inputs, program); inputs may use {marker}, {secret}, {keep}, {dir}.
 ATTACKS = [
-    ("infinite_loop", "()", """
+    ("infinite_loop", "", """
 def f():
     while True:
         pass
 """),
-    ("sleep_forever", "()", """
+    ("sleep_forever", "", """
 import time
 def f():
     time.sleep(1000)
 """),
-    ("ignore_sigxcpu", "()", """
+    ("ignore_sigxcpu", "", """
 import signal
 def f():
     signal.signal(signal.SIGXCPU, signal.SIG_IGN)
@@ -48,27 +49,27 @@ def f():
     while True:
         pass
 """),
-    ("fork_bomb", "()", """
+    ("fork_bomb", "", """
 import os
 def f():
     while True:
         os.fork()
 """),
-    ("ctypes_fork", "()", """
+    ("ctypes_fork", "", """
 import ctypes
 def f():
     pid = ctypes.CDLL(None).fork()
     assert pid < 0, pid
     return pid
 """),
-    ("multiprocessing", "()", """
+    ("multiprocessing", "", """
 import multiprocessing as mp
 def f():
     p = mp.Process(target=print)
     p.start()
     return 1
 """),
-    ("thread_bomb", "()", """
+    ("thread_bomb", "", """
 import threading
 def f():
     for _ in range(10):
@@ -85,7 +86,7 @@ import subprocess
 def f(p):
     return subprocess.run(['touch', p]).returncode
 """),
-    ("execv", "()", """
+    ("execv", "", """
 import os
 def f():
     os.execv('/bin/sh', ['sh', '-c', 'true'])
@@ -108,7 +109,7 @@ def f(p):
 def f(p):
     return __impｏrt__('os').system('touch ' + p)
 """),
-    ("subclasses_walk", "()", """
+    ("subclasses_walk", "", """
 def f():
     return [c.__name__ for c in ().__class__.__base__.__subclasses__()][:3]
 """),
@@ -118,7 +119,7 @@ def f(p):
         fh.write('x')
     return 1
 """),
-    ("write_tmp", "()", """
+    ("write_tmp", "", """
 def f():
     with open('/tmp/x', 'w') as fh:
         fh.write('x')
@@ -140,82 +141,82 @@ def f(d):
 def f(p):
     return open(p).read()
 """),
-    ("read_environ", "()", """
+    ("read_environ", "", """
 import os
 def f():
     return dict(os.environ)
 """),
-    ("read_proc_environ", "()", """
+    ("read_proc_environ", "", """
 def f():
     return open('/proc/self/environ').read()
 """),
-    ("read_parent_environ", "()", """
+    ("read_parent_environ", "", """
 import os
 def f():
     return open(f'/proc/{os.getppid()}/environ').read()
 """),
-    ("read_etc_passwd", "()", """
+    ("read_etc_passwd", "", """
 def f():
     return open('/etc/passwd').read()
 """),
-    ("list_root", "()", """
+    ("list_root", "", """
 import os
 def f():
     return sorted(os.listdir('/'))
 """),
-    ("socket_connect", "()", """
+    ("socket_connect", "", """
 import socket
 def f():
     s = socket.socket()
     s.connect(('1.1.1.1', 80))
     return 1
 """),
-    ("ctypes_socket", "()", """
+    ("ctypes_socket", "", """
 import ctypes
 def f():
     fd = ctypes.CDLL(None).syscall(41, 2, 1, 0)
     assert fd < 0, fd
     return fd
 """),
-    ("kill_parent", "()", """
+    ("kill_parent", "", """
 import os
 def f():
     os.kill(os.getppid(), 9)
     return 1
 """),
-    ("kill_everyone", "()", """
+    ("kill_everyone", "", """
 import os
 def f():
     os.kill(-1, 9)
     return 1
 """),
-    ("ctypes_kill", "()", """
+    ("ctypes_kill", "", """
 import ctypes
 def f():
     r = ctypes.CDLL(None).kill(-1, 9)
     assert r < 0
     return r
 """),
-    ("memory_bomb_list", "()", """
+    ("memory_bomb_list", "", """
 def f():
     return len([0] * 10**10)
 """),
-    ("memory_bomb_bytes", "()", """
+    ("memory_bomb_bytes", "", """
 def f():
     return len(bytearray(2**34))
 """),
-    ("memory_creep", "()", """
+    ("memory_creep", "", """
 def f():
     x = []
     while True:
         x.append(' ' * 10**6)
 """),
-    ("print_flood", "()", """
+    ("print_flood", "", """
 def f():
     while True:
         print('A' * 10000)
 """),
-    ("huge_output", "()", """
+    ("huge_output", "", """
 def f():
     return 'A' * 10**7
 """),
@@ -229,74 +230,74 @@ sys.setrecursionlimit(10**7)
 def f(n):
     return f(n + 1)
 """),
-    ("big_int_pow", "()", """
+    ("big_int_pow", "", """
 def f():
     return 10 ** (10 ** 9)
 """),
-    ("big_int_str", "()", """
+    ("big_int_str", "", """
 def f():
     return str(10 ** 5000)
 """),
-    ("sys_exit", "()", """
+    ("sys_exit", "", """
 import sys
 def f():
     sys.exit(0)
 """),
-    ("os_exit", "()", """
+    ("os_exit", "", """
 import os
 def f():
     os._exit(0)
 """),
-    ("x32_syscall", "()", """
+    ("x32_syscall", "", """
 import ctypes
 def f():
     return ctypes.CDLL(None).syscall(0x40000000 | 39)
 """),
-    ("io_uring", "()", """
+    ("io_uring", "", """
 import ctypes
 def f():
     r = ctypes.CDLL(None).syscall(425, 8, 0)
     assert r < 0
     return r
 """),
-    ("memfd", "()", """
+    ("memfd", "", """
 import os
 def f():
     return os.memfd_create('x')
 """),
-    ("raise_rlimit", "()", """
+    ("raise_rlimit", "", """
 import resource
 def f():
     resource.setrlimit(resource.RLIMIT_CPU, (1000, 1000))
     return 1
 """),
-    ("setuid_root", "()", """
+    ("setuid_root", "", """
 import os
 def f():
     os.setuid(0)
     return 1
 """),
-    ("ctypes_unshare", "()", """
+    ("ctypes_unshare", "", """
 import ctypes
 def f():
     r = ctypes.CDLL(None).unshare(0x10000000)
     assert r < 0
     return r
 """),
-    ("ctypes_ptrace", "()", """
+    ("ctypes_ptrace", "", """
 import ctypes, os
 def f():
     r = ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0)
     assert r < 0
     return r
 """),
-    ("tiocsti", "()", """
+    ("tiocsti", "", """
 import fcntl, termios
 def f():
     fcntl.ioctl(0, termios.TIOCSTI, b'x')
     return 1
 """),
-    ("always_equal", "()", """
+    ("always_equal", "", """
 class A:
     def __eq__(self, other):
         return True
@@ -304,7 +305,7 @@ class A:
 def f():
     return A()
 """),
-    ("str_subclass_repr", "()", """
+    ("str_subclass_repr", "", """
 class S(str):
     def __eq__(self, other):
         return True
@@ -394,7 +395,8 @@ def f(a, b):
     return a + b
 """),
     ("(6, 7)", "42", """
-def f(a, b):
+def f(pair):
+    a, b = pair
     return a * b
 """),
     ("'Hello world'", "'dlrow olleH'", """
@@ -405,7 +407,7 @@ def f(s):
 def f(xs):
     return sorted(xs, key=lambda v: -v)
 """),
-    ("()", "None", """
+    ("", "None", """
 def f():
     return None
 """),
@@ -534,17 +536,17 @@ def f(d):
 def f(n):
     return 2 ** n
 """),
-    ("()", "0.30000000000000004", """
+    ("", "0.30000000000000004", """
 def f():
     return 0.1 + 0.2
 """),
-    ("((1, 2),)", "(1, 2)", """
+    ("(1, 2)", "(1, 2)", """
 def f(x):
     return x
 if __name__ == '__main__':
     print(f(input()))
 """),
-    ("(3, 4)", "25", """
+    ("3, y=4", "25", """
 class Point:
     __slots__ = ('x', 'y')
     def __init__(self, x, y):
@@ -571,12 +573,12 @@ def test_state_does_not_leak_between_programs(executor):
       "def f():\n    __builtins__['abs'] = lambda x: 'HACKED'\n    return 1",
   ]
   for program in poison:
-    executor.run(program, "()", static_checks=False)
+    executor.run(program, "", static_checks=False)
   checks = [
       ("def f(xs):\n    return sorted(xs), len(xs), abs(-1)", "[3, 1, 2]", "([1, 2, 3], 3, 1)"),
-      ("import math\ndef f():\n    return math.sqrt(4)", "()", "2.0"),
+      ("import math\ndef f():\n    return math.sqrt(4)", "", "2.0"),
       ("import signal\ndef f():\n    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL",
-       "()", "True"),
+       "", "True"),
   ]
   for program, inputs, expected in checks:
     assert executor.run(program, inputs, static_checks=False) == ExecResult("ok", expected)
@@ -586,7 +588,7 @@ def test_only_the_result_pipe_is_inherited(executor):
   program = ("import os\ndef f():\n    found = []\n    for k in range(3, 1024):\n        try:\n"
              "            os.write(k, b'')\n            found.append(k)\n        except OSError:\n"
              "            pass\n    return len(found)")
-  assert executor.run(program, "()", static_checks=False) == ExecResult("ok", "1")
+  assert executor.run(program, "", static_checks=False) == ExecResult("ok", "1")
 
 
 def test_isolation_report(executor):
@@ -596,39 +598,101 @@ def test_isolation_report(executor):
 
 
 def test_inputs_conventions_and_rejections(executor):
-  identity = "def f(*args):\n    return args"
-  assert executor.run(identity, "1, 2").output == "(1, 2)"
-  assert executor.run(identity, "(1, 2)").output == "(1, 2)"
-  assert executor.run(identity, "((1, 2),)").output == "((1, 2),)"
-  assert executor.run(identity, "[1, 2]").output == "([1, 2],)"
-  assert executor.run(identity, (1, "a")).output == "(1, 'a')"
-  assert executor.run(identity, "()").output == "()"
-  for bad in ["3) or True or (0", "__import__('os')", "f(1)", "x", "9" * 5000,
-              "[" * 300 + "]" * 300,
-              "1" * (1 << 16)]:
-    assert executor.run(identity, bad).status == "rejected", bad
-  assert executor.run("def g():\n    return 1", "()").status == "rejected"
-  assert executor.run("def f(:\n", "()").status == "rejected"
-  assert executor.run("x = 1", "()", static_checks=False).status == "error"
+  identity = "def f(*args, **kwargs):\n    return args, kwargs"
+  cases = [  # (inputs, output): the text inside f(...), as in AZR and CRUXEval
+      ("1, 2", "((1, 2), {})"),
+      ("(1, 2)", "(((1, 2),), {})"),
+      ("((1, 2),)", "((((1, 2),),), {})"),
+      ("[1, 2]", "(([1, 2],), {})"),
+      ("()", "(((),), {})"),
+      ("", "((), {})"),
+      ("  ", "((), {})"),
+      ("1,", "((1,), {})"),
+      ("'a', k=[1], j=None", "(('a',), {'k': [1], 'j': None})"),
+      ("dict(a=1, b=2)", "(({'a': 1, 'b': 2},), {})"),
+      ("dict(), set(), frozenset({1}), tuple([1]), list('ab')",
+       "(({}, set(), frozenset({1}), (1,), ['a', 'b']), {})"),
+      ("dict([(1, 2)], c=3)", "(({1: 2, 'c': 3},), {})"),
+      ("[dict(x=(1, -2.5))], {frozenset(): b'z'}", "(([{'x': (1, -2.5)}], {frozenset(): b'z'}), {})"),
+      ("1 # comment", "((1,), {})"),
+      ("-1, 2j, 1+2j", "((-1, 2j, (1+2j)), {})"),
+  ]
+  results = executor.run_many([(identity, inputs) for inputs, _ in cases])
+  for (inputs, expected), result in zip(cases, results):
+    assert result == ExecResult("ok", expected), (inputs, result)
+  assert executor.run(identity, (1, "a")).output == "((1, 'a'), {})"
+  assert executor.run(identity, ((1, 2),)).output == "(((1, 2),), {})"
+  assert executor.run(identity, ()).output == "((), {})"
+  for bad in ["3) or True or (0", "1)(2", "1), (2", "__import__('os')", "f(1)", "x", "9" * 5000,
+              "[" * 300 + "]" * 300, "1" * (1 << 16), "*[1, 2]", "**{'a': 1}", "[*[1]]",
+              "{**{}}", "dict(**{'a': 1})", "list([1], [2])", "set(a=1)", "dict.fromkeys('ab')",
+              "range(3)", "'a' + 'b'", "lambda: 0", "x for x in [1]", "(y := 1)", "{[1]: 2}",
+              "set([[1]])", "a=1, a=2", "dict(a=1, a=2)", "a=1, 2", "sorted([2, 1])", "(1, 2)[0]"]:
+    result = executor.run(identity, bad)
+    assert result.status == "rejected" and result.error.startswith("inputs rejected"), (bad, result)
+  lam = executor.run(identity, "[1], lambda x: x < 2").error
+  assert "argument 2 is not a literal" in lam and "lambda x: x < 2" in lam
+  assert executor.run(identity, (object(),)).status == "rejected"
+  assert executor.run("def g():\n    return 1", "").status == "rejected"
+  assert executor.run("def f(:\n", "").status == "rejected"
+  assert executor.run("x = 1", "", static_checks=False).status == "error"
   with pytest.raises(ValueError, match="timeout_s"):
-    executor.run(identity, "()", timeout_s=0)
+    executor.run(identity, "", timeout_s=0)
   with pytest.raises(TypeError, match="inputs"):
     executor.run(identity, 5)
+
+
+def test_inputs_are_parsed_before_the_program_can_patch_builtins(executor):
+  patcher = ("import builtins\nbuiltins.dict = lambda **k: 'HACKED'\n"
+             "def f(d):\n    return d")
+  assert executor.run(patcher, "dict(a=1)", static_checks=False) == ExecResult("ok", "{'a': 1}")
+
+
+def test_call_text_round_trips():
+  assert call_text(1, "a", k=(2,)) == "1, 'a', k=(2,)"
+  assert call_text((1, 2)) == "(1, 2)"
+  assert call_text() == ""
+
+
+def test_codecs_and_underscore_names(executor):
+  program = "def f(text, encoding):\n    return text.encode(encoding)"
+  for codec in ("shift_jis", "euc_jp", "gbk", "big5", "euc_kr", "iso2022_jp", "utf-16"):
+    result = executor.run(program, f"'13:45', {codec!r}")
+    assert result.ok and result.output.startswith("b'"), (codec, result)
+  underscore = "def f(d):\n    return [(__, d[__]) for __ in d] + [___ for ___ in '']"
+  assert executor.run(underscore, "{'a': 1}") == ExecResult("ok", "[('a', 1)]")
 
 
 def test_validate_checks_policy_determinism_and_literal_output(executor):
   assert executor.validate("def f(x):\n    return [x, x]", "'a'") == ExecResult("ok", "['a', 'a']")
   uses_random = "import random\ndef f():\n    return random.random()"
-  assert executor.validate(uses_random, "()").status == "rejected"
+  assert executor.validate(uses_random, "").status == "rejected"
   sneaky = "import statistics\ndef f():\n    return statistics.random.random()"
-  result = executor.validate(sneaky, "()")
+  result = executor.validate(sneaky, "")
   assert result.status == "rejected" and "nondeterministic" in result.error
   not_literal = "class A:\n    pass\ndef f():\n    return A()"
-  assert executor.validate(not_literal, "()").status == "rejected"
-  assert executor.validate("def f():\n    return 1 / 0", "()").status == "error"
+  assert executor.validate(not_literal, "").status == "rejected"
+  assert executor.validate("def f():\n    return 1 / 0", "").status == "error"
+
+
+def test_validate_catches_address_dependent_outputs():
+  """Two forks of one server share a heap layout; the child shifts it so that outputs derived
+  from object addresses (default hash, repr, set order) differ between the two runs."""
+  programs = ["def f():\n    return hash(object()) % 100003",
+              "class A:\n    pass\ndef f():\n    return str(A())[-8:]",
+              "def f():\n    return [hash(object()) % 7 for _ in range(20)]"]
+  with Executor(workers=1) as ex:
+    for program in programs:
+      result = ex.validate(program, "")
+      assert result.status == "rejected" and "nondeterministic" in result.error, program
+    assert ex.validate("def f():\n    return hash((1, 'a', 2.5))", "").ok
 
 
 def test_same_output_compares_literals_only():
+  assert same_output("frozenset({1, 2})", "frozenset({2, 1})")
+  assert same_output("set()", "set()")
+  assert same_output("frozenset({1})", "{1}")  # Python equality, as in CRUXEval
+  assert not same_output("range(3)", "range(3)")
   assert same_output("[1, 2]", "[1,2]")
   assert same_output("{1, 2}", "{2, 1}")
   assert same_output("{'a': (1, 2)}", '{"a": (1, 2)}')
@@ -657,6 +721,12 @@ def test_same_output_compares_literals_only():
     ("def f():\n    return __impｏrt__('os')", False, False),
     ("from sys import modules\ndef f():\n    return 1", False, False),
     ("def f():\n    return (lambda: 0).__globals__", False, False),
+    ("def f(d):\n    return [__ for __ in d]", False, True),
+    ("def f():\n    ___ = 1\n    return ___", False, True),
+    ("def f():\n    return __loader__", False, False),
+    ("def f():\n    return __spec__", False, False),
+    ("def f():\n    __x = 1\n    return __x", False, False),
+    ("def f():\n    return __.__class__", False, False),
     ("import random\ndef f():\n    return random.random()", False, True),
     ("import random\ndef f():\n    return random.random()", True, False),
     ("import time\ndef f():\n    return time.time()", True, False),
@@ -686,7 +756,7 @@ def test_pool_survives_server_death_and_leaves_no_strays():
   assert _processes_with(token)
   for pid in ex.server_pids():
     os.killpg(pid, signal.SIGKILL)
-  assert ex.run("def f():\n    return 1", "()") == ExecResult("ok", "1")
+  assert ex.run("def f():\n    return 1", "") == ExecResult("ok", "1")
   results = ex.run_many([("def f(i):\n    return i", str(i)) for i in range(8)])
   assert [r.output for r in results] == [str(i) for i in range(8)]
   ex.close()
@@ -695,7 +765,7 @@ def test_pool_survives_server_death_and_leaves_no_strays():
     time.sleep(0.05)
   assert _processes_with(token) == []
   with pytest.raises(RuntimeError, match="closed"):
-    ex.run("def f():\n    return 1", "()")
+    ex.run("def f():\n    return 1", "")
 
 
 def test_degraded_mode_warns_loudly_and_still_contains(host_paths):

@@ -1,0 +1,431 @@
+"""Absolute Zero tasks: the three types, their prompts, response parsing, validation and checks.
+
+A task is a program `f`, an input (the text inside `f(...)`, see `rzero_jax.verify.executor`)
+and the output `repr(f(<input>))`:
+* deduction: the solver sees program and input and predicts the output;
+* abduction: the solver sees program and output and gives any input that yields it;
+* induction: the solver sees some (input, output) pairs and a message and writes `f`, which must
+  reproduce the hidden pairs.
+Responses are `<think>...</think><answer>...</answer>`; the answer holds fenced blocks
+(```python, ```input, ```output, ```message). Programs run only in the sandboxed executor;
+outputs are compared in this process on parsed values (`same_output`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+from rzero_jax.verify.executor import ExecResult, Executor, check_program, same_output
+
+TASK_TYPES = ("deduction", "abduction", "induction")
+ROLES = ("propose", "solve")
+IDENTITY_PROGRAM = "def f(a):\n    return a"
+IDENTITY_INPUT = '"Hello world"'
+MAX_INPUT_CHARS = 1000
+MAX_OUTPUT_CHARS = 2000
+MAX_MESSAGE_CHARS = 1000
+NUM_INDUCTION_INPUTS = 10
+TIMEOUT_S = 2.0
+
+
+def check_task_type(task_type: str) -> None:
+  if task_type not in TASK_TYPES:
+    raise ValueError(f"Unknown task type {task_type!r}: use one of {', '.join(TASK_TYPES)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Triplet:
+  """A validated (program, input, output) task of the deduction or abduction buffer."""
+
+  program: str
+  inputs: str
+  output: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InductionTask:
+  """A validated induction task: a program, its message and (input, output) pairs; the first
+  half of the pairs is shown to the solver and the rest is hidden (a single pair is both)."""
+
+  program: str
+  message: str
+  pairs: tuple[tuple[str, str], ...]
+
+  @property
+  def shown(self) -> tuple[tuple[str, str], ...]:
+    return self.pairs[:max(1, len(self.pairs) // 2)]
+
+  @property
+  def hidden(self) -> tuple[tuple[str, str], ...]:
+    return self.pairs[len(self.pairs) // 2:]
+
+
+Task = Triplet | InductionTask
+
+
+def identity_triplet() -> Triplet:
+  """The seed of every buffer: `def f(a): return a` on "Hello world"."""
+  return Triplet(IDENTITY_PROGRAM, IDENTITY_INPUT, repr("Hello world"))
+
+
+def identity_task(task_type: str) -> Task:
+  """The identity seed in the form of `task_type`'s buffer."""
+  check_task_type(task_type)
+  seed = identity_triplet()
+  if task_type == "induction":
+    return InductionTask(seed.program, "The function returns its argument unchanged.",
+                         ((seed.inputs, seed.output),))
+  return seed
+
+
+# ------------------------------------------------------------------------------------ prompts
+
+SYSTEM = (
+    "You are an expert Python programmer. Reason step by step inside <think>...</think>, then "
+    "give only your final response inside <answer>...</answer>. Inside the answer, put code and "
+    "values in fenced blocks labelled as requested (for example ```python ... ```).")
+
+_PROGRAM_RULES = """\
+Requirements for the program:
+- Define a function named `f` at the top level; helper functions, classes and constants are fine.
+- `f` must return a value and do the same thing every time: no randomness, no clocks or dates,
+  no reading or writing files, no network, no printing or input(), no processes or threads.
+- Imports only from the standard library's computation modules (math, itertools, collections,
+  functools, heapq, bisect, re, string and the like), at the top of the program.
+- The return value must be a plain Python value (numbers, strings, booleans, None, and lists,
+  tuples, dicts or sets of them), reasonably short.
+Requirements for the input:
+- Write it exactly as it would appear between the parentheses of `f(...)`: comma-separated
+  Python literals, e.g. `[3, 1], 'ab'` for two arguments; `(1, 2)` is ONE tuple argument;
+  `dict(a=1)`, `set()` and keyword arguments are allowed, variables and expressions are not."""
+
+_PROPOSE_GOAL = {
+    "deduction": ("Another model will be shown your program and input and must predict the "
+                  "output by reading the code, without running it. Make that take several careful "
+                  "steps of reasoning, but keep the task well defined."),
+    "abduction": ("Another model will be shown your program and its output and must find an "
+                  "input that produces that output. Make that take real reasoning about the code "
+                  "(for example, a transformation that has to be inverted), but keep it solvable."),
+}
+
+
+def _fence(label: str, body: str) -> str:
+  return f"```{label}\n{body}\n```"
+
+
+def format_triplet(t: Triplet) -> str:
+  """A reference task as shown in proposer prompts."""
+  return "\n".join([_fence("python", t.program), _fence("input", t.inputs),
+                    _fence("output", t.output)])
+
+
+def _messages(user: str) -> list[dict[str, str]]:
+  return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def proposer_messages(task_type: str, references: Sequence[Triplet] = (),
+                      program: str | None = None,
+                      num_inputs: int = NUM_INDUCTION_INPUTS) -> list[dict[str, str]]:
+  """The proposer's chat prompt: deduction/abduction from reference triplets (K of the type's
+  buffer); induction for a given `program` (sampled from the buffers)."""
+  check_task_type(task_type)
+  if task_type == "induction":
+    if program is None:
+      raise ValueError("An induction proposal needs the program to write inputs for.")
+    return _messages(
+        f"Here is a Python function:\n{_fence('python', program)}\n"
+        f"Write {num_inputs} different inputs for `f` that together reveal what it does, and a "
+        "short message that hints at its behaviour without giving the code away. Another model "
+        "will see some of the inputs with their outputs plus your message, must write `f` "
+        "itself, and is checked on the inputs it did not see.\n"
+        "Each input is written exactly as between the parentheses of `f(...)`: Python literals "
+        "separated by commas (`(1, 2)` is one tuple argument); no variables or expressions. "
+        "Every input must run without error and give a short plain value.\n"
+        f"Answer with {num_inputs} blocks ```input ... ```, one input each, and one block "
+        "```message ... ```.")
+  examples = "\n\n".join(f"Example {i + 1}:\n{format_triplet(t)}"
+                         for i, t in enumerate(references))
+  shown = (f"Earlier tasks (write something different from them):\n\n{examples}\n\n"
+           if examples else "")
+  return _messages(
+      f"Create a new Python programming task: a program and one input for it. "
+      f"{_PROPOSE_GOAL[task_type]}\n{_PROGRAM_RULES}\n\n{shown}"
+      "Answer with one block ```python ... ``` holding the program and one block "
+      "```input ... ``` holding the input.")
+
+
+def solver_messages(task_type: str, task: Task) -> list[dict[str, str]]:
+  """The solver's chat prompt for one task of `task_type`."""
+  check_task_type(task_type)
+  if task_type == "deduction":
+    return _messages(
+        f"What does this program return?\n{_fence('python', task.program)}\n"
+        f"It is called as `f(...)` with this between the parentheses:\n"
+        f"{_fence('input', task.inputs)}\n"
+        "Give the return value as a Python literal in one block ```output ... ```.")
+  if task_type == "abduction":
+    return _messages(
+        f"Find an input for which this program returns the given output.\n"
+        f"{_fence('python', task.program)}\nOutput:\n{_fence('output', task.output)}\n"
+        "Give the input exactly as it would appear between the parentheses of `f(...)` (Python "
+        "literals separated by commas; `(1, 2)` is one tuple argument) in one block "
+        "```input ... ```.")
+  pairs = "\n\n".join(f"Input:\n{_fence('input', i)}\nOutput:\n{_fence('output', o)}"
+                      for i, o in task.shown)
+  return _messages(
+      f"Write a Python function `f` that maps each input below to its output (the input is what "
+      f"goes between the parentheses of `f(...)`). It will also be checked on other inputs.\n\n"
+      f"{pairs}\n\nMessage from the task's author:\n{task.message}\n\n"
+      "Give the complete program, defining `f` and using only the standard library, in one "
+      "block ```python ... ```.")
+
+
+# ------------------------------------------------------------------------------------ parsing
+
+_ANSWER_RE = re.compile(r"\A\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)"
+                        r"</answer>\s*\Z", re.DOTALL)
+_LOOSE_ANSWER_RE = re.compile(r"\A(?P<think>.*?)<answer>(?P<answer>.*?)</answer>\s*\Z", re.DOTALL)
+_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z_]*)[ \t]*\n(.*?)```", re.DOTALL)
+_LABELS = {"python": "python", "py": "python", "input": "input", "output": "output",
+           "message": "message"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+  """A parsed proposal: deduction/abduction fill program and inputs; induction fills inputs
+  (a list) and message."""
+
+  program: str | None = None
+  inputs: tuple[str, ...] = ()
+  message: str | None = None
+
+
+def extract_answer(response: str, *, require_think: bool = True) -> str | None:
+  """The text inside the single `<answer>...</answer>` that ends `response`, or None.
+
+  With `require_think`, the answer must follow a single `</think>` (the opening `<think>` may
+  be part of the prompt; when present it must open the response). Only whitespace may follow
+  `</answer>`.
+  """
+  if not isinstance(response, str):
+    return None
+  if response.count("<answer>") != 1 or response.count("</answer>") != 1:
+    return None
+  if not require_think:
+    match = _LOOSE_ANSWER_RE.match(response)
+    return None if match is None else match["answer"]
+  if response.count("</think>") != 1 or response.count("<think>") > 1:
+    return None
+  match = _ANSWER_RE.match(response)
+  if match is None or "<think>" in match["think"]:
+    return None
+  return match["answer"]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+  """(label, body) of each fenced block of `text`; labels normalised (py -> python), bodies
+  without their last newline."""
+  blocks = []
+  for label, body in _FENCE_RE.findall(text):
+    body = body[:-1] if body.endswith("\n") else body
+    blocks.append((_LABELS.get(label.lower(), label.lower()), body))
+  return blocks
+
+
+def _blocks_of(answer: str | None, label: str) -> list[str]:
+  if answer is None:
+    return []
+  return [body for found, body in fenced_blocks(answer) if found == label]
+
+
+def _single(answer: str | None, label: str) -> str | None:
+  blocks = _blocks_of(answer, label)
+  if len(blocks) != 1 or not blocks[0].strip():
+    return None
+  return blocks[0]
+
+
+def parse_proposal(task_type: str, response: str, *, require_think: bool = True
+                   ) -> Proposal | None:
+  """The proposal in `response`, or None when malformed.
+
+  deduction/abduction: exactly one ```python and one ```input block. induction: one or more
+  ```input blocks and exactly one ```message block.
+  """
+  check_task_type(task_type)
+  answer = extract_answer(response, require_think=require_think)
+  if answer is None:
+    return None
+  if task_type == "induction":
+    inputs = [b.strip() for b in _blocks_of(answer, "input")]
+    message = _single(answer, "message")
+    if not inputs or message is None or len(message.strip()) > MAX_MESSAGE_CHARS:
+      return None
+    return Proposal(inputs=tuple(inputs), message=message.strip())
+  program, inputs = _single(answer, "python"), _single(answer, "input")
+  if program is None or inputs is None:
+    return None
+  return Proposal(program=program, inputs=(inputs.strip(),))
+
+
+_SOLUTION_LABEL = {"deduction": "output", "abduction": "input", "induction": "python"}
+
+
+def parse_solution(task_type: str, response: str, *, require_think: bool = True) -> str | None:
+  """The solver's answer (deduction: an output; abduction: an input; induction: a program) from
+  its single fenced block, or None when the response is malformed."""
+  check_task_type(task_type)
+  answer = extract_answer(response, require_think=require_think)
+  block = _single(answer, _SOLUTION_LABEL[task_type])
+  if block is None:
+    return None
+  return block if task_type == "induction" else block.strip()
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+  """Whether a proposal is valid; `task` is the buffer entry, `reason` why it is not."""
+
+  valid: bool
+  task: Task | None = None
+  reason: str | None = None
+
+
+def _accept(result: ExecResult, max_output_chars: int) -> str | None:
+  """None when a validation run may enter a buffer, else the reason."""
+  if not result.ok:
+    return f"{result.status}: {result.error}"
+  if len(result.output) > max_output_chars:
+    return f"output has {len(result.output)} characters (limit {max_output_chars})"
+  return None
+
+
+def _static_reason(program: str, inputs: Sequence[str]) -> str | None:
+  problem = check_program(program, deterministic=True)
+  if problem is not None:
+    return f"rejected: {problem}"
+  for text in inputs:
+    if len(text) > MAX_INPUT_CHARS:
+      return f"input has {len(text)} characters (limit {MAX_INPUT_CHARS})"
+  return None
+
+
+def validate_triplets(proposals: Sequence[tuple[str, str]], executor: Executor, *,
+                      timeout_s: float = TIMEOUT_S,
+                      max_output_chars: int = MAX_OUTPUT_CHARS) -> list[Validation]:
+  """Validates deduction/abduction proposals (program, input): the program parses, defines
+  `f`, passes the policy (no randomness, clocks, I/O), runs within `timeout_s`, gives the same
+  output in two separate processes, and its output is a literal of bounded size."""
+  results: list[Validation | None] = [None] * len(proposals)
+  jobs, where = [], []
+  for k, (program, inputs) in enumerate(proposals):
+    reason = _static_reason(program, [inputs])
+    if reason is not None:
+      results[k] = Validation(False, reason=reason)
+    else:
+      jobs.append((program, inputs))
+      where.append(k)
+  for k, (program, inputs), run in zip(where, jobs,
+                                       executor.validate_many(jobs, timeout_s=timeout_s)):
+    reason = _accept(run, max_output_chars)
+    results[k] = (Validation(True, Triplet(program, inputs, run.output)) if reason is None
+                  else Validation(False, reason=reason))
+  return results
+
+
+def validate_triplet(program: str, inputs: str, executor: Executor, **kwargs) -> Validation:
+  """`validate_triplets` for one proposal."""
+  return validate_triplets([(program, inputs)], executor, **kwargs)[0]
+
+
+def validate_induction(program: str, inputs: Sequence[str], message: str, executor: Executor, *,
+                       num_inputs: int = NUM_INDUCTION_INPUTS, timeout_s: float = TIMEOUT_S,
+                       max_output_chars: int = MAX_OUTPUT_CHARS) -> Validation:
+  """Validates an induction proposal for `program`: a non-empty message of bounded size and at
+  least `num_inputs` distinct inputs on which the program is valid (as in `validate_triplets`);
+  the task keeps the first `num_inputs` of them, in order. Only the first `2 * num_inputs`
+  distinct inputs are run."""
+  if not isinstance(num_inputs, int) or num_inputs < 1:
+    raise ValueError(f"num_inputs must be an int >= 1, got {num_inputs!r}.")
+  if not isinstance(message, str) or not message.strip():
+    return Validation(False, reason="empty message")
+  if len(message) > MAX_MESSAGE_CHARS:
+    return Validation(False, reason=f"message has {len(message)} characters "
+                                    f"(limit {MAX_MESSAGE_CHARS})")
+  distinct = list(dict.fromkeys(text.strip() for text in inputs))
+  if len(distinct) < num_inputs:
+    return Validation(False, reason=f"{len(distinct)} distinct inputs (need {num_inputs})")
+  checks = validate_triplets([(program, text) for text in distinct[:2 * num_inputs]], executor,
+                             timeout_s=timeout_s, max_output_chars=max_output_chars)
+  pairs = [(c.task.inputs, c.task.output) for c in checks if c.valid]
+  if len(pairs) < num_inputs:
+    reasons = [c.reason for c in checks if not c.valid]
+    return Validation(False, reason=f"{len(pairs)} valid inputs (need {num_inputs}); "
+                                    f"first problem: {reasons[0]}")
+  return Validation(True, InductionTask(program, message.strip(), tuple(pairs[:num_inputs])))
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def check_deductions(items: Sequence[tuple[str, str, str | None]], executor: Executor, *,
+                     timeout_s: float = TIMEOUT_S) -> list[bool]:
+  """`check_deduction` for many (program, inputs, predicted_output), in one executor batch."""
+  runs = executor.run_many([(p, i) for p, i, _ in items], timeout_s=timeout_s)
+  return [run.ok and isinstance(pred, str) and same_output(run.output, pred)
+          for (_, _, pred), run in zip(items, runs)]
+
+
+def check_deduction(program: str, inputs: str, predicted_output: str | None,
+                    executor: Executor, *, timeout_s: float = TIMEOUT_S) -> bool:
+  """Whether `predicted_output` (a literal's text) equals the value `f(<inputs>)` returns."""
+  return check_deductions([(program, inputs, predicted_output)], executor,
+                          timeout_s=timeout_s)[0]
+
+
+def check_abductions(items: Sequence[tuple[str, str, str | None]], executor: Executor, *,
+                     timeout_s: float = TIMEOUT_S) -> list[bool]:
+  """`check_abduction` for many (program, output, predicted_inputs), in one executor batch."""
+  usable = [k for k, (_, _, pred) in enumerate(items) if isinstance(pred, str)]
+  runs = executor.run_many([(items[k][0], items[k][2]) for k in usable], timeout_s=timeout_s)
+  correct = [False] * len(items)
+  for k, run in zip(usable, runs):
+    correct[k] = run.ok and same_output(run.output, items[k][1])
+  return correct
+
+
+def check_abduction(program: str, output: str, predicted_inputs: str | None,
+                    executor: Executor, *, timeout_s: float = TIMEOUT_S) -> bool:
+  """Whether `f(<predicted_inputs>)` returns a value equal to `output` (any such input counts)."""
+  return check_abductions([(program, output, predicted_inputs)], executor,
+                          timeout_s=timeout_s)[0]
+
+
+def check_inductions(items: Sequence[tuple[str | None, Sequence[tuple[str, str]]]],
+                     executor: Executor, *, timeout_s: float = TIMEOUT_S) -> list[bool]:
+  """`check_induction` for many (predicted_program, pairs), in one executor batch."""
+  jobs, owner = [], []
+  correct = [False] * len(items)
+  for k, (program, pairs) in enumerate(items):
+    if not isinstance(program, str) or not pairs or check_program(program, deterministic=True):
+      continue
+    correct[k] = True
+    for inputs, output in pairs:
+      jobs.append((program, inputs))
+      owner.append((k, output))
+  runs = executor.run_many(jobs, timeout_s=timeout_s, deterministic=True)
+  for (k, output), run in zip(owner, runs):
+    correct[k] = correct[k] and run.ok and same_output(run.output, output)
+  return correct
+
+
+def check_induction(predicted_program: str | None, pairs: Sequence[tuple[str, str]],
+                    executor: Executor, *, timeout_s: float = TIMEOUT_S) -> bool:
+  """Whether `predicted_program` passes the policy (with the determinism bans) and reproduces
+  every (inputs, output) pair; no pairs is never correct."""
+  return check_inductions([(predicted_program, pairs)], executor, timeout_s=timeout_s)[0]
