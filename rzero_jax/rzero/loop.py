@@ -33,7 +33,6 @@ from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn,
                                 make_train_step)
 from rzero_jax.training.grpo import group_advantages
 from rzero_jax.verify.answers import extract_boxed, grade
-from rzero_jax.verify.repetition import cluster_questions, repetition_penalty
 from rzero_jax.verify.voting import Vote, majority_votes
 
 PHASES = ("challenger", "dataset", "solver", "done")
@@ -118,7 +117,6 @@ def _atomic_json(path: str, data: Any) -> None:
   os.replace(tmp, path)
 
 
-REPETITION_DENOMINATORS = ("well_formed", "batch")
 # Smallest allowed value of each role's counts; GRPO compares >= 2 samples per prompt.
 ROLE_MINIMUMS = {"steps": 1, "prompts_per_step": 1, "prompts_per_update": 1, "group_size": 2,
                  "votes": 1}
@@ -139,9 +137,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise RunError(f"config.{name}.train.micro_batch_size ({micro}) must divide the mini-batch of "
                      f"prompts_per_update x group_size = "
                      f"{role.prompts_per_update * role.group_size} sequences.")
-  if config.challenger.repetition_denominator not in REPETITION_DENOMINATORS:
+  if config.challenger.repetition_denominator not in rewards.REPETITION_DENOMINATORS:
     raise RunError(f"config.challenger.repetition_denominator must be one of "
-                   f"{REPETITION_DENOMINATORS}, got {config.challenger.repetition_denominator!r}.")
+                   f"{rewards.REPETITION_DENOMINATORS}, got {config.challenger.repetition_denominator!r}.")
   if config.dataset.filter not in ds.DATASET_FILTERS:
     raise RunError(f"config.dataset.filter must be one of {ds.DATASET_FILTERS}, got "
                    f"{config.dataset.filter!r}.")
@@ -335,14 +333,8 @@ class RZeroRun:
                           self.config.dataset.temperature, self.config.dataset.top_p)
     p_hat = np.zeros(len(questions))
     p_hat[valid] = [v.p_hat for v in votes]
-    rep = np.zeros(len(questions))
-    clusters = 0
-    if valid:
-      valid_q = [questions[i] for i in valid]
-      rep[valid] = repetition_penalty(valid_q, tau=c.tau, lam=c.lam)
-      if c.repetition_denominator == "batch":  # the reference divides by every rollout of the step
-        rep[valid] *= len(valid) / len(questions)
-      clusters = len(set(cluster_questions(valid_q, tau=c.tau)))
+    rep, clusters = rewards.repetition_penalties(questions, tau=c.tau, lam=c.lam,
+                                                 denominator=c.repetition_denominator)
     r = rewards.challenger_rewards(p_hat, [q is not None for q in questions], rep,
                                    variant=self.config.reward_variant)
     metrics = self._update(self.challenger, prompt_ids, out, r)
@@ -419,6 +411,11 @@ class RZeroRun:
     return self._grading(
         lambda: float(np.mean(grade(texts, golds, timeout_s=self.config.grade_timeout_s))))
 
+  def log(self, message: str) -> None:
+    """Prints a progress line on process 0 (one copy per run, however many processes)."""
+    if self.main:
+      print(message, flush=True)
+
   def start_phase(self, role: Role) -> None:
     """The KL reference becomes the role's current weights; with
     `config.fresh_optimizer_each_phase` the role's AdamW state and schedule start over."""
@@ -482,10 +479,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if meta is None:
     meta = _fresh_meta()
     meta["base_heldout_accuracy"] = r.heldout_accuracy()
-    print(f"base model held-out accuracy: {meta['base_heldout_accuracy']}", flush=True)
+    r.log(f"base model held-out accuracy: {meta['base_heldout_accuracy']}")
   else:
-    print(f"resuming from checkpoint: iteration {meta['iteration'] + 1}, phase {meta['phase']}, "
-          f"step {meta['step']}", flush=True)
+    r.log(f"resuming from checkpoint: iteration {meta['iteration'] + 1}, phase {meta['phase']}, "
+          f"step {meta['step']}")
   iterations = config.iterations
   while meta["iteration"] < iterations:
     it = meta["iteration"]
@@ -512,12 +509,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       kept, stats = r.build_dataset(it)
       if r.main:
         ds.write_jsonl(os.path.join(r.workdir, "data", f"iter_{it + 1}.jsonl"), kept)
-      print(f"{tag} dataset: {stats['unique_questions']} unique questions, kept {stats['kept']}, "
+      r.log(f"{tag} dataset: {stats['unique_questions']} unique questions, kept {stats['kept']}, "
             f"mean p_hat {stats['mean_p_hat']}, pseudo-label accuracy "
-            f"{stats.get('pseudo_label_accuracy')}", flush=True)
+            f"{stats.get('pseudo_label_accuracy')}")
       if not kept:
-        print(f"{tag} no question fell inside the p_hat band; the Solver phase of this iteration "
-              "is skipped (try more candidates or a wider config.dataset.delta).", flush=True)
+        r.log(f"{tag} no question fell inside the p_hat band; the Solver phase of this iteration "
+              "is skipped (try more candidates or a wider config.dataset.delta).")
       r.writer.scalars(r._tb_step(it, "dataset", 0),
                        {f"dataset/{k}": v for k, v in stats.items() if v is not None})
       meta["current"]["dataset"] = stats
@@ -549,7 +546,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 **meta["current"]}
       record.pop("dataset")
       meta["iterations"].append(record)
-      print(f"{tag} Solver held-out accuracy: {acc}", flush=True)
+      r.log(f"{tag} Solver held-out accuracy: {acc}")
       r.export(it)
       meta.update(iteration=it + 1, phase="challenger", step=0, current=_iteration_record())
       r.save(meta)
@@ -557,7 +554,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary["timing"] = dict(r.timing, total_s=time.perf_counter() - t_start)
   if r.main:
     _atomic_json(os.path.join(r.workdir, "summary.json"), summary)
-    print(format_table(summary), flush=True)
+    r.log(format_table(summary))
   r.writer.close()
   r.ckpt.close()
   return summary

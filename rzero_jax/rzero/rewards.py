@@ -9,8 +9,10 @@ import re
 import numpy as np
 
 from rzero_jax.verify.answers import extract_boxed
+from rzero_jax.verify.repetition import cluster_questions
 
 REWARD_VARIANTS = ("paper", "released")
+REPETITION_DENOMINATORS = ("well_formed", "batch")
 # The released code's format check: reasoning in <think>...</think>, then a boxed answer.
 _THINK_THEN_BOXED = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
 
@@ -23,6 +25,28 @@ def _check_variant(variant: str) -> None:
 def uncertainty_reward(p_hat: np.ndarray) -> np.ndarray:
   """`1 - 2 |p_hat - 1/2|`: 1 when the Solver's votes split half and half, 0 when unanimous."""
   return 1.0 - 2.0 * np.abs(np.asarray(p_hat, np.float64) - 0.5)
+
+
+def repetition_penalties(questions: Sequence[str | None], *, tau: float = 0.5, lam: float = 1.0,
+                         denominator: str = "well_formed") -> tuple[np.ndarray, int]:
+  """Per-completion repetition penalty `lam * |cluster| / B` and the number of clusters.
+
+  Well-formed questions (not None) are clustered by BLEU distance (average linkage, merging below
+  `tau`); malformed completions get 0. B is the number of well-formed questions ("well_formed",
+  ours: a batch with many format failures does not dilute the penalty) or of all completions of
+  the step ("batch", the reference code's choice).
+  """
+  if denominator not in REPETITION_DENOMINATORS:
+    raise ValueError(f"Unknown repetition denominator {denominator!r}: use one of "
+                     f"{REPETITION_DENOMINATORS}.")
+  valid = [i for i, q in enumerate(questions) if q is not None]
+  penalty = np.zeros(len(questions))
+  if not valid:
+    return penalty, 0
+  labels = np.asarray(cluster_questions([questions[i] for i in valid], tau))
+  size = len(valid) if denominator == "well_formed" else len(questions)
+  penalty[valid] = lam * np.bincount(labels)[labels] / size
+  return penalty, len(set(labels.tolist()))
 
 
 def challenger_rewards(p_hat: Sequence[float], well_formed: Sequence[bool],

@@ -56,6 +56,55 @@ def test_solver_rewards():
                              [1.0, 0.1, 0.0])
 
 
+def test_released_solver_format_needs_think_then_boxed():
+  ok = "<think>2 + 2 = 4</think> so the answer is \\boxed{4}"
+  assert rewards.solver_well_formed(ok, variant="released")
+  assert rewards.solver_well_formed(ok)
+  for text in ["\\boxed{4}", "\\boxed{4} <think>late</think>", "<think>no answer</think>",
+               "<think>unclosed \\boxed{4}"]:
+    assert not rewards.solver_well_formed(text, variant="released"), text
+  assert rewards.solver_well_formed("\\boxed{4}") and not rewards.solver_well_formed("4")
+  formats = [rewards.solver_well_formed(t, variant="released") for t in (ok, "\\boxed{4}")]
+  np.testing.assert_allclose(rewards.solver_rewards([1, 1], formats, variant="released"), [1.0, 0.9])
+
+
+def test_repetition_penalty_denominators():
+  qs = ["what is 2 plus 3 now", None, "what is 2 plus 3 now",
+        "compute the area of a circle of radius 4", None]
+  ours, clusters = rewards.repetition_penalties(qs, tau=0.5, lam=1.0)
+  np.testing.assert_allclose(ours, [2 / 3, 0, 2 / 3, 1 / 3, 0])
+  assert clusters == 2
+  reference, _ = rewards.repetition_penalties(qs, denominator="batch")
+  np.testing.assert_allclose(reference, [2 / 5, 0, 2 / 5, 1 / 5, 0])
+  assert rewards.repetition_penalties([None, None])[1] == 0
+  with pytest.raises(ValueError, match="denominator"):
+    rewards.repetition_penalties(qs, denominator="rollouts")
+
+
+def test_released_dataset_filter_counts_only_non_empty_answers():
+  # 10 votes: 4 agree, 5 abstain -> p_hat 0.4 (paper band keeps it), 4/5 = 0.8 of the answers.
+  answers = [["7"] * 4 + ["8"] + [None] * 5, ["7"] * 4 + ["8"] * 6, ["7"] * 9 + ["8"],
+             ["7"] * 2 + ["8", "9"] + [None] * 6]
+  p_hats = [0.4, 0.6, 0.9, 0.2]
+  labels = ["7", "8", "7", "7"]
+  qs = ["q1", "q2", "q3", "q4"]
+  paper = dataset.select_questions(qs, labels, p_hats, answers, delta=0.25)
+  released = dataset.select_questions(qs, labels, p_hats, answers, delta=0.25, filter="released")
+  assert [r["question"] for r in paper] == ["q1", "q2"]
+  assert [r["question"] for r in released] == ["q1", "q2", "q4"]  # q4: 2 of 4 answers = 0.5
+  assert dataset.answered_share(0.4, answers[0]) == pytest.approx(0.8)
+  assert dataset.answered_share(0.0, [None] * 3) == 0.0
+  with pytest.raises(ValueError, match="filter"):
+    dataset.keeps(0.5, ["1"], delta=0.25, filter="strict")
+
+
+def test_released_variant_config():
+  from rzero_jax.rzero.config import default_config, released_variant
+  c = released_variant(default_config())
+  assert (c.reward_variant, c.dataset.votes, c.dataset.filter, c.challenger.repetition_denominator,
+          c.fresh_optimizer_each_phase) == ("released", 9, "released", "batch", True)
+
+
 def test_dataset_band_and_duplicates(tmp_path):
   qs = dataset.unique_questions(["A  b", None, "A b", "C"])
   assert qs == ["A  b", "C"]
