@@ -52,6 +52,19 @@ def stop_token_ids(tokenizer: Any, eos_token_id: Sequence[int] | int | None = ()
   return tuple(ids)
 
 
+def end_of_turn_id(tokenizer: Any) -> int:
+  """The token that ends an assistant turn (`<|im_end|>`, `<|eot_id|>`, ...), else end of
+  sequence: the last target of a supervised response, as the sampler stops on it."""
+  vocab = tokenizer.get_vocab()
+  for token in END_OF_TURN_TOKENS:
+    if token in vocab:
+      return int(vocab[token])
+  if tokenizer.eos_token_id is None:
+    raise ValueError("The tokenizer has no end-of-turn or end-of-sequence token to end responses "
+                     "with: add one (e.g. <|im_end|>) to the tokenizer.")
+  return int(tokenizer.eos_token_id)
+
+
 def pad_token_id(tokenizer: Any) -> int:
   """The padding id: the tokenizer's pad token, else its eos token, else 0."""
   for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):

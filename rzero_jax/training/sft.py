@@ -55,6 +55,32 @@ def make_sft_step(cfg: ModelConfig, optimizer: optax.GradientTransformation, *,
   return jax.jit(step, donate_argnums=(0, 1))
 
 
+def make_sft_train_step(model_cfg: ModelConfig, train_cfg: Any, mesh: Any = None,
+                        strategy: Any = None) -> Callable[[Any, Batch], tuple[Any, dict]]:
+  """A jitted `(TrainState, batch) -> (TrainState, metrics)` SFT update with the loops' optimizer
+  (`make_optimizer(train_cfg)`: clipping + AdamW) and shardings; the state is donated. The
+  compute dtype is the model config's (or `train_cfg.compute_dtype`). Metrics: loss, accuracy,
+  tokens, grad_norm, learning_rate."""
+  from rzero_jax.sharding import make_plan
+  from rzero_jax.training.train_state import (TrainState, compute_config, make_optimizer,
+                                              make_schedule, state_shardings)
+  plan = make_plan(mesh, strategy)
+  optimizer, schedule = make_optimizer(train_cfg), make_schedule(train_cfg)
+  cfg = compute_config(model_cfg, train_cfg)
+
+  def step(state, batch):
+    grad_fn = jax.value_and_grad(lambda p: sft_loss(cfg, p, batch, plan=plan), has_aux=True)
+    (_, metrics), grads = grad_fn(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = TrainState(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+                           step=state.step + 1)
+    return new_state, {**metrics, "grad_norm": optax.tree.norm(grads),
+                       "learning_rate": schedule(state.step)}
+
+  out_shardings = None if plan is None else (state_shardings(model_cfg, train_cfg, plan), None)
+  return jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
+
+
 def make_sft_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                    length: int, pad_id: int) -> dict[str, np.ndarray]:
   """Right-padded batch of `prompt + completion` rows, targets on the completion tokens only.
