@@ -120,18 +120,50 @@ def make_summary(config: ml_collections.ConfigDict, meta: dict) -> dict:
   """The deterministic part of summary.json (everything but `timing`)."""
   steps = meta["steps"]
   last = steps[-1] if steps else {}
-  return {"heldout_accuracy": meta["heldout"], "seeding": meta["seeding"], "steps": steps,
-          "valid_proposal_rate": {t: last.get(f"{t}/valid_rate") for t in TASK_TYPES},
-          "mean_learnability": float(np.mean([s["learnability"] for s in steps])) if steps else None,
+  return {"heldout_accuracy": meta["heldout"], "points": _points(meta), "seeding": meta["seeding"],
+          "steps": steps,
+          "valid_proposal_rate": {t: _mean(s[f"{t}/valid_rate"] for s in steps)
+                                  for t in TASK_TYPES},
+          "mean_learnability": _mean(s["learnability"] for s in steps),
           "buffer_sizes": {t: last.get(f"{t}/buffer_size") for t in TASK_TYPES},
           "config": json.loads(config.to_json())}
 
 
+def _mean(values) -> float | None:
+  values = list(values)
+  return float(np.mean(values)) if values else None
+
+
+def _points(meta: dict) -> dict:
+  """Per evaluation point: valid-proposal rate and mean learnability over the steps since the
+  previous point, and the buffer sizes."""
+  points, previous = {}, 0
+  for point in meta["heldout"]:
+    if not point.startswith("step_"):
+      continue
+    done = int(point[len("step_"):])
+    window = meta["steps"][previous:done]
+    points[point] = {"valid_rate": _mean(s["valid_rate"] for s in window),
+                     "learnability": _mean(s["learnability"] for s in window),
+                     "solver_accuracy": _mean(s["solver_accuracy"] for s in window),
+                     "buffer_sizes": {t: window[-1][f"{t}/buffer_size"] for t in TASK_TYPES}
+                     if window else None}
+    previous = done
+  return points
+
+
 def format_table(summary: dict) -> str:
-  """Held-out accuracy per task type at each evaluation point."""
-  rows = [("point", *TASK_TYPES, "mean")]
+  """Held-out accuracy per task type at each evaluation point, with the valid-proposal rate,
+  mean learnability and solver accuracy over the steps before it, and the buffer sizes."""
+  rows = [("point", *TASK_TYPES, "mean", "valid", "learnability", "train solve", "buffers")]
   for point, acc in summary["heldout_accuracy"].items():
-    rows.append((point, *(fmt(acc.get(k)) for k in (*TASK_TYPES, "mean"))))
+    extra = summary["points"].get(point)
+    sizes = summary["seeding"]["buffer_sizes"] if extra is None else extra["buffer_sizes"]
+    rows.append((point, *(fmt(acc.get(k)) for k in (*TASK_TYPES, "mean")),
+                 *(("-", "-", "-") if extra is None else
+                   (fmt(extra["valid_rate"]), fmt(extra["learnability"]),
+                    fmt(extra["solver_accuracy"]))),
+                 "/".join(str(sizes[t]) for t in TASK_TYPES) if sizes else "-"))
   return format_rows(rows)
 
 
