@@ -23,6 +23,12 @@ def heldout_tasks():
   return data.heldout_tasks(HELDOUT_PER_TYPE, induction_inputs=INDUCTION_INPUTS)
 
 
+def seed_tasks():
+  """The buffers' starting tasks: the toy model never saw the spec's identity seed (`def f(a):
+  return a` on "Hello world"), so each buffer starts from four tasks of its own world."""
+  return data.seed_tasks(4, induction_inputs=INDUCTION_INPUTS)
+
+
 def smoke_heldout_tasks():
   return data.heldout_tasks(8, induction_inputs=INDUCTION_INPUTS)
 
@@ -41,7 +47,8 @@ def get_config(arg: str = ""):
   c.actor.update(strategy="dp", prompts_per_step=16, updates_per_step=1, max_prompt_tokens=64,
                  max_new_tokens=96)
   c.actor.train.update(learning_rate=1e-4, micro_batch_size=96)
-  c.tasks.update(prompts="experiments.toy_code.prompts", references=2, learnability_rollouts=8,
+  c.tasks.update(prompts="experiments.toy_code.prompts",
+                 seed_tasks="experiments.azr_demo:seed_tasks", references=2, learnability_rollouts=8,
                  induction_inputs=INDUCTION_INPUTS, buffer_cap=4096, seed_buffer_size=32,
                  max_seeding_rounds=4, timeout_s=2.0, executor_workers=2)
   c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=8, max_new_tokens=96)

@@ -248,3 +248,17 @@ def heldout_tasks(per_type: int, seed: int = 12345, induction_inputs: int = 4
       else:
         out[task_type].append(triplet(program, random_input(rng, program.arg_type)))
   return out
+
+
+def seed_tasks(per_type: int, seed: int = 7, induction_inputs: int = 4) -> dict[str, list]:
+  """`per_type` tasks of each type from the training partition (the demo's starting buffers)."""
+  rng = random.Random(seed)
+  out: dict[str, list] = {"deduction": [], "abduction": [], "induction": []}
+  for task_type in out:
+    for _ in range(per_type):
+      program = sample_program(rng)
+      if task_type == "induction":
+        out[task_type].append(induction_task(rng, program, induction_inputs))
+      else:
+        out[task_type].append(triplet(program, random_input(rng, program.arg_type)))
+  return out

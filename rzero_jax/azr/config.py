@@ -44,6 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
       learnability_rollouts=8,         # n solver rollouts per valid proposal
       induction_inputs=10,             # inputs per induction proposal (half shown, half hidden)
       buffer_cap=16384,
+      seed_tasks="",                   # "" = the identity triplet in every buffer (the spec), or
+                                       # "module:function" -> {task type: [tasks]} to start from
       seed_buffer_size=256,            # seeding: propose without updates until each buffer holds this
       max_seeding_rounds=64,           # ...or this many rounds have run
       timeout_s=2.0,                   # executor time limit per program run

@@ -52,7 +52,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     meta = r.restore()
     if meta is None:
-      meta = _fresh_meta(config)
+      meta = _fresh_meta(config, r.seed_buffers())
       meta["heldout"]["base"] = r.evaluate()
       print(f"base model held-out accuracy: {_fmt_acc(meta['heldout']['base'])}", flush=True)
     else:
@@ -109,11 +109,10 @@ _RECORDED = ("valid_rate", "learnability", "proposer_reward", "solver_accuracy",
              *(f"{t}/buffer_size" for t in TASK_TYPES))
 
 
-def _fresh_meta(config: ml_collections.ConfigDict) -> dict:
+def _fresh_meta(config: ml_collections.ConfigDict, buffers: TaskBuffers) -> dict:
   return {"phase": "seeding", "step": 0, "save_count": 0,
           "seeding": {"rounds": 0, "valid_rate": [], "buffer_sizes": None},
-          "buffers": TaskBuffers(cap=config.tasks.buffer_cap).to_state(),
-          "heldout": {}, "steps": []}
+          "buffers": buffers.to_state(), "heldout": {}, "steps": []}
 
 
 def make_summary(config: ml_collections.ConfigDict, meta: dict) -> dict:
@@ -218,6 +217,15 @@ def _prompt_module(name: str) -> Any:
   return module
 
 
+def _tasks_by_type(spec: str, field: str) -> dict[str, list[Task]]:
+  """The {task type: [tasks]} returned by the "module:function" `spec` (tasks or their dicts)."""
+  raw = resolve_callable(spec)()
+  if not isinstance(raw, dict) or not set(raw) <= set(TASK_TYPES):
+    raise RunError(f"{field} must return a dict with keys among {TASK_TYPES}.")
+  return {t: [x if not isinstance(x, dict) else task_from_dict(x) for x in tasks]
+          for t, tasks in raw.items()}
+
+
 class AZRRun(Runner):
   """One Absolute Zero run: one role ("actor") that proposes and solves, and the loop's stages."""
 
@@ -264,11 +272,20 @@ class AZRRun(Runner):
   def _heldout(self) -> dict[str, list[Task]]:
     if not self.config.eval.heldout:
       return {}
-    raw = resolve_callable(self.config.eval.heldout)()
-    if not isinstance(raw, dict) or not set(raw) <= set(TASK_TYPES):
-      raise RunError(f"config.eval.heldout must return a dict with keys among {TASK_TYPES}.")
-    return {t: [x if not isinstance(x, dict) else task_from_dict(x) for x in tasks]
-            for t, tasks in raw.items()}
+    return _tasks_by_type(self.config.eval.heldout, "config.eval.heldout")
+
+  def seed_buffers(self) -> TaskBuffers:
+    """The buffers at the start: the identity triplet in each (the spec), or the tasks of
+    `config.tasks.seed_tasks` (for a toy model that never saw the identity's input)."""
+    cap = self.config.tasks.buffer_cap
+    if not self.config.tasks.seed_tasks:
+      return TaskBuffers(cap=cap)
+    buffers = TaskBuffers(cap=cap, seed=False)
+    for t, tasks in _tasks_by_type(self.config.tasks.seed_tasks, "config.tasks.seed_tasks").items():
+      buffers[t].extend(tasks, SEED_STEP)
+    if not all(len(buffers[t]) for t in TASK_TYPES):
+      raise RunError("config.tasks.seed_tasks must give at least one task of every type.")
+    return buffers
 
   # ----- prompts ---------------------------------------------------------------------------------
 
