@@ -1,0 +1,140 @@
+"""A trained role, batched sampling and the policy update, shared by both self-play loops.
+
+The update takes one advantage per sequence, so it serves GRPO (advantages normalised within each
+prompt's group) and TRR++ (within each task type x role) alike. It keeps the loops multi-host
+safe: each process feeds its rows of every global mini-batch, old and reference log-probs are
+recomputed on device before the first optimizer step, and only replicated scalars come back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from rzero_jax import sharding
+from rzero_jax.rzero.rollout import build_batch, split_minibatches
+from rzero_jax.sampling import generate
+from rzero_jax.selfplay.util import RunError, derive_seed
+from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn,
+                                make_train_step)
+
+
+class Completions(NamedTuple):
+  """Sampled completions of several sampler calls, in prompt order."""
+
+  tokens: list[list[int]]
+  logprobs: list[list[float]]
+  finished: list[bool]
+
+
+@dataclasses.dataclass
+class Role:
+  """One trained role: its train state, compiled functions and sampling settings."""
+
+  name: str
+  settings: ml_collections.ConfigDict
+  strategy: str
+  plan: sharding.ShardingPlan
+  train_cfg: TrainConfig
+  state: Any
+  train_step: Callable
+  logprob_fn: Callable
+
+  @property
+  def params(self):
+    return self.state.params
+
+
+def train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: str) -> TrainConfig:
+  """The TrainConfig of `config.<role>` (its `train` fields plus temperature and dtype)."""
+  fields = dict(role_cfg.train.to_dict(), temperature=float(role_cfg.temperature),
+                param_dtype=param_dtype)
+  try:
+    return TrainConfig(**fields)
+  except TypeError as e:
+    valid = sorted(f.name for f in dataclasses.fields(TrainConfig))
+    raise RunError(f"Bad config.{role}.train: {e}. Valid fields: {valid}.") from e
+
+
+def make_role(name: str, settings: ml_collections.ConfigDict, model_cfg: Any, base_params: Any,
+              *, mesh: Any, param_dtype: str, donate: bool) -> Role:
+  """A role whose train state starts from `base_params` (already on the mesh); with `donate` the
+  state takes over their buffers (`base_params` is then unusable)."""
+  train_cfg = train_config(settings, name, param_dtype)
+  strategy = settings.strategy
+  state = init_train_state(model_cfg, train_cfg, base_params, mesh=mesh, strategy=strategy,
+                           donate=donate)
+  return Role(name, settings, strategy, sharding.make_plan(mesh, strategy), train_cfg, state,
+              make_train_step(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
+              make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy))
+
+
+def sample(model_cfg: Any, role: Role, prompt_ids: Sequence[Sequence[int]], *, num_samples: int,
+           seed: int, temperature: float, top_p: float, max_new_tokens: int, max_batch: int,
+           stop_ids: Any, mesh: Any) -> Completions:
+  """`num_samples` completions per prompt, in chunks of at most `max_batch` sequences (a fixed
+  chunk shape compiles once); chunk k samples with `derive_seed(seed, k)`."""
+  per_chunk = max(1, max_batch // num_samples)
+  parts = []
+  for k in range(0, len(prompt_ids), per_chunk):
+    parts.append(generate(model_cfg, role.params, list(prompt_ids[k:k + per_chunk]),
+                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                          num_samples=num_samples, stop_token_ids=stop_ids,
+                          seed=derive_seed(seed, k), mesh=mesh, strategy=role.strategy))
+  return Completions(tokens=[t for p in parts for t in p.tokens],
+                     logprobs=[lp for p in parts for lp in p.logprobs],
+                     finished=[f for p in parts for f in p.finished])
+
+
+@jax.jit
+def _masked_abs_diff(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
+  """[sum of |a - b| over the mask, mask count] (replicated scalars)."""
+  mask = mask.astype(jax.numpy.float32)
+  return jax.numpy.stack([jax.numpy.sum(jax.numpy.abs(a - b) * mask), jax.numpy.sum(mask)])
+
+
+def update(role: Role, seq_prompts: Sequence[Sequence[int]], out: Completions,
+           advantages: np.ndarray, *, mini_batch_size: int, prompt_len: int, completion_len: int,
+           pad_id: int, ref_params: Any = None, recompute_old_logprobs: bool = True) -> dict:
+  """One policy update of `role` over a rollout step: sequence i is `seq_prompts[i]` followed by
+  `out.tokens[i]` with advantage `advantages[i]`; consecutive mini-batches of `mini_batch_size`
+  sequences, one optimizer step each. Returns the mean of the train-step metrics, the number of
+  skipped steps and (with `recompute_old_logprobs`) the sampler-vs-trainer log-prob mismatch."""
+  batch = build_batch(seq_prompts, out.tokens, out.logprobs, np.asarray(advantages),
+                      prompt_len=prompt_len, completion_len=completion_len, pad_id=pad_id)
+  minis = []
+  for mini in split_minibatches(batch, mini_batch_size):
+    rows = sharding.process_rows(role.plan, len(mini["tokens"]))
+    minis.append(sharding.host_to_global({k: v[rows] for k, v in mini.items()}, role.plan))
+  mismatch = []
+  for mini in minis:  # every old log-prob is taken before the first update changes the params
+    if recompute_old_logprobs:
+      recomputed = role.logprob_fn(role.params, mini["tokens"], mini["attention_mask"])
+      mismatch.append(_masked_abs_diff(mini["old_logprobs"], recomputed, mini["loss_mask"]))
+      mini["old_logprobs"] = recomputed
+    if role.train_cfg.kl_coef:
+      mini["ref_logprobs"] = role.logprob_fn(ref_params, mini["tokens"], mini["attention_mask"])
+  metrics: list[dict] = []
+  for mini in minis:
+    role.state, m = role.train_step(role.state, mini)
+    metrics.append(m)
+  metrics, mismatch = jax.device_get((metrics, mismatch))
+  summary = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+  summary["skipped"] = float(np.sum([m["skipped"] for m in metrics]))
+  if mismatch:
+    total, count = np.sum(mismatch, axis=0)
+    summary["logprob_mismatch"] = float(total / max(count, 1.0))
+  return summary
+
+
+def timed(timing: dict[str, float], key: str, fn: Callable[[], Any]) -> Any:
+  """Runs `fn` and adds its wall time to `timing[key]`."""
+  t0 = time.perf_counter()
+  result = fn()
+  timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
+  return result

@@ -1,0 +1,222 @@
+"""The run directory and machinery both self-play loops share.
+
+A `Runner` holds one run: the config, the base model (loaded straight onto the mesh), tokenizer,
+mesh, roles, the KL reference, TensorBoard metrics, orbax checkpoints of the train states plus a
+JSON `meta` (the loop position and everything the loop accumulates), HF export and summary.json.
+The loops subclass it and add their algorithm's stages. Multi-host rules it keeps: every process
+runs the same calls; host decisions go through `grading` (`sharding.decided_on_main`); only
+process 0 writes files; no process reads a file another is writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+
+from rzero_jax import sharding
+from rzero_jax.checkpoint import RunCheckpointer
+from rzero_jax.metrics import MetricWriter
+from rzero_jax.models import load_pretrained, load_tokenizer, save_pretrained
+from rzero_jax.models.tokenizer import pad_token_id, stop_token_ids
+from rzero_jax.selfplay import roles as roles_lib
+from rzero_jax.selfplay.roles import Completions, Role
+from rzero_jax.selfplay.util import (RunError, atomic_json, copy_tree, derive_seed,
+                                     resolve_callable)
+from rzero_jax.training import init_train_state
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "vocab.json", "merges.txt", "generation_config.json")
+
+__all__ = ["Runner", "RunError", "derive_seed", "resolve_callable", "atomic_json"]
+
+
+class Runner:
+  """One run's model, mesh, roles, checkpoints, metrics and run directory.
+
+  `role_names` are the config sections of the trained roles (`config.<name>` holds `strategy`,
+  `temperature`, `max_prompt_tokens`, `max_new_tokens` and `train`). The base parameters are
+  loaded onto the mesh in the first role's layout and kept in `self.base` until the subclass
+  turns them into roles with `make_role` (the last one should donate them).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
+               role_names: Sequence[str]):
+    self.config, self.workdir = config, os.path.abspath(workdir)
+    self.main = sharding.is_main_process()
+    self.timing: dict[str, float] = {}
+    self.tokens_per_s = 0.0
+    self.t_start = time.perf_counter()
+    os.makedirs(self.workdir, exist_ok=True)
+    self.model_path = self._model_path()
+    self.tokenizer = load_tokenizer(config.tokenizer_path or self.model_path)
+    try:
+      self.mesh = sharding.make_mesh(config.mesh)
+    except ValueError as e:
+      raise RunError(f"{e} (set --mesh or config.mesh)") from e
+    for name in role_names:
+      try:
+        sharding.make_plan(self.mesh, config[name].strategy)
+      except ValueError as e:
+        raise RunError(f"config.{name}.strategy: {e}") from e
+    self.cfg, self.base = load_pretrained(self.model_path, dtype=config.param_dtype,
+                                          mesh=self.mesh, strategy=config[role_names[0]].strategy)
+    self.cfg = dataclasses.replace(self.cfg, dtype=config.dtype)
+    self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
+    self.pad_id = pad_token_id(self.tokenizer)
+    self.ref_params = None
+    self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
+    self.ckpt: RunCheckpointer | None = None
+
+  def _model_path(self) -> str:
+    c = self.config
+    if c.model_path:
+      if not os.path.exists(c.model_path):
+        raise RunError(f"config.model_path {c.model_path!r} does not exist: point it at a local "
+                       "HF checkpoint directory (config.json + *.safetensors + tokenizer files).")
+      return c.model_path
+    if c.base_model_builder:
+      cache = os.path.join(os.path.dirname(self.workdir), ".rzero_cache")
+      return resolve_callable(c.base_model_builder)(cache)
+    raise RunError("No base model: set --config.model_path=/path/to/hf_checkpoint.")
+
+  # ----- roles ---------------------------------------------------------------------------------
+
+  def make_role(self, name: str, *, donate: bool) -> Role:
+    """A role `name` (settings `config.<name>`) starting from the base weights; with `donate`
+    it takes over their buffers and the base is dropped."""
+    role = roles_lib.make_role(name, self.config[name], self.cfg, self.base, mesh=self.mesh,
+                               param_dtype=self.config.param_dtype, donate=donate)
+    if donate:
+      self.base = None
+    return role
+
+  def start_phase(self, role: Role) -> None:
+    """The KL reference becomes the role's current weights (when any role uses KL, else none is
+    kept); with `config.fresh_optimizer_each_phase` the role's AdamW state and schedule restart."""
+    self.ref_params = None  # free the previous reference before copying
+    if self.keeps_reference():
+      self.ref_params = copy_tree(role.params)
+    if self.config.get("fresh_optimizer_each_phase", False):
+      role.state = init_train_state(self.cfg, role.train_cfg, role.params, mesh=self.mesh,
+                                    strategy=role.strategy, donate=True)
+
+  def keeps_reference(self) -> bool:
+    """Whether a KL reference is held (R-Zero always keeps one; see subclasses)."""
+    return True
+
+  # ----- sampling, grading, update ---------------------------------------------------------------
+
+  def sample(self, role: Role, prompt_ids: Sequence[Sequence[int]], *, num_samples: int,
+             seed: int, temperature: float, top_p: float, max_new_tokens: int) -> Completions:
+    """`roles.sample` with the run's model, mesh, stop tokens and `config.max_sample_batch`;
+    timed as sampling (also sets `tokens_per_s`)."""
+    t0 = time.perf_counter()
+    out = roles_lib.sample(self.cfg, role, prompt_ids, num_samples=num_samples, seed=seed,
+                           temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                           max_batch=self.config.max_sample_batch, stop_ids=self.stop_ids,
+                           mesh=self.mesh)
+    seconds = time.perf_counter() - t0
+    self.timing["sampling_s"] = self.timing.get("sampling_s", 0.0) + seconds
+    self.tokens_per_s = sum(len(t) for t in out.tokens) / max(seconds, 1e-9)
+    return out
+
+  def decode(self, tokens: Sequence[int]) -> str:
+    return self.tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+  def grading(self, decide: Callable[[], Any]) -> Any:
+    """Runs a host decision (deadlines make it timing-dependent) once, on process 0, and shares
+    its result with every process; timed as grading."""
+    return roles_lib.timed(self.timing, "grading_s", lambda: sharding.decided_on_main(decide))
+
+  def update(self, role: Role, seq_prompts: Sequence[Sequence[int]], out: Completions,
+             advantages: np.ndarray, *, mini_batch_size: int) -> dict:
+    """`roles.update` with the role's prompt/completion lengths, the KL reference and
+    `config.recompute_old_logprobs`; timed as training."""
+    s = role.settings
+    return roles_lib.timed(self.timing, "training_s", lambda: roles_lib.update(
+        role, seq_prompts, out, advantages, mini_batch_size=mini_batch_size,
+        prompt_len=s.max_prompt_tokens, completion_len=s.max_new_tokens, pad_id=self.pad_id,
+        ref_params=self.ref_params, recompute_old_logprobs=self.config.recompute_old_logprobs))
+
+  # ----- checkpoints: train states + the loop position -------------------------------------------
+
+  def trees(self) -> dict[str, Any]:
+    """The pytrees a checkpoint holds (subclasses: their roles' states and the reference)."""
+    raise NotImplementedError
+
+  def set_trees(self, trees: dict[str, Any]) -> None:
+    raise NotImplementedError
+
+  def _checkpointer(self) -> RunCheckpointer:
+    if self.ckpt is None:
+      self.ckpt = RunCheckpointer(os.path.join(self.workdir, "checkpoints"), tuple(self.trees()))
+    return self.ckpt
+
+  def save(self, meta: dict) -> None:
+    """Checkpoints `trees()` with the loop position `meta` (JSON; `save_count` is bumped in
+    place). Every process calls it."""
+    meta["save_count"] = meta.get("save_count", 0) + 1
+    self._checkpointer().save(meta["save_count"], self.trees(), meta)
+
+  def restore(self) -> dict | None:
+    """Restores the latest checkpoint's trees; returns its meta, or None for a fresh run."""
+    ckpt = self._checkpointer()
+    step = ckpt.latest_step()
+    if step is None:
+      return None
+    trees, meta = ckpt.restore(step, self.trees())
+    self.set_trees(trees)
+    return meta
+
+  # ----- outputs -------------------------------------------------------------------------------
+
+  def export(self, subdir: str, roles: Sequence[Role]) -> None:
+    """Writes `roles` in HF format under export/<subdir>/<role> (every process gathers, process 0
+    writes), with the base model's tokenizer files; off with `config.export_hf = False`."""
+    if not self.config.export_hf:
+      return
+    files = {f: os.path.join(self.model_path, f) for f in TOKENIZER_FILES
+             if os.path.exists(os.path.join(self.model_path, f))}
+    for role in roles:
+      host_params = jax.tree.map(
+          lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), role.params)
+      if self.main:
+        save_pretrained(self.cfg, host_params,
+                        os.path.join(self.workdir, "export", subdir, role.name), extra_files=files)
+
+  def log(self, message: str) -> None:
+    """Prints a progress line on process 0 (one copy per run, however many processes)."""
+    if self.main:
+      print(message, flush=True)
+
+  def finish(self, summary: dict, table: str) -> dict:
+    """Adds timing, writes summary.json and prints `table` (process 0), closes the writers."""
+    summary["timing"] = dict(self.timing, total_s=time.perf_counter() - self.t_start)
+    if self.main:
+      atomic_json(os.path.join(self.workdir, "summary.json"), summary)
+      print(table, flush=True)
+    self.close()
+    return summary
+
+  def close(self) -> None:
+    self.writer.close()
+    if self.ckpt is not None:
+      self.ckpt.close()
+
+
+def format_rows(rows: Sequence[Sequence[str]]) -> str:
+  """Right-aligned columns with a rule under the header row."""
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+  return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def fmt(x: Any) -> str:
+  return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)

@@ -1,0 +1,34 @@
+"""The shared machinery's small pieces: seeds stay what they were, run errors, atomic files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rzero_jax.rzero import loop as rzero_loop
+from rzero_jax.selfplay import runner, util
+
+
+def test_seeds_are_stable():
+  # R-Zero's phases keep their indices (every earlier run's random numbers depend on them).
+  assert [util.PHASE_IDS[p] for p in rzero_loop.PHASES] == [0, 1, 2, 3]
+  expected = int(np.random.SeedSequence([7, 1, 2, 3]).generate_state(1)[0] & 0x7FFFFFFF)
+  assert util.derive_seed(7, 1, "solver", 3) == expected
+  assert util.derive_seed(7, "train", 0) != util.derive_seed(7, "seeding", 0)
+
+
+def test_resolve_callable_errors():
+  assert util.resolve_callable("json:dumps") is json.dumps
+  with pytest.raises(util.RunError, match="package.module:function"):
+    util.resolve_callable("json.dumps")
+  with pytest.raises(util.RunError, match="Cannot import"):
+    util.resolve_callable("no_such_module_xyz:f")
+
+
+def test_atomic_json_and_table(tmp_path):
+  path = str(tmp_path / "d" / "x.json")
+  util.atomic_json(path, {"b": 1, "a": [1.5]})
+  assert json.load(open(path)) == {"a": [1.5], "b": 1}
+  assert [p.name for p in (tmp_path / "d").iterdir()] == ["x.json"]
+  table = runner.format_rows([("a", "bb"), ("ccc", runner.fmt(0.5)), ("d", runner.fmt(None))])
+  assert table.splitlines()[0] == "  a     bb" and table.splitlines()[2] == "ccc  0.500"
