@@ -112,9 +112,9 @@ def test_phase_start_sets_the_reference_and_optionally_a_fresh_optimizer(base_mo
                                                                        fresh):
   run = _run(_config(base_model, fresh_optimizer_each_phase=fresh), tmp_path)
   prompt_ids = [run.challenger_prompt] * 8
-  out = run._sample(run.challenger, prompt_ids, num_samples=4, seed=1, temperature=1.0, top_p=1.0,
+  out = run.sample(run.challenger, prompt_ids, num_samples=4, seed=1, temperature=1.0, top_p=1.0,
                     max_new_tokens=24)
-  run._update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
+  run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   assert int(run.challenger.state.step) == 1
   trained = jax.tree.map(np.asarray, run.challenger.params)
   run.start_phase(run.challenger)
@@ -131,16 +131,16 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
   config.challenger.train.kl_coef = 0.01
   run = _run(config, tmp_path)
   prompt_ids = [run.challenger_prompt] * 8
-  out = run._sample(run.challenger, prompt_ids, num_samples=4, seed=3, temperature=1.0, top_p=1.0,
+  out = run.sample(run.challenger, prompt_ids, num_samples=4, seed=3, temperature=1.0, top_p=1.0,
                     max_new_tokens=24)
-  metrics = run._update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
+  metrics = run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] == 0.0
   assert 0.0 <= metrics["logprob_mismatch"] < 0.05
   assert metrics["kl"] == 0.0  # the reference is the policy before its first update
 
   # Without the recompute, a sampler at another temperature gives ratios far from 1: clipped.
   run = _run(_config(base_model, recompute_old_logprobs=False), tmp_path / "sampler")
-  hot = run._sample(run.challenger, prompt_ids, num_samples=4, seed=3, temperature=3.0,
+  hot = run.sample(run.challenger, prompt_ids, num_samples=4, seed=3, temperature=3.0,
                     top_p=1.0, max_new_tokens=24)
-  metrics = run._update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
+  metrics = run._grpo_update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] > 0.1 and "logprob_mismatch" not in metrics
