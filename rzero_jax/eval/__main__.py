@@ -66,10 +66,10 @@ def _check_flags() -> None:
 
 def run() -> dict:
   """Everything after flag parsing; raises ValueError/OSError for the one-line error path."""
-  from rzero_jax import sharding
   from rzero_jax.eval import runner
   _check_flags()
   items = runner.load_all(_BENCHMARKS.value, _DATA_DIR.value, _LIMIT.value)
+  from rzero_jax import sharding
   sharding.initialize_distributed(coordinator_address=_COORDINATOR.value,
                                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   mesh = sharding.make_mesh(_MESH.value) if _MESH.value else None

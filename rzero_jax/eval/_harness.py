@@ -11,7 +11,8 @@ decodes and compares.
 The program the parent sends is this file followed by ``JOB = '<json>'`` and the executor's entry
 point ``f``. A job is either ``{"call": source, "entry": name, "inputs": [[arg, ...], ...],
 "limits": [s, ...]}`` (run ``entry(*args)`` on every input, stop at the first error or slow test)
-or ``{"expr": text}`` (the value of one Python expression). ``f()`` returns the JSON text of
+or ``{"call": ..., "entry": ..., "arg_exprs": [text, ...]}`` (one call whose arguments are
+Python expressions, evaluated here), or ``{"expr": text}`` (the value of one Python expression). ``f()`` returns the JSON text of
 ``[[status, value_or_error, seconds], ...]``.
 """
 
@@ -166,10 +167,17 @@ def run_job(job):
     return [["error", "load: " + _error_name(e), 0.0]]
   results = []
   limits = job.get("limits") or []
-  for i, args in enumerate(job["inputs"]):
-    args = decode(args)
+  inputs = job.get("inputs")
+  if "arg_exprs" in job:  # CRUXEval-I: arguments written as expressions, evaluated here
+    inputs = [None]
+  for i, args in enumerate(inputs):
     start = _perf()
     try:
+      if args is None:
+        args = [eval(compile(e, "<input>", "eval"), dict(namespace))
+                for e in job["arg_exprs"]]
+      else:
+        args = decode(args)
       out = fn(*args)
       seconds = _perf() - start
       row = ["ok", encode_output(out), seconds]

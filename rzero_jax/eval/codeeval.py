@@ -190,9 +190,8 @@ def outputs_match(out: Any, expected: Any, *, atol: float, entry_point: str,
 def _key(item: dict, inputs: list) -> str:
   h = hashlib.sha1()
   for part in (str(item.get("id")), item.get("prompt", ""), item.get("canonical_solution", ""),
-               item.get("entry_point", "")):
-    h.update(str(part).encode())
-  h.update(repr(len(inputs)).encode())
+               item.get("entry_point", ""), len(inputs)):
+    h.update(repr(part).encode())
   return h.hexdigest()
 
 
@@ -202,30 +201,69 @@ def reference_program(item: dict) -> str:
   return (item.get("prompt", "") or "") + (item.get("canonical_solution", "") or "")
 
 
-def expected_outputs(items: Sequence[dict]) -> list[tuple[list, list[float]] | None]:
-  """For each EvalPlus task: (expected outputs, canonical seconds per test), cached; None when the
-  canonical solution itself cannot run."""
-  todo, jobs, where = [], [], []
-  for item in items:
-    inputs = task_inputs(item)
-    key = _key(item, inputs)
+def _call_job(program: str, entry: str, inputs: Sequence[list], limits=None,
+              stop_on_failure: bool = True) -> dict:
+  job = {"call": program, "entry": entry, "inputs": [_harness.encode(list(a)) for a in inputs],
+         "stop_on_failure": stop_on_failure}
+  if limits is not None:
+    job["limits"] = list(limits)
+  return job
+
+
+def _reference_rows(items: Sequence[dict], spans: list[tuple[int, int, int]]) -> dict:
+  """Canonical rows for (item index, start, stop) spans; a span whose run is killed is split in
+  halves and retried, down to single inputs (which then count as a timeout)."""
+  rows: dict[tuple[int, int, int], list] = {}
+  while spans:
+    jobs = [_call_job(reference_program(items[i]), items[i]["entry_point"],
+                      task_inputs(items[i])[a:b], stop_on_failure=False) for i, a, b in spans]
+    retry = []
+    for span, result in zip(spans, run_jobs(jobs, [MAX_RUN_S] * len(jobs))):
+      i, a, b = span
+      if result is not None and len(result) == b - a:
+        rows[span] = result
+      elif b - a > 1:
+        retry += [(i, a, (a + b) // 2), (i, (a + b) // 2, b)]
+      else:
+        rows[span] = [["timeout", "reference run killed", MAX_RUN_S]]
+    spans = retry
+  return rows
+
+
+def expected_outputs(items: Sequence[dict]) -> list[tuple[list, list[float]]]:
+  """For each EvalPlus task: (expected outputs, canonical seconds per test), cached per process.
+  An input on which the canonical solution fails gets an opaque expected value (never matched)."""
+  keys = [_key(item, task_inputs(item)) for item in items]
+  todo = {}
+  for i, key in enumerate(keys):
     if key not in _EXPECTED and key not in todo:
-      todo.append(key)
-      jobs.append({"call": reference_program(item), "entry": item["entry_point"],
-                   "inputs": [_harness.encode(list(a)) for a in inputs],
-                   "stop_on_failure": False})
-      where.append(item)
-  for key, item, rows in zip(todo, where, run_jobs(jobs, [MAX_RUN_S] * len(jobs))):
-    if rows is None:
-      _EXPECTED[key] = None
-      continue
+      todo[key] = i
+  spans = [(i, 0, len(task_inputs(items[i]))) for i in todo.values()]
+  rows = _reference_rows(items, spans)
+  for key, i in todo.items():
+    item = items[i]
+    got = sorted((a, r) for (j, a, _), r in rows.items() if j == i)
+    flat = [row for _, r in got for row in r]
     outs = [(_harness.decode(v) if s == "ok" else _harness.Opaque("error: " + str(v)))
-            for s, v, _ in rows]
+            for s, v, _ in flat]
     if item["entry_point"] in OUTPUT_NOT_NONE:  # EvalPlus keeps only "is not None"
-      outs = [o if isinstance(o, _harness.Opaque) and o.name.startswith("error") else o is not None
-              for o in outs]
-    _EXPECTED[key] = (outs, [float(t) for _, _, t in rows])
-  return [_EXPECTED[_key(item, task_inputs(item))] for item in items]
+      outs = [o if isinstance(o, _harness.Opaque) else o is not None for o in outs]
+    _EXPECTED[key] = (outs, [float(t) for _, _, t in flat])
+  return [_EXPECTED[k] for k in keys]
+
+
+def _chunks(seconds: Sequence[float], budget_s: float) -> list[tuple[int, int]]:
+  """Consecutive input ranges whose canonical time sums to at most ``budget_s`` (at least one
+  input each), so that even a slower correct solution finishes within one run's deadline."""
+  spans, start, total = [], 0, 0.0
+  for k, t in enumerate(seconds):
+    if k > start and total + t > budget_s:
+      spans.append((start, k))
+      start, total = k, 0.0
+    total += t
+  if start < len(seconds) or not spans:
+    spans.append((start, len(seconds)))
+  return spans
 
 
 def _candidate_program(item: dict, code: str) -> str:
@@ -241,36 +279,40 @@ def _candidate_program(item: dict, code: str) -> str:
 
 def evalplus_scores(items: Sequence[dict], codes: Sequence[str | None]) -> list[float]:
   """1.0 for each (task, code) whose outputs match the canonical ones on every base and plus
-  input (EvalPlus's "plus" pass), else 0.0."""
+  input (EvalPlus's "plus" pass; per-test limit max(MIN_TEST_S, TIME_FACTOR x canonical time)),
+  else 0.0."""
   expected = expected_outputs(items)
-  scores = [0.0] * len(items)
   jobs, timeouts, where = [], [], []
-  for i, (item, code, exp) in enumerate(zip(items, codes, expected)):
-    if not code or exp is None:
+  for i, (item, code) in enumerate(zip(items, codes)):
+    if not code:
       continue
-    outs, seconds = exp
+    outs, seconds = expected[i]
+    if any(isinstance(o, _harness.Opaque) for o in outs):
+      continue  # the canonical solution failed on an input: nothing can match it
     limits = [max(MIN_TEST_S, TIME_FACTOR * t) for t in seconds]
     inputs = task_inputs(item)
-    jobs.append({"call": _candidate_program(item, code), "entry": item["entry_point"],
-                 "inputs": [_harness.encode(list(a)) for a in inputs], "limits": limits})
-    timeouts.append(sum(limits) + 2.0)
-    where.append(i)
-  for i, rows in zip(where, run_jobs(jobs, timeouts)):
-    scores[i] = float(_all_pass(items[i], expected[i][0], rows))
-  return scores
+    program = _candidate_program(item, code)
+    for a, b in _chunks(seconds, MAX_RUN_S / (2 * TIME_FACTOR)):
+      jobs.append(_call_job(program, item["entry_point"], inputs[a:b], limits[a:b]))
+      timeouts.append(sum(limits[a:b]) + 2.0)
+      where.append((i, a, b))
+  passed = {i: True for i, _, _ in where}
+  for (i, a, b), rows in zip(where, run_jobs(jobs, timeouts)):
+    if passed[i] and not _all_pass(items[i], expected[i][0][a:b], task_inputs(items[i])[a:b],
+                                   rows):
+      passed[i] = False
+  return [float(passed.get(i, False)) for i in range(len(items))]
 
 
-def _all_pass(item: dict, expected: list, rows: list | None) -> bool:
-  inputs = task_inputs(item)
-  if rows is None or len(rows) != len(expected) or len(expected) != len(inputs):
+def _all_pass(item: dict, expected: list, inputs: list, rows: list | None) -> bool:
+  if rows is None or len(rows) != len(expected):
     return False
   atol = float(item.get("atol") or 0)
   entry = item["entry_point"]
   for (status, value, _), exp, args in zip(rows, expected, inputs):
-    if status != "ok" or isinstance(exp, _harness.Opaque):
+    if status != "ok":
       return False
-    out = _harness.decode(value)
-    if not outputs_match(out, exp, atol=atol, entry_point=entry, args=args):
+    if not outputs_match(_harness.decode(value), exp, atol=atol, entry_point=entry, args=args):
       return False
   return True
 
@@ -299,23 +341,26 @@ def test_script_scores(items: Sequence[dict], codes: Sequence[str | None],
 
 # ---------------------------------------------------------------- CRUXEval
 
-def parse_call_args(text: str) -> tuple | None:
-  """The positional arguments written inside ``f(...)`` (``"1, 2"`` is two, ``"(1, 2)"`` one), as
-  Python literals; None when they are not literals."""
+def parse_call_args(text: str) -> tuple | list[str] | None:
+  """The positional arguments written inside ``f(...)`` (``"1, 2"`` is two, ``"(1, 2)"`` one): a
+  tuple of values when all are literals, else the list of argument expressions (evaluated later
+  in the sandbox); None when ``text`` is not an argument list or has keywords or starred args."""
   import ast
   text = (text or "").strip()
   if not text:
     return ()
+  source = f"f({text})"
   try:
-    node = ast.parse(f"f({text})", mode="eval").body
+    node = ast.parse(source, mode="eval").body
   except (SyntaxError, ValueError, RecursionError, MemoryError):
     return None
-  if not isinstance(node, ast.Call) or node.keywords:
+  if (not isinstance(node, ast.Call) or node.keywords
+      or any(isinstance(a, ast.Starred) for a in node.args)):
     return None
   try:
     return tuple(ast.literal_eval(a) for a in node.args)
   except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-    return None
+    return [ast.get_source_segment(source, a) for a in node.args]
 
 
 def literal_value(text: str) -> tuple[bool, Any]:
@@ -327,11 +372,16 @@ def literal_value(text: str) -> tuple[bool, Any]:
     return False, None
 
 
-def call_outputs(jobs: Sequence[tuple[str, str, tuple]],
+def call_outputs(jobs: Sequence[tuple[str, str, tuple | list[str]]],
                  timeout_s: float = 3.0) -> list[tuple[bool, Any]]:
-  """For each (program, entry, args): (ran, decoded output) of ``entry(*args)`` in the sandbox."""
-  harness_jobs = [{"call": program, "entry": entry, "inputs": [_harness.encode(list(args))]}
-                  for program, entry, args in jobs]
+  """For each (program, entry, args): (ran, decoded output) of ``entry(*args)`` in the sandbox;
+  ``args`` is a tuple of values or a list of argument expressions (``parse_call_args``)."""
+  harness_jobs = []
+  for program, entry, args in jobs:
+    job = _call_job(program, entry, [list(args)] if isinstance(args, tuple) else [])
+    if isinstance(args, list):
+      job.update(arg_exprs=list(args), inputs=[])
+    harness_jobs.append(job)
   out = []
   for rows in run_jobs(harness_jobs, [timeout_s] * len(harness_jobs)):
     if rows and rows[0][0] == "ok":

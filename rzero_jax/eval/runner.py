@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -88,11 +88,12 @@ def _gather_scores(local: np.ndarray, shard: range, n: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- generation
 
-def _prompt_ids(tokenizer, name: str, items: list[dict], context: int) -> list[list[int]]:
+def _prompt_ids(tokenizer, name: str, items: list[dict], context: int,
+                messages_fn: Callable[[str, dict], list[dict]]) -> list[list[int]]:
   from rzero_jax.models.tokenizer import encode_chat
   ids = []
   for item in items:
-    tokens = encode_chat(tokenizer, messages(name, item))
+    tokens = encode_chat(tokenizer, messages_fn(name, item))
     ids.append(tokens[-(context - 1):] if len(tokens) > context - 1 else tokens)
   return ids
 
@@ -115,7 +116,8 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
              limit: int | None = None, samples: int = 1, temperature: float | None = None,
              top_p: float = 1.0, max_new_tokens: int = 4096, batch_size: int = 64, mesh=None,
              strategy=None, seed: int = 0, items: dict[str, list[dict]] | None = None,
-             progress: bool = False, keep_records: bool = True) -> dict:
+             progress: bool = False, keep_records: bool = True,
+             messages_fn: Callable[[str, dict], list[dict]] | None = None) -> dict:
   """Evaluates one model on ``benchmarks``; every process calls it with the same arguments.
 
   Items come from ``items`` (name -> ``load_benchmark`` items) or are loaded from ``data_dir`` / the
@@ -133,7 +135,8 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
      "records": {name: [per-item dicts: id, prompt, response(s), extracted, gold, score]}}
 
   Scores are fractions in [0, 1]; ``format_table`` prints them as percentages. ``records`` is
-  left out when ``keep_records`` is False. Raises ValueError / BenchmarkError for bad arguments
+  left out when ``keep_records`` is False. ``messages_fn(name, item)`` replaces the references'
+  prompts (``prompts.messages``), e.g. for a model trained on another instruction. Raises ValueError / BenchmarkError for bad arguments
   before generating anything.
   """
   from rzero_jax.models.tokenizer import stop_token_ids
@@ -155,7 +158,8 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
   start = time.perf_counter()
   result: dict[str, Any] = {"benchmarks": {}, "records": {}}
   for b_index, (name, bench_items) in enumerate(items.items()):
-    prompts = _prompt_ids(tokenizer, name, bench_items, cfg.max_position_embeddings)
+    prompts = _prompt_ids(tokenizer, name, bench_items, cfg.max_position_embeddings,
+                          messages_fn or messages)
     order = sorted(range(len(bench_items)), key=lambda i: (len(prompts[i]), i))
     responses: list[list[str]] = [[] for _ in bench_items]
     scores = np.zeros((len(bench_items), samples), np.float32)
