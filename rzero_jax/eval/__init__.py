@@ -18,6 +18,7 @@ _EXPORTS = {
     "score": "scoring",
     "score_many": "scoring",
     "evaluate": "runner",
+    "flat_metrics": "runner",
     "format_table": "runner",
 }
 

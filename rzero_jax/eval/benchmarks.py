@@ -220,7 +220,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
 
 ALIASES = {"mbppplus": "mbpp_plus", "humanevalplus": "humaneval_plus", "minerva": "minerva_math",
            "olympiad": "olympiadbench", "math_500": "math500", "mmlupro": "mmlu_pro",
-           "aime_2024": "aime24", "aime_2025": "aime25"}
+           "aime_2024": "aime24", "aime_2025": "aime25", "cruxeval": "cruxeval_o"}
 MATH_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.kind == "math")
 
 

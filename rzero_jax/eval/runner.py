@@ -222,6 +222,20 @@ def _record(name: str, item: dict, tokenizer, prompt: list[int], responses: list
 
 # ---------------------------------------------------------------- reporting
 
+def flat_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
+  """Scalars for TensorBoard / summary.json: ``eval/<benchmark>`` (and ``eval/<benchmark>/pass@k``),
+  ``eval/math_average`` and ``eval/overall``, as fractions in [0, 1]."""
+  out = {}
+  for name, entry in result["benchmarks"].items():
+    out[f"{prefix}{name}"] = entry["score"]
+    if "pass@k" in entry:
+      out[f"{prefix}{name}/pass@{entry['samples']}"] = entry["pass@k"]
+  for key in ("math_average", "overall"):
+    if result.get(key) is not None:
+      out[prefix + key] = result[key]
+  return out
+
+
 def _pct(x: float | None) -> str:
   return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 

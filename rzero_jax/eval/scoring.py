@@ -118,43 +118,44 @@ def code_block(response: str) -> str | None:
 
 
 def _split_assertion(text: str) -> tuple[str, str] | None:
-  """(call arguments, expected) of the last ``assert f(ARGS) == EXPECTED`` in ``text``."""
+  """(call arguments, expected) of the last ``[assert] f(ARGS) == EXPECTED`` line in ``text``."""
   import ast
   for line in reversed(text.strip().splitlines()):
     line = line.strip()
-    if not line.startswith("assert"):
+    if not line.startswith(("assert", "f(")):
       continue
     try:
       node = ast.parse(line).body[0]
     except (SyntaxError, ValueError, RecursionError, MemoryError, IndexError):
       continue
-    test = node.test if isinstance(node, ast.Assert) else None
+    test = node.test if isinstance(node, ast.Assert) else getattr(node, "value", None)
     if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
-        and isinstance(test.left, ast.Call)):
-      call = test.left
-      args = ", ".join(ast.get_source_segment(line, a) or "" for a in call.args)
-      if call.keywords:
-        return None
+        and isinstance(test.left, ast.Call) and not test.left.keywords):
+      args = ", ".join(ast.get_source_segment(line, a) or "" for a in test.left.args)
       return args, ast.get_source_segment(line, test.comparators[0]) or ""
   return None
 
 
 def crux_answer(response: str, mode: str) -> str | None:
-  """The model's CRUXEval answer: output mode, the right side of the last ``assert f(..) == X``
-  (else the block's text, else the last line); input mode, the arguments inside ``f(...)``."""
-  if not isinstance(response, str):
+  """The model's CRUXEval answer, as text: the right side (output mode) or the arguments inside
+  ``f(...)`` (input mode) of the last ``assert f(..) == X`` line; without one, the last boxed
+  answer, else the last line of the python block (or of the response), ``f(...)`` unwrapped."""
+  if not isinstance(response, str) or not response.strip():
     return None
   block = code_block(response) or response
   parts = _split_assertion(block) or _split_assertion(response)
   if parts is not None:
     return parts[1 if mode == "o" else 0]
-  if mode == "o":
-    boxed = extract_boxed(response)
-    if boxed is not None:
-      return boxed
-    lines = [l for l in block.strip().splitlines() if l.strip()]
-    return lines[-1].strip() if lines else None
-  return None
+  answer = extract_boxed(response)
+  if answer is None:
+    lines = [line for line in block.strip().splitlines() if line.strip()]
+    if not lines:
+      return None
+    answer = lines[-1].strip()
+  m = re.fullmatch(r"f\((.*)\)", answer.strip(), re.S)
+  if mode == "i" and m:
+    return m.group(1)
+  return answer
 
 
 def extract(name: str, item: dict, response: str) -> str | None:

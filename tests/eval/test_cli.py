@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,11 +20,18 @@ def _cli(*args, timeout=300):
                         text=True, env=env, timeout=timeout, cwd=REPO)
 
 
-def test_cli_on_toy_model_with_limit(tmp_path):
-  out = tmp_path / "out"
-  r = _cli(f"--model={TOY}", "--benchmarks=gsm8k,mmlu_pro,humaneval_plus,cruxeval_o",
-           f"--data_dir={DATA}", "--limit=2", "--max_new_tokens=16", "--dtype=float32",
-           f"--out={out}")
+ARGS = [f"--model={TOY}", "--benchmarks=gsm8k,mmlu_pro,humaneval_plus,cruxeval_o",
+        f"--data_dir={DATA}", "--limit=2", "--max_new_tokens=16", "--dtype=float32"]
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("cli") / "out"
+  return _cli(*ARGS, f"--out={out}"), out
+
+
+def test_cli_on_toy_model_with_limit(single_run):
+  r, out = single_run
   assert r.returncode == 0, r.stderr[-2000:]
   assert "| model | gsm8k | mmlu_pro | humaneval_plus | cruxeval_o | math avg | overall |" in r.stdout
   assert "ETA" in r.stderr
@@ -37,6 +45,29 @@ def test_cli_on_toy_model_with_limit(tmp_path):
   assert records[0]["gold"] == "36" and "<|im_start|>user" in records[0]["prompt"]
   assert sorted(os.listdir(out)) == ["cruxeval_o.jsonl", "gsm8k.jsonl", "humaneval_plus.jsonl",
                                      "mmlu_pro.jsonl", "results.json"]
+
+
+def test_cli_two_processes_match_one_and_only_process_0_writes(single_run, tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
+  env.pop("XLA_FLAGS", None)  # one CPU device per process: the mesh spans both processes
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "rzero_jax.eval", *ARGS, f"--out={tmp_path / f'out{i}'}",
+       "--mesh=data:-1", "--strategy=dp", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+      for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+  assert not (tmp_path / "out1").exists()
+  two = json.loads((tmp_path / "out0" / "results.json").read_text())
+  one = json.loads((single_run[1] / "results.json").read_text())
+  assert two["benchmarks"] == one["benchmarks"]
+  for name in one["benchmarks"]:
+    a = (tmp_path / "out0" / f"{name}.jsonl").read_text()
+    assert a == (single_run[1] / f"{name}.jsonl").read_text()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -78,6 +109,9 @@ def test_evaluate_library_function_with_samples():
   assert entry["samples"] == 2 and entry["score"] <= entry["pass@k"] <= 1.0
   assert len(sampled["records"]["gsm8k"][0]["responses"]) == 2
   assert "(avg@2; pass@2: gsm8k" in format_table(sampled, "toy")
+  from rzero_jax.eval import flat_metrics
+  assert set(flat_metrics(sampled)) == {"eval/gsm8k", "eval/gsm8k/pass@2", "eval/math_average",
+                                        "eval/overall"}
   with pytest.raises(ValueError, match="temperature"):
     evaluate(cfg, params, tokenizer, ["gsm8k"], data_dir=DATA, samples=2, temperature=0.0)
 

@@ -188,3 +188,15 @@ def test_cruxeval_input_mode():
   assert score_many("cruxeval_i", items, responses) == [1.0, 1.0, 0.0]
   assert score("cruxeval_i", items[2], "```python\nassert f([7, 8]) == 2\n```") == 1.0
   assert score("cruxeval_i", items[0], "```python\nassert f(__import__('os')) == 1\n```") == 0.0
+
+
+def test_cruxeval_bare_answers():
+  o = _items("cruxeval_o")
+  assert score("cruxeval_o", o[0], "[3, 2, 1]") == 1.0
+  assert score("cruxeval_o", o[0], "f([3, 1, 2]) == [3, 2, 1]") == 1.0
+  assert score("cruxeval_o", o[0], "so \\boxed{[3, 2, 1]}") == 1.0
+  i = _items("cruxeval_i")
+  assert score("cruxeval_i", i[1], "'ab', 2") == 1.0
+  assert score("cruxeval_i", i[1], "f('ab', 2)") == 1.0
+  assert score("cruxeval_i", i[2], "(5, 6)") == 1.0  # one tuple argument
+  assert score("cruxeval", o[0], "[3, 2, 1]") == 1.0  # "cruxeval" is output mode
