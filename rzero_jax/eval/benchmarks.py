@@ -133,6 +133,37 @@ _CODE_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_
                 "plus_input", "atol", "test", "test_list", "test_imports", "code")
 
 
+def tests_from_script(test: str) -> tuple[list, list, float] | None:
+  """(inputs, expected outputs, atol) read from a hub EvalPlus ``test`` script, whose ``check``
+  holds ``inputs = [...]``, ``results = [...]`` and ``assertion(candidate(*inp), exp, ATOL)``;
+  None when the script does not have that shape (it is then run as a whole)."""
+  import ast
+  try:
+    tree = ast.parse(test)
+  except (SyntaxError, ValueError, RecursionError, MemoryError):
+    return None
+  found: dict[str, Any] = {}
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Assign) and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name) and node.targets[0].id in ("inputs", "results")):
+      try:
+        found[node.targets[0].id] = ast.literal_eval(node.value)
+      except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+        return None
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+          and node.func.id == "assertion" and len(node.args) == 3):
+      try:
+        found["atol"] = float(ast.literal_eval(node.args[2]))
+      except (ValueError, TypeError, SyntaxError):
+        return None
+  inputs, results = found.get("inputs"), found.get("results")
+  if not isinstance(inputs, list) or not isinstance(results, list) or len(inputs) != len(results):
+    return None
+  if not all(isinstance(i, (list, tuple)) for i in inputs):
+    return None
+  return [list(i) for i in inputs], results, found.get("atol", 0.0)
+
+
 def _evalplus(prefix: str) -> Callable[[dict, int], dict]:
   def normalize(row: dict, index: int) -> dict:
     item = {k: row[k] for k in _CODE_FIELDS if k in row}
@@ -148,6 +179,12 @@ def _evalplus(prefix: str) -> Callable[[dict, int], dict]:
         item["entry_point"] = names[-1]
     if not isinstance(item.get("prompt"), str) or "entry_point" not in item:
       raise BenchmarkError(f"row {index} is not an EvalPlus task (fields: {sorted(row)})")
+    if "base_input" not in item and isinstance(item.get("test"), str):
+      parsed = tests_from_script(item["test"])
+      if parsed is not None:  # the hub layout: tests as literals inside the script
+        item["base_input"], item["expected_output"], item["atol"] = parsed
+        item["plus_input"] = []
+        del item["test"]
     if "base_input" not in item and not isinstance(item.get("test"), str):
       raise BenchmarkError(f"row {index} has neither base_input/plus_input nor a test script")
     item.update(id=item["task_id"], question=item["prompt"])

@@ -158,6 +158,10 @@ def test_hub_test_script_format():
   he = _items("humaneval_plus", "humaneval_plus_hub.jsonl")
   assert score("humaneval_plus", he[0], _block("def add(x, y):\n    return x + y\n")) == 1.0
   assert score("humaneval_plus", he[0], _block("def add(x, y):\n    return x * y\n")) == 0.0
+  # the hub's usual script: tests read as literals (tuples kept), compared here, numpy not needed
+  assert he[1]["expected_output"][1] == 3.0 and he[1]["base_input"][3] == [(1.0, 2.0, 4.0)]
+  assert score("humaneval_plus", he[1], _block("def mean(xs):\n    return sum(xs) / len(xs)\n")) == 1
+  assert score("humaneval_plus", he[1], _block("def mean(xs):\n    return xs[0]\n")) == 0.0
   mbpp = _items("mbpp_plus", "mbpp_plus_hub.jsonl")
   assert mbpp[0]["id"] == "Mbpp/2" and mbpp[0]["entry_point"] == "similar_elements"
   assert score("mbpp_plus", mbpp[0], _block(mbpp[0]["canonical_solution"])) == 1.0
