@@ -204,3 +204,15 @@ def test_cruxeval_bare_answers():
   assert score("cruxeval_i", i[1], "f('ab', 2)") == 1.0
   assert score("cruxeval_i", i[2], "(5, 6)") == 1.0  # one tuple argument
   assert score("cruxeval", o[0], "[3, 2, 1]") == 1.0  # "cruxeval" is output mode
+
+
+def test_mbpp_not_none_oracle_and_opaque_outputs():
+  item = {"task_id": "Mbpp/737", "id": "Mbpp/737", "question": "q", "benchmark": "mbpp_plus",
+          "prompt": '"""\nCheck whether the string starts with a vowel.\n"""\n',
+          "entry_point": "check_str", "atol": 0,
+          "canonical_solution": "import re\ndef check_str(s):\n  return re.search('^[aeiou]', s)\n",
+          "base_input": [["annie"], ["dawood"]], "plus_input": [["else"], ["xyz"]]}
+  assert score("mbpp_plus", item, _block(item["canonical_solution"])) == 1.0
+  # EvalPlus only checks "is not None" here: another truthy object passes, None everywhere fails
+  assert score("mbpp_plus", item, _block("def check_str(s):\n  return s[0] in 'aeiou' or None\n")) == 1
+  assert score("mbpp_plus", item, _block("def check_str(s):\n  return None\n")) == 0.0
