@@ -136,7 +136,8 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
 
   Scores are fractions in [0, 1]; ``format_table`` prints them as percentages. ``records`` is
   left out when ``keep_records`` is False. ``messages_fn(name, item)`` replaces the references'
-  prompts (``prompts.messages``), e.g. for a model trained on another instruction. Raises ValueError / BenchmarkError for bad arguments
+  prompts (``prompts.messages``), e.g. for a model trained on another instruction. Raises
+  ValueError / BenchmarkError for bad arguments
   before generating anything.
   """
   from rzero_jax.models.tokenizer import stop_token_ids

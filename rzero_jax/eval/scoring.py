@@ -15,7 +15,7 @@ import re
 from typing import Sequence
 
 from rzero_jax.eval import codeeval
-from rzero_jax.eval.benchmarks import LETTERS, load_benchmark, resolve
+from rzero_jax.eval.benchmarks import LETTERS, resolve
 from rzero_jax.verify.answers import MAX_RESPONSE_CHARS, equivalent_many, extract_boxed
 
 GRADE_TIMEOUT_S = 5.0
@@ -268,5 +268,5 @@ def score(name: str, item: dict, response: str) -> float:
   return score_many(name, [item], [response])[0]
 
 
-__all__ = ["score", "score_many", "extract", "load_benchmark", "choice_letter", "bbeh_match",
-           "bbeh_prediction", "code_block", "crux_answer"]
+__all__ = ["score", "score_many", "extract", "choice_letter", "bbeh_match", "bbeh_prediction",
+           "code_block", "crux_answer"]
