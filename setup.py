@@ -25,6 +25,8 @@ setup(
         "scipy>=1.13,<2",
         "sympy>=1.13,<1.15",
         "math-verify[antlr4_13_2]>=0.8,<0.10",
+        # Benchmark loading for rzero_jax.eval (hub ids and parquet files).
+        "datasets>=3.0,<6",
     ],
     extras_require={
         # PyTorch is only the test-time reference (the local CPU wheel).
