@@ -56,7 +56,10 @@ def default_config() -> ml_collections.ConfigDict:
       heldout="",         # "module:function" returning [(question, answer)], or
       heldout_jsonl="",   # a jsonl file of {"question", "answer"}
       oracle="",          # optional "module:function(question) -> answer | None" (true labels)
-      max_new_tokens=4096))
+      max_new_tokens=4096,
+      benchmarks="",      # e.g. "math500,gsm8k": rzero_jax.eval after each iteration (Solver)
+      data_dir="",        # local benchmark files (else the Hugging Face hub)
+      limit=0))           # first N items of each benchmark (0 = all)
   return c
 
 

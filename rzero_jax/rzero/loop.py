@@ -44,6 +44,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if meta is None:
     meta = _fresh_meta()
     meta["base_heldout_accuracy"] = r.heldout_accuracy()
+    meta["base_benchmarks"] = r.benchmark_scores(0)
     r.log(f"base model held-out accuracy: {meta['base_heldout_accuracy']}")
   else:
     r.log(f"resuming from checkpoint: iteration {meta['iteration'] + 1}, phase {meta['phase']}, "
@@ -109,6 +110,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           r.save(meta)
       # 4. Evaluation and export at the end of the iteration.
       acc = r.heldout_accuracy()
+      meta["current"]["benchmarks"] = r.benchmark_scores(r.tb_step(it + 1, "challenger", 0))
       stats = meta["current"]["dataset"]
       record = {"iteration": it + 1, "kept": stats["kept"], "mean_p_hat": stats["mean_p_hat"],
                 "pseudo_label_accuracy": stats.get("pseudo_label_accuracy"),
@@ -137,7 +139,11 @@ def make_summary(config: ml_collections.ConfigDict, meta: dict) -> dict:
   """The deterministic part of summary.json (everything but `timing`)."""
   heldout = {"base": meta["base_heldout_accuracy"]}
   heldout.update({f"iter_{r['iteration']}": r["heldout_accuracy"] for r in meta["iterations"]})
-  return {"iterations": meta["iterations"], "heldout_accuracy": heldout,
+  benchmarks = {}
+  if meta.get("base_benchmarks"):
+    benchmarks = {"base": meta["base_benchmarks"]}
+    benchmarks.update({f"iter_{r['iteration']}": r.get("benchmarks") for r in meta["iterations"]})
+  return {"iterations": meta["iterations"], "heldout_accuracy": heldout, "benchmarks": benchmarks,
           "pseudo_label_accuracy": {f"iter_{r['iteration']}": r["pseudo_label_accuracy"]
                                     for r in meta["iterations"]},
           "config": json.loads(config.to_json())}
@@ -182,6 +188,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.reward_variant not in rewards.REWARD_VARIANTS:
     raise RunError(f"config.reward_variant must be one of {rewards.REWARD_VARIANTS}, got "
                    f"{config.reward_variant!r}.")
+  from rzero_jax.eval import BenchmarkError, resolve
+  for name in filter(None, (n.strip() for n in config.eval.benchmarks.split(","))):
+    try:
+      resolve(name)
+    except BenchmarkError as e:
+      raise RunError(f"config.eval.benchmarks: {e}") from e
   if config.dataset.votes < 1 or config.dataset.num_candidates < 1:
     raise RunError("config.dataset.votes and config.dataset.num_candidates must be >= 1.")
   if config.iterations < 1 or config.checkpoint_every_steps < 1:
@@ -311,6 +323,23 @@ class RZeroRun(Runner):
     return metrics
 
   # ----- 4. evaluation -------------------------------------------------------------------------
+
+  def benchmark_scores(self, tb_step: int) -> dict[str, float] | None:
+    """The Solver on `config.eval.benchmarks` (`rzero_jax.eval`, greedy), as flat scalars
+    (`eval/<benchmark>`, `eval/math_average`, `eval/overall`) also written to TensorBoard."""
+    e = self.config.eval
+    names = [n.strip() for n in e.benchmarks.split(",") if n.strip()]
+    if not names:
+      return None
+    from rzero_jax import eval as eval_lib
+    result = eval_lib.evaluate(self.cfg, self.solver.params, self.tokenizer, names,
+                               data_dir=e.data_dir or None, limit=e.limit or None,
+                               max_new_tokens=e.max_new_tokens, mesh=self.mesh,
+                               strategy=self.solver.strategy, keep_records=False)
+    scores = eval_lib.flat_metrics(result)
+    self.writer.scalars(tb_step, scores)
+    self.log(" ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+    return scores
 
   def heldout_accuracy(self) -> float | None:
     if not self.heldout:

@@ -50,8 +50,18 @@ def _summary(workdir):
   return summary
 
 
+def _toy_gsm8k(directory) -> str:
+  """A local GSM8K-format file of toy-arithmetic problems (gold after '####')."""
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(directory, "gsm8k.jsonl"), "w") as f:
+    for a, b in [(3, 4), (12, 30), (7, 8), (25, 5)]:
+      f.write(json.dumps({"question": f"What is {a} + {b}?", "answer": f"... #### {a + b}"}) + "\n")
+  return str(directory)
+
+
 def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
-  flags = [*TINY, f"--config.model_path={base_model}"]
+  flags = [*TINY, f"--config.model_path={base_model}", "--config.eval.benchmarks=gsm8k",
+           f"--config.eval.data_dir={_toy_gsm8k(tmp_path / 'bench')}"]
   straight = tmp_path / "straight"
   code, out = _run(straight, *flags)
   assert code == 0, out
@@ -59,6 +69,8 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   assert set(summary["heldout_accuracy"]) == {"base", "iter_1"}
   assert 0.0 <= summary["heldout_accuracy"]["iter_1"] <= 1.0
   assert "held-out acc" in out  # the final table
+  for point in ("base", "iter_1"):  # rzero_jax.eval after each iteration
+    assert 0.0 <= summary["benchmarks"][point]["eval/gsm8k"] <= 1.0
   for sub in ("checkpoints", "tb", "data/iter_1.jsonl", "export/iter_1/solver/config.json",
               "export/iter_1/challenger/model.safetensors"):
     assert os.path.exists(straight / sub), sub
@@ -94,6 +106,7 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
     (["--config.solver.prompts_per_update=7"], "must be a multiple"),
     (["--config.challenger.prompts_per_update=0"], "prompts_per_update must be >= 1"),
     (["--config.solver.group_size=1"], "group_size must be >= 2"),
+    (["--config.eval.benchmarks=math500,gsm9k"], "gsm9k"),
 ])
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
