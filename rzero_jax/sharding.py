@@ -23,6 +23,7 @@ import math
 import os
 from typing import Any, Callable, Sequence, TypeVar
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -216,7 +217,12 @@ class ShardingPlan:
     return NamedSharding(self.mesh, self.spec(logical_axes, shape, weight=weight))
 
   def constrain(self, x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-    return jax.lax.with_sharding_constraint(x, self.sharding(logical_axes, x.shape))
+    """`nn.with_logical_constraint` under this plan's rules and mesh; where a mesh axis does not
+    divide its dimension (flax has no fallback), the constraint uses our fallback spec instead."""
+    spec = self.spec(logical_axes, x.shape)
+    if spec == self.spec(logical_axes):  # every split divides: flax's own rule walk
+      return nn.with_logical_constraint(x, tuple(logical_axes), rules=self.rules, mesh=self.mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
 
 def make_plan(mesh: Mesh | None, strategy: str | Sequence | None) -> ShardingPlan | None:

@@ -23,7 +23,9 @@ import numpy as np
 from rzero_jax import sharding
 from rzero_jax.checkpoint import RunCheckpointer
 from rzero_jax.metrics import MetricWriter, Progress
-from rzero_jax.models import load_pretrained, load_tokenizer, save_pretrained
+from rzero_jax.models import (combine_params, init_lora, load_pretrained, load_tokenizer,
+                              save_pretrained)
+from rzero_jax.models.config import ModelConfig
 from rzero_jax.models.tokenizer import encode_chat, pad_token_id, stop_token_ids
 from rzero_jax.rzero import dataset as ds
 from rzero_jax.rzero import prompts, rewards
@@ -73,7 +75,11 @@ class Completions(NamedTuple):
 
 @dataclasses.dataclass
 class Role:
-  """One trained role: its train state, compiled functions and sampling settings."""
+  """One trained role: its train state, compiled functions and sampling settings.
+
+  With LoRA (`model_cfg.lora_rank` > 0) the state holds only the role's adapters and `base` is the
+  frozen base params both roles share; with full fine-tuning `base` is None.
+  """
 
   name: str
   settings: ml_collections.ConfigDict
@@ -83,10 +89,16 @@ class Role:
   state: Any
   train_step: Callable
   logprob_fn: Callable
+  model_cfg: ModelConfig
+  base: Any = None
+
+  def full(self, trained: Any) -> Any:
+    """The model's params tree for trained params (adapters, or the whole model) of this role."""
+    return combine_params(self.base, trained)
 
   @property
   def params(self):
-    return self.state.params
+    return self.full(self.state.params)
 
 
 def _train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: str) -> TrainConfig:
@@ -97,6 +109,14 @@ def _train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: s
   except TypeError as e:
     valid = sorted(f.name for f in dataclasses.fields(TrainConfig))
     raise RunError(f"Bad config.{role}.train: {e}. Valid fields: {valid}.") from e
+
+
+LORA_SEED_TAG = 7  # derive_seed(seed, LORA_SEED_TAG, role): each role's initial adapters
+
+
+def _lora_rank(settings: ml_collections.ConfigDict) -> int:
+  lora = settings.get("lora")
+  return int(lora.rank) if lora is not None else 0
 
 
 def _copy(tree: Any) -> Any:
@@ -134,6 +154,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if role.prompts_per_step % role.prompts_per_update:
       raise RunError(f"config.{name}.prompts_per_step ({role.prompts_per_step}) must be a multiple "
                      f"of config.{name}.prompts_per_update ({role.prompts_per_update}).")
+    if _lora_rank(role) < 0:
+      raise RunError(f"config.{name}.lora.rank must be >= 0 (0 = full fine-tuning), got "
+                     f"{role.lora.rank}.")
     micro = role.train.micro_batch_size
     if micro and (role.prompts_per_update * role.group_size) % micro:
       raise RunError(f"config.{name}.train.micro_batch_size ({micro}) must divide the mini-batch of "
@@ -174,17 +197,21 @@ class RZeroRun:
         sharding.make_plan(self.mesh, config[name].strategy)
       except ValueError as e:
         raise RunError(f"config.{name}.strategy: {e}") from e
-    # Straight onto the mesh in the Challenger's layout, tensor by tensor; the Solver gets its own
-    # copy, the Challenger's state takes over the loaded buffers: two copies plus the reference.
-    self.cfg, base = load_pretrained(self.model_path, dtype=config.param_dtype, mesh=self.mesh,
-                                     strategy=config.challenger.strategy)
+    # Straight onto the mesh in the Challenger's layout, tensor by tensor. Full fine-tuning: the
+    # Solver gets its own copy, the Challenger's state takes over the loaded buffers (two copies
+    # plus the reference). LoRA: both roles share the loaded base, frozen, in the compute dtype when
+    # no role trains it; only adapters are trained, and the reference is the phase-start adapters.
+    lora = [_lora_rank(config[n]) > 0 for n in ("challenger", "solver")]
+    self.cfg, base = load_pretrained(
+        self.model_path, dtype=config.dtype if all(lora) else config.param_dtype, mesh=self.mesh,
+        strategy=config.challenger.strategy)
     self.cfg = dataclasses.replace(self.cfg, dtype=config.dtype)
     self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
     self.pad_id = pad_token_id(self.tokenizer)
     self.solver = self._role("solver", base, donate=False)
-    self.challenger = self._role("challenger", base, donate=True)
+    self.challenger = self._role("challenger", base, donate=not any(lora))
     del base
-    self.ref_params = _copy(self.challenger.params)
+    self.ref_params, self.ref_role = _copy(self.challenger.state.params), "challenger"
     self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
     self.ckpt = RunCheckpointer(os.path.join(self.workdir, "checkpoints"),
                                 ("challenger", "solver", "ref"))
@@ -208,15 +235,26 @@ class RZeroRun:
 
   def _role(self, name: str, base_params: Any, *, donate: bool) -> Role:
     """A role whose train state starts from `base_params` (already on the mesh); with `donate` the
-    state takes over their buffers (`base_params` is then unusable)."""
+    state takes over their buffers (`base_params` is then unusable). With `config.<name>.lora.rank`
+    > 0 the state holds fresh adapters over the shared, frozen `base_params`."""
     settings = self.config[name]
     train_cfg = _train_config(settings, name, self.config.param_dtype)
     strategy = settings.strategy
-    state = init_train_state(self.cfg, train_cfg, base_params, mesh=self.mesh, strategy=strategy,
+    lora = settings.get("lora")
+    model_cfg, base, trained = self.cfg, None, base_params
+    if _lora_rank(settings):
+      model_cfg = dataclasses.replace(self.cfg, lora_rank=int(lora.rank),
+                                      lora_alpha=float(lora.alpha),
+                                      lora_targets=tuple(lora.targets))
+      base, donate = base_params, False
+      key = jax.random.key(derive_seed(self.config.seed, LORA_SEED_TAG, name))
+      trained = init_lora(model_cfg, key, dtype=self.config.param_dtype)
+    state = init_train_state(model_cfg, train_cfg, trained, mesh=self.mesh, strategy=strategy,
                              donate=donate)
     return Role(name, settings, strategy, sharding.make_plan(self.mesh, strategy), train_cfg, state,
-                make_train_step(self.cfg, train_cfg, mesh=self.mesh, strategy=strategy),
-                make_logprob_fn(self.cfg, train_cfg, mesh=self.mesh, strategy=strategy))
+                make_train_step(model_cfg, train_cfg, mesh=self.mesh, strategy=strategy),
+                make_logprob_fn(model_cfg, train_cfg, mesh=self.mesh, strategy=strategy),
+                model_cfg, base)
 
   def _heldout(self) -> list[tuple[str, str]]:
     e = self.config.eval
@@ -236,7 +274,7 @@ class RZeroRun:
     per_chunk = max(1, self.config.max_sample_batch // num_samples)
     parts = []
     for k in range(0, len(prompt_ids), per_chunk):
-      parts.append(generate(self.cfg, role.params, prompt_ids[k:k + per_chunk],
+      parts.append(generate(role.model_cfg, role.params, prompt_ids[k:k + per_chunk],
                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             num_samples=num_samples, stop_token_ids=self.stop_ids,
                             seed=derive_seed(seed, k), mesh=self.mesh, strategy=role.strategy))
@@ -307,11 +345,11 @@ class RZeroRun:
         mismatch.append(_masked_abs_diff(mini["old_logprobs"], recomputed, mini["loss_mask"]))
         mini["old_logprobs"] = recomputed
       if role.train_cfg.kl_coef:
-        mini["ref_logprobs"] = role.logprob_fn(self.ref_params, mini["tokens"],
+        mini["ref_logprobs"] = role.logprob_fn(role.full(self.ref_params), mini["tokens"],
                                                mini["attention_mask"])
     metrics: list[dict] = []
     for mini in minis:
-      role.state, m = role.train_step(role.state, mini)
+      role.state, m = role.train_step(role.state, mini, role.base)
       metrics.append(m)
     metrics, mismatch = jax.device_get((metrics, mismatch))
     self.timing["training_s"] = self.timing.get("training_s", 0.0) + time.perf_counter() - t0
@@ -420,13 +458,14 @@ class RZeroRun:
         lambda: float(np.mean(grade(texts, golds, timeout_s=self.config.grade_timeout_s))))
 
   def start_phase(self, role: Role) -> None:
-    """The KL reference becomes the role's current weights; with
-    `config.fresh_optimizer_each_phase` the role's AdamW state and schedule start over."""
+    """The KL reference becomes the role's current weights (with LoRA: base + its current
+    adapters, only the adapters copied); with `config.fresh_optimizer_each_phase` the role's AdamW
+    state and schedule start over."""
     self.ref_params = None  # free the previous phase's reference before copying
-    self.ref_params = _copy(role.params)
+    self.ref_params, self.ref_role = _copy(role.state.params), role.name
     if self.config.fresh_optimizer_each_phase:
-      role.state = init_train_state(self.cfg, role.train_cfg, role.params, mesh=self.mesh,
-                                    strategy=role.strategy, donate=True)
+      role.state = init_train_state(role.model_cfg, role.train_cfg, role.state.params,
+                                    mesh=self.mesh, strategy=role.strategy, donate=True)
 
   # ----- checkpoints ---------------------------------------------------------------------------
 
@@ -437,6 +476,7 @@ class RZeroRun:
   def save(self, meta: dict) -> None:
     """Checkpoints both roles, the KL reference and the loop position (`meta`, updated in place)."""
     meta["save_count"] += 1
+    meta["ref_role"] = self.ref_role
     self.ckpt.save(meta["save_count"], {"challenger": self.challenger.state,
                                         "solver": self.solver.state, "ref": self.ref_params}, meta)
 
@@ -444,14 +484,18 @@ class RZeroRun:
     step = self.ckpt.latest_step()
     if step is None:
       return None
+    # The reference has the tree of the role that owned it when saved (LoRA roles may differ).
+    owner = self.ckpt.restore_meta(step).get("ref_role", self.ref_role)
+    ref = {"challenger": self.challenger, "solver": self.solver}[owner].state.params
     trees, meta = self.ckpt.restore(step, {"challenger": self.challenger.state,
-                                           "solver": self.solver.state, "ref": self.ref_params})
+                                           "solver": self.solver.state, "ref": ref})
     self.challenger.state, self.solver.state = trees["challenger"], trees["solver"]
-    self.ref_params = trees["ref"]
+    self.ref_params, self.ref_role = trees["ref"], owner
     return meta
 
   def export(self, iteration: int) -> None:
-    """Writes both roles in HF format (every process gathers, process 0 writes)."""
+    """Writes both roles in HF format, LoRA adapters merged (every process gathers, process 0
+    writes)."""
     if not self.config.export_hf:
       return
     files = {f: os.path.join(self.model_path, f) for f in TOKENIZER_FILES
@@ -460,7 +504,7 @@ class RZeroRun:
       host_params = jax.tree.map(
           lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), role.params)
       if self.main:
-        save_pretrained(self.cfg, host_params,
+        save_pretrained(role.model_cfg, host_params,
                         os.path.join(self.workdir, "export", f"iter_{iteration + 1}", role.name),
                         extra_files=files)
 
