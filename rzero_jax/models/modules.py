@@ -16,7 +16,8 @@ tree is plain nested dicts, the layers stacked on a leading axis (what `load_pre
 Layers. `cfg.scan_layers` runs the layers with `nn.scan` (one compiled layer, params and cache
 scanned over the stacked axis); otherwise a Python loop applies the same `DecoderLayer` to each
 layer's slice (static slices; `params["layers"]` and the cache may also come as per-layer lists,
-which a decode loop prepares once so it neither slices weights nor copies the cache per step).
+which a decode loop prepares once so it neither slices weights nor copies the cache per step; those
+always run the loop).
 `cfg.remat` rematerialises each layer in the backward pass (`nn.remat` / `jax.checkpoint`).
 
 Cache layout [layers, batch, kv_heads, length, head_dim]: each (row, head) attends over one
@@ -254,16 +255,19 @@ class Decoder(nn.Module):
                        prevent_cse=not self.cfg.scan_layers)
     return layer
 
+  def _per_layer(self, cache) -> bool:
+    """Per-layer lists (params or cache) always run the unrolled loop, whatever `scan_layers`."""
+    return isinstance(self.variables["params"]["layers"], list) or (
+        cache is not None and isinstance(cache["k"], list))
+
   def _run_layers(self, x, cache, positions, mask, index):
     cfg = self.cfg
-    if cfg.scan_layers or self.is_initializing():
-      stacked = cache is None or not isinstance(cache["k"], list)
-      xs = cache if stacked else {n: jnp.stack(v) for n, v in cache.items()}
-      x, cache_out = self.layers(x, xs, positions, mask, index)
-      if cache_out is not None:
-        cache_out = ({n: constrain(v, CACHE_AXES, self.plan) for n, v in cache_out.items()}
-                     if stacked else {n: list(v) for n, v in cache_out.items()})
-      return x, cache_out
+    if self.is_initializing() or (cfg.scan_layers and not self._per_layer(cache)):
+      # nn.scan: params and the (stacked) cache are scanned over their leading layer axis.
+      x, cache = self.layers(x, cache, positions, mask, index)
+      if cache is not None:
+        cache = {n: constrain(v, CACHE_AXES, self.plan) for n, v in cache.items()}
+      return x, cache
     # The same layer module applied to each layer's params in a Python loop (unrolled).
     stacked_params = self.variables["params"]["layers"]
     layer = DecoderLayer(cfg, self.plan, self.init_std, parent=None)
