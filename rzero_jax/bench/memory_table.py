@@ -40,6 +40,9 @@ LAYOUTS = (
     (16, "fsdp_tp", "fsdp:8,tensor:2"), (16, "tp", "tensor:16"),
 )
 
+# The R-Zero table adds one device (a single 16 GiB Colab TPU chip or one GPU).
+RZERO_LAYOUTS = ((1, "dp", "data:1"),) + LAYOUTS
+
 
 @dataclasses.dataclass(frozen=True)
 class DeviceBytes:
@@ -128,7 +131,7 @@ def rzero_table(lora_rank: int) -> str:
            f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters |",
            "|---|---|---|---|---|---|"]
   for name, cfg in MODELS.items():
-    for devices, strategy, spec in LAYOUTS:
+    for devices, strategy, spec in RZERO_LAYOUTS:
       sizes = sharding.parse_mesh_spec(spec, devices)
       full = rzero_bytes(cfg, strategy, sizes, lora_rank=0)
       lora = rzero_bytes(cfg, strategy, sizes, lora_rank=lora_rank)

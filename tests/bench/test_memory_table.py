@@ -64,4 +64,4 @@ def test_lora_rows_count_adapters_and_one_shared_base():
   assert lora["base"] == 2 * n and lora["total"] == 2 * n + 2 * 12 * adapters + 4 * adapters
   assert lora["total"] < full["total"] / 4
   assert len(memory_table.rzero_table(64).splitlines()) == 2 + len(memory_table.MODELS) * len(
-      memory_table.LAYOUTS)
+      memory_table.RZERO_LAYOUTS)
