@@ -2,6 +2,7 @@
 
   python -m rzero_jax.main --workdir=runs/demo                             # this file, ~3.5 min
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
+  python -m rzero_jax.main --config=experiments/demo.py:lora --workdir=runs/lora     # LoRA, both roles
 
 The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
 `experiments/toy_arith/build.py`) is committed in experiments/toy_arith/base_model, and rebuilt
@@ -21,10 +22,13 @@ def heldout_problems():
   return data.heldout_set(HELDOUT_PER_LEVEL)
 
 
+VARIANTS = ("", "smoke", "lora", "lora_smoke")
+
+
 def get_config(arg: str = ""):
-  if arg not in ("", "smoke"):
+  if arg not in VARIANTS:
     raise ValueError(f"Unknown demo variant {arg!r}: use experiments/demo.py or "
-                     "experiments/demo.py:smoke.")
+                     "experiments/demo.py:smoke, :lora, :lora_smoke.")
   c = default_config()
   c.base_model_builder = "experiments.toy_arith.build:ensure_base_model"
   c.dtype = "float32"
@@ -42,7 +46,13 @@ def get_config(arg: str = ""):
   c.dataset.update(num_candidates=256, votes=10)
   c.eval.update(heldout="experiments.demo:heldout_problems",
                 oracle="experiments.toy_arith.data:true_answer", max_new_tokens=48)
-  if arg == "smoke":
+  if arg.startswith("lora"):
+    # Both roles train rank-16 adapters on every projection over one shared frozen base (the
+    # reference is base + phase-start adapters); adapters take a larger learning rate.
+    for role in (c.challenger, c.solver):
+      role.lora.update(rank=16, alpha=32.0)
+      role.train.learning_rate = 1e-3
+  if arg.endswith("smoke"):
     c.iterations = 1
     c.challenger.update(prompts_per_step=16, steps=2)
     c.solver.update(prompts_per_step=32, steps=2)

@@ -35,5 +35,10 @@ class RunCheckpointer:
     out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), **args))
     return {name: out[name] for name in self._items}, dict(out["meta"])
 
+  def restore_meta(self, step: int) -> dict[str, Any]:
+    """Only the JSON loop position of a step."""
+    out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out["meta"])
+
   def close(self) -> None:
     self._manager.close()

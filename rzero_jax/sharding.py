@@ -1,8 +1,10 @@
 """Device meshes, sharding strategies (tables from logical axis names to mesh axes), multi-host setup.
 
 A strategy is data, not code: `STRATEGIES[name]` is a tuple of (logical axis, mesh axis or axes)
-pairs, and every weight and activation names its logical axes (`decoder.param_axes`, the
-`constrain` calls inside the model). `register_strategy` adds a table from an experiment config.
+pairs, and every weight and activation names its logical axes (the model's
+`nn.with_logical_partitioning` declarations, read by `models.param_axes`, and its `constrain`
+calls). The tables have the format of flax's `nn.logical_axis_rules`; `register_strategy` adds
+one from an experiment config.
 
 Rules are read in order, as in flax's `logical_to_mesh_axes`: a rule gives its mesh axes to the
 array dimension carrying its logical name unless another dimension of the same array already took
@@ -21,6 +23,7 @@ import math
 import os
 from typing import Any, Callable, Sequence, TypeVar
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -214,7 +217,12 @@ class ShardingPlan:
     return NamedSharding(self.mesh, self.spec(logical_axes, shape, weight=weight))
 
   def constrain(self, x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
-    return jax.lax.with_sharding_constraint(x, self.sharding(logical_axes, x.shape))
+    """`nn.with_logical_constraint` under this plan's rules and mesh; where a mesh axis does not
+    divide its dimension (flax has no fallback), the constraint uses our fallback spec instead."""
+    spec = self.spec(logical_axes, x.shape)
+    if spec == self.spec(logical_axes):  # every split divides: flax's own rule walk
+      return nn.with_logical_constraint(x, tuple(logical_axes), rules=self.rules, mesh=self.mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
 
 def make_plan(mesh: Mesh | None, strategy: str | Sequence | None) -> ShardingPlan | None:
@@ -238,49 +246,13 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None], plan: ShardingPl
 # ---------------------------------------------------------------------------------------------
 # Params, optimizer state and batches.
 
-def param_shardings(cfg: Any, mesh: Mesh, strategy: str | Sequence | None) -> Any:
-  """NamedSharding of every parameter of a `ModelConfig`, in the params' tree structure."""
-  from rzero_jax.models.decoder import param_axes, param_shapes  # decoder imports this module
-  plan = make_plan(mesh, strategy)
+def tree_shardings(axes: Any, shapes: Any, plan: ShardingPlan) -> Any:
+  """NamedSharding of every weight of a tree, from its logical axes (a tree of name tuples, e.g.
+  `models.param_axes(cfg)`) and shapes (same structure), with the weight fallback for sizes that do
+  not divide. Models declare their axes; this module knows no model."""
   is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)  # noqa: E731
-  return jax.tree.map(lambda axes, shape: plan.sharding(axes, shape, weight=True),
-                      param_axes(cfg), param_shapes(cfg), is_leaf=is_axes)
-
-
-def shard_params(cfg: Any, params: Any, mesh: Mesh, strategy: str | Sequence | None) -> Any:
-  """Moves params already in memory (host or device) onto their shardings under `strategy`."""
-  return jax.device_put(params, param_shardings(cfg, mesh, strategy))
-
-
-def _spec_fits(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> bool:
-  if len(spec) > len(shape):
-    return False
-  for dim, entry in zip(shape, spec):
-    if dim % math.prod(mesh.shape[a] for a in _entry_axes(entry)):
-      return False
-  return True
-
-
-def optimizer_state_shardings(opt_state_shapes: Any, param_shardings: Any, mesh: Mesh) -> Any:
-  """Shardings for an optimizer state: each leaf that mirrors a parameter takes its sharding.
-
-  A state leaf mirrors a parameter when its tree path ends with the parameter's path (optax keeps
-  `mu`, `nu`, ... as copies of the params tree) and the parameter's spec fits its shape; every
-  other leaf (step counts, factored statistics) is replicated. Use it as
-  `jax.jit(opt.init, out_shardings=optimizer_state_shardings(jax.eval_shape(opt.init, params),
-  shardings, mesh))(params)`.
-  """
-  by_path = {path: s for path, s in jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
-  replicated = NamedSharding(mesh, PartitionSpec())
-
-  def pick(path, leaf):
-    for k in range(len(path) + 1):
-      sharding = by_path.get(tuple(path[k:]))
-      if sharding is not None and _spec_fits(sharding.spec, np.shape(leaf), mesh):
-        return sharding
-    return replicated
-
-  return jax.tree_util.tree_map_with_path(pick, opt_state_shapes)
+  return jax.tree.map(lambda names, shape: plan.sharding(names, shape, weight=True), axes, shapes,
+                      is_leaf=is_axes)
 
 
 def _process_factors(sharding: NamedSharding, shape: Sequence[int]) -> tuple[int, ...]:

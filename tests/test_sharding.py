@@ -14,6 +14,7 @@ from rzero_jax import sharding
 from rzero_jax.models import decoder, hf_io
 from rzero_jax.models.config import ModelConfig
 from rzero_jax.training import TrainConfig, init_train_state, make_train_step
+from rzero_jax.training.train_state import optimizer_state_shardings
 from tests import hf_fixtures, multihost_worker
 
 ACCEPTANCE = [("dp", "data:8"), ("fsdp", "fsdp:8"), ("tp", "data:2,tensor:4"),
@@ -118,7 +119,7 @@ def test_indivisible_dims_replicate_activations_and_move_weights(caplog):
                                            "down": P(None, "tensor", "fsdp"), "q_norm": P()}),
 ])
 def test_param_shardings_layouts(strategy, spec, expected):
-  shardings = sharding.param_shardings(DIVISIBLE, sharding.make_mesh(spec), strategy)
+  shardings = decoder.param_shardings(DIVISIBLE, sharding.make_mesh(spec), strategy)
   flat = {**shardings, **shardings["layers"]}
   for name, want in expected.items():
     assert _trim(flat[name].spec) == want, name
@@ -127,7 +128,7 @@ def test_param_shardings_layouts(strategy, spec, expected):
 def test_register_strategy_and_errors():
   sharding.register_strategy("mlp_only", [("batch", ["data"]), ("mlp", "tensor")])
   try:
-    specs = sharding.param_shardings(DIVISIBLE, sharding.make_mesh("data:2,tensor:4"), "mlp_only")
+    specs = decoder.param_shardings(DIVISIBLE, sharding.make_mesh("data:2,tensor:4"), "mlp_only")
     assert specs["layers"]["gate"].spec == P(None, None, "tensor")
     assert _trim(specs["layers"]["q"].spec) == P() and _trim(specs["embed"].spec) == P()
   finally:
@@ -151,7 +152,7 @@ def test_load_pretrained_sharded_matches_unsharded(strategy, spec, family, tiny_
   plan = sharding.make_plan(mesh, strategy)
   logits = jax.jit(lambda p: decoder.forward(cfg, p, tokens, mask, plan=plan))(params)
   np.testing.assert_allclose(np.asarray(logits), _unsharded_logits(path, tokens, mask), atol=TOL, rtol=0)
-  assert jax.tree.map(lambda x: x.sharding, params) == sharding.param_shardings(cfg, mesh, strategy)
+  assert jax.tree.map(lambda x: x.sharding, params) == decoder.param_shardings(cfg, mesh, strategy)
 
   total = sum(x.nbytes for x in jax.tree.leaves(params))
   on_device0 = sharding.bytes_on_device(params, mesh.devices.flat[0])
@@ -167,7 +168,7 @@ def test_load_pretrained_sharded_matches_unsharded(strategy, spec, family, tiny_
 def test_shard_params_matches_loaded_layout_and_logits(tiny_qwen2_dir):
   cfg, host = hf_io.load_pretrained(tiny_qwen2_dir, dtype="float32")
   mesh = sharding.make_mesh("data:2,fsdp:2,tensor:2")
-  params = sharding.shard_params(cfg, host, mesh, "fsdp_tp")
+  params = decoder.shard_params(cfg, host, mesh, "fsdp_tp")
   _, loaded = hf_io.load_pretrained(tiny_qwen2_dir, dtype="float32", mesh=mesh, strategy="fsdp_tp")
   assert jax.tree.map(lambda x: x.sharding, params) == jax.tree.map(lambda x: x.sharding, loaded)
   tokens, mask = multihost_worker.example_tokens(cfg.vocab_size)
@@ -193,7 +194,7 @@ def test_gradients_under_fsdp_tp_match_unsharded():
                  static_argnums=1)
   ref_loss, ref_grads = grad(host, None)
   mesh = sharding.make_mesh(spec)
-  loss, grads = grad(sharding.shard_params(cfg, host, mesh, strategy), sharding.make_plan(mesh, strategy))
+  loss, grads = grad(decoder.shard_params(cfg, host, mesh, strategy), sharding.make_plan(mesh, strategy))
   np.testing.assert_allclose(float(loss), float(ref_loss), atol=TOL, rtol=0)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=TOL, rtol=0)
@@ -214,7 +215,7 @@ def test_kv_cache_path_under_tp_matches_unsharded(tiny_qwen3_dir):
   ref_logits, ref_cache = step(host, decoder.init_cache(cfg, 8, 16), None)
   cache = decoder.init_cache(cfg, 8, 16)
   cache = jax.device_put(cache, plan.sharding(decoder.CACHE_AXES, cache["k"].shape))
-  logits, new_cache = step(sharding.shard_params(cfg, host, mesh, "tp"), cache, plan)
+  logits, new_cache = step(decoder.shard_params(cfg, host, mesh, "tp"), cache, plan)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=TOL, rtol=0)
   np.testing.assert_allclose(np.asarray(new_cache["k"]), np.asarray(ref_cache["k"]), atol=TOL, rtol=0)
   assert _trim(new_cache["k"].sharding.spec) == P(None, "data")  # kv_heads (2) do not divide tensor (4)
@@ -225,10 +226,10 @@ def test_kv_cache_path_under_tp_matches_unsharded(tiny_qwen3_dir):
 def test_optimizer_state_follows_param_shardings():
   mesh = sharding.make_mesh("data:2,fsdp:2,tensor:2")
   params = decoder.init_params(DIVISIBLE, jax.random.PRNGKey(0))
-  shardings = sharding.param_shardings(DIVISIBLE, mesh, "fsdp_tp")
+  shardings = decoder.param_shardings(DIVISIBLE, mesh, "fsdp_tp")
   params = jax.device_put(params, shardings)
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
-  out = sharding.optimizer_state_shardings(jax.eval_shape(opt.init, params), shardings, mesh)
+  out = optimizer_state_shardings(opt, params, shardings, mesh)
   state = jax.jit(opt.init, out_shardings=out)(params)
   adam = state[1][0]
   assert jax.tree.map(lambda x: x.sharding, adam.mu) == shardings

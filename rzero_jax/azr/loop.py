@@ -236,7 +236,7 @@ class AZRRun(Runner):
     self.actor = self.make_role("actor", donate=True)
     self.ref_params = None
     if self.keeps_reference():  # only with KL (the paper uses none)
-      self.ref_params = copy_tree(self.actor.params)
+      self.ref_params, self.ref_role = copy_tree(self.actor.state.params), "actor"
     self.heldout = self._heldout()
     self._executor: Executor | None = None
 

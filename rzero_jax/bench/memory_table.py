@@ -1,6 +1,7 @@
-"""Bytes per device of weights, optimizer state and KV cache under each sharding strategy.
+"""Bytes per device of weights, optimizer state and KV cache under each sharding strategy, and of
+a whole R-Zero run (two roles + the KL reference) with full fine-tuning next to LoRA.
 
-  python -m rzero_jax.bench.memory_table [--batch=64 --length=6144]
+  python -m rzero_jax.bench.memory_table [--batch=64 --length=6144 --lora_rank=64]
 
 Computed from the same layout code that places real arrays (`sharding.logical_to_spec`), on mesh
 shapes alone, so any device count can be tabulated without the devices. Prints markdown.
@@ -19,7 +20,7 @@ import jax
 from rzero_jax import sharding
 from rzero_jax.models.config import ModelConfig
 from rzero_jax.models import decoder
-from rzero_jax.models.decoder import CACHE_AXES, param_axes, param_shapes
+from rzero_jax.models.decoder import CACHE_AXES, param_axes, param_shapes, split_lora
 
 GIB = 1024 ** 3
 
@@ -38,6 +39,9 @@ LAYOUTS = (
     (16, "dp", "data:16"), (16, "fsdp", "fsdp:16"), (16, "tp", "data:2,tensor:8"),
     (16, "fsdp_tp", "fsdp:8,tensor:2"), (16, "tp", "tensor:16"),
 )
+
+# The R-Zero table adds one device (a single 16 GiB Colab TPU chip or one GPU).
+RZERO_LAYOUTS = ((1, "dp", "data:1"),) + LAYOUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +65,22 @@ def shard_elements(shape: Sequence[int], spec: jax.sharding.PartitionSpec, sizes
   return out
 
 
-def device_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, batch: int, length: int,
-                 param_bytes: int = 2, cache_bytes: int = 2) -> DeviceBytes:
-  """Per-device bytes of `cfg` under `strategy` on a mesh with axis `sizes`."""
-  rules = sharding.get_rules(strategy)
+def _elements(cfg: ModelConfig, rules, sizes: dict[str, int]) -> tuple[int, int]:
+  """(base elements, LoRA adapter elements) on the most loaded device."""
   is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)  # noqa: E731
   counts = jax.tree.map(
       lambda axes, shape: shard_elements(
           shape, sharding.logical_to_spec(axes, rules, sizes, shape, weight=True), sizes),
       param_axes(cfg), param_shapes(cfg), is_leaf=is_axes)
-  elements = sum(jax.tree.leaves(counts))
+  base, adapters = split_lora(counts)
+  return sum(jax.tree.leaves(base)), sum(jax.tree.leaves(adapters))
+
+
+def device_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, batch: int, length: int,
+                 param_bytes: int = 2, cache_bytes: int = 2) -> DeviceBytes:
+  """Per-device bytes of `cfg` under `strategy` on a mesh with axis `sizes`."""
+  rules = sharding.get_rules(strategy)
+  elements, _ = _elements(cfg, rules, sizes)
   cache_shape = decoder.cache_shape(cfg, batch, length)
   cache = shard_elements(cache_shape, sharding.logical_to_spec(CACHE_AXES, rules, sizes, cache_shape),
                          sizes)
@@ -96,10 +106,45 @@ def table(batch: int, length: int) -> str:
   return "\n".join(lines)
 
 
+def rzero_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, lora_rank: int) -> dict:
+  """Per-device bytes of an R-Zero run's trained state: two roles and the KL reference.
+
+  Full fine-tuning (lora_rank 0): each role f32 weights + AdamW m, v; the reference an f32 copy.
+  LoRA: one frozen bf16 base shared by both roles; each role f32 adapters + m, v; the reference
+  the phase-start adapters (f32). The sampler's KV cache comes on top (see `table`)."""
+  rules = sharding.get_rules(strategy)
+  base, _ = _elements(cfg, rules, sizes)
+  if not lora_rank:
+    per_role = base * (4 + 8)
+    return {"base": 0, "roles": 2 * per_role, "reference": base * 4,
+            "total": 2 * per_role + base * 4}
+  _, adapters = _elements(dataclasses.replace(cfg, lora_rank=lora_rank), rules, sizes)
+  per_role = adapters * (4 + 8)
+  return {"base": base * 2, "roles": 2 * per_role, "reference": adapters * 4,
+          "total": base * 2 + 2 * per_role + adapters * 4}
+
+
+def rzero_table(lora_rank: int) -> str:
+  """Markdown: an R-Zero run's trained state per device, full fine-tuning next to LoRA."""
+  gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
+  lines = [f"| Model | Devices | Strategy | Mesh | Full FT: 2 x (f32 w + m + v) + f32 ref | "
+           f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters |",
+           "|---|---|---|---|---|---|"]
+  for name, cfg in MODELS.items():
+    for devices, strategy, spec in RZERO_LAYOUTS:
+      sizes = sharding.parse_mesh_spec(spec, devices)
+      full = rzero_bytes(cfg, strategy, sizes, lora_rank=0)
+      lora = rzero_bytes(cfg, strategy, sizes, lora_rank=lora_rank)
+      lines.append(f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(full['total'])} | "
+                   f"{gib(lora['total'])} |")
+  return "\n".join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=64, help="KV cache rows")
   parser.add_argument("--length", type=int, default=6144, help="KV cache length (prompt + completion)")
+  parser.add_argument("--lora_rank", type=int, default=64, help="LoRA rank of the R-Zero table")
   args = parser.parse_args()
   logging.getLogger("rzero_jax.sharding").setLevel(logging.ERROR)  # fallbacks show in the numbers
   for name, cfg in MODELS.items():
@@ -108,6 +153,11 @@ def main() -> None:
   print(f"GiB per device (most loaded device), KV cache for {args.batch} sequences x {args.length} tokens:")
   print()
   print(table(args.batch, args.length))
+  print()
+  print("GiB per device of an R-Zero run's trained state (both roles + KL reference), full "
+        "fine-tuning vs LoRA on every projection (+ the sampler's KV cache above):")
+  print()
+  print(rzero_table(args.lora_rank))
 
 
 if __name__ == "__main__":

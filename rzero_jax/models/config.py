@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 SUPPORTED_MODEL_TYPES = ("qwen3", "qwen2", "llama")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+LORA_TARGET_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -30,6 +31,8 @@ class ModelConfig:
 
   `dtype` is the compute dtype of activations and matmuls (params keep their own dtype);
   softmax, norms' statistics and logits are always computed in float32.
+  `lora_rank` > 0 adds LoRA adapters (scale `lora_alpha / lora_rank`) to the `lora_targets`
+  projections; 0 is the plain model (full fine-tuning).
   """
 
   model_type: str
@@ -59,6 +62,9 @@ class ModelConfig:
   dtype: str = "float32"
   remat: bool = False
   scan_layers: bool = False
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
 
   def __post_init__(self):
     if self.model_type not in SUPPORTED_MODEL_TYPES:
@@ -73,6 +79,12 @@ class ModelConfig:
       raise ValueError(f"num_attention_heads ({self.num_heads}) must be a multiple of "
                        f"num_key_value_heads ({self.num_kv_heads}).")
     resolve_dtype(self.dtype)
+    if self.lora_rank < 0:
+      raise ValueError(f"lora_rank must be >= 0 (0 = no adapters), got {self.lora_rank}.")
+    unknown = [t for t in self.lora_targets if t not in LORA_TARGET_NAMES]
+    if unknown or (self.lora_rank and not self.lora_targets):
+      raise ValueError(f"lora_targets {tuple(self.lora_targets)} must be a non-empty subset of "
+                       f"{LORA_TARGET_NAMES}.")
 
   @property
   def compute_dtype(self):

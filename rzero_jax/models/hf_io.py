@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from rzero_jax.models.config import ModelConfig, load_config, resolve_dtype
-from rzero_jax.models.decoder import Params, param_axes, param_shapes
+from rzero_jax.models.decoder import Params, base_config, merge_lora, param_axes, param_shapes
 from rzero_jax.sharding import ShardingPlan, make_plan
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -83,10 +83,18 @@ def _hf_shape(kind: str, shape: Sequence[int]) -> tuple[int, ...]:
   return tuple(_ours_to_hf(kind, np.empty(shape, dtype=np.int8)).shape)
 
 
+class MissingTensorError(ValueError, KeyError):
+  """A tensor that config.json implies is not in the checkpoint (a KeyError for older callers)."""
+
+  def __str__(self) -> str:  # KeyError would quote the message
+    return str(self.args[0])
+
+
 class _TensorSource:
   """Reads tensors one at a time from a safetensors file or an indexed set of shards (mmapped)."""
 
   def __init__(self, path: str):
+    self._where = path
     if os.path.isdir(path):
       index_path = os.path.join(path, INDEX_FILE)
       single = os.path.join(path, SINGLE_FILE)
@@ -113,8 +121,17 @@ class _TensorSource:
     self._handles: dict[str, Any] = {}
 
   @staticmethod
-  def _keys_of(file: str) -> dict[str, str]:
-    with safe_open(file, framework="numpy") as f:
+  def _open(file: str):
+    try:
+      return safe_open(file, framework="numpy")
+    except Exception as e:  # safetensors raises its own error types (truncated / corrupt header)
+      raise ValueError(f"Cannot read safetensors file {file!r} ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else 'unreadable'}): it is truncated or "
+                       "corrupt; re-download or re-export the checkpoint.") from None
+
+  @classmethod
+  def _keys_of(cls, file: str) -> dict[str, str]:
+    with cls._open(file) as f:
       return {k: file for k in f.keys()}
 
   def __contains__(self, name: str) -> bool:
@@ -122,17 +139,21 @@ class _TensorSource:
 
   def get(self, name: str, expected_shape: Sequence[int]) -> np.ndarray:
     if name not in self._files:
-      raise KeyError(f"Checkpoint is missing tensor {name!r}: the checkpoint does not match its "
-                     "config.json (wrong family, layer count or bias/tying flags?). Re-export it.")
+      raise MissingTensorError(f"Checkpoint {self._where!r} is missing tensor {name!r}: it does not match "
+                       "its config.json (wrong family, layer count or bias/tying flags?). Re-export it.")
     file = self._files[name]
     if file not in self._handles:
       if not os.path.exists(file):
         raise FileNotFoundError(f"Shard {file!r} named in {INDEX_FILE} is missing: re-download or "
                                 "re-export the checkpoint.")
-      self._handles[file] = safe_open(file, framework="numpy")
-    array = self._handles[file].get_tensor(name)
+      self._handles[file] = self._open(file)
+    try:
+      array = self._handles[file].get_tensor(name)
+    except Exception as e:
+      raise ValueError(f"Cannot read tensor {name!r} from {file!r} ({type(e).__name__}): the file "
+                       "is truncated or corrupt; re-download or re-export the checkpoint.") from None
     if tuple(array.shape) != tuple(expected_shape):
-      raise ValueError(f"Tensor {name!r} has shape {tuple(array.shape)}, but config.json implies "
+      raise ValueError(f"Tensor {name!r} in {file!r} has shape {tuple(array.shape)}, but config.json implies "
                        f"{tuple(expected_shape)}: the weights and config.json disagree; fix the config "
                        "(hidden_size, heads, head_dim, intermediate_size, vocab_size) or the weights.")
     return array
@@ -163,6 +184,7 @@ def load_pretrained(path: str, *, dtype: str = "bfloat16", mesh: jax.sharding.Me
   """
   target = resolve_dtype(dtype)
   cfg = load_config(path, dtype=jax.numpy.dtype(target).name)
+  cfg = base_config(cfg)
   plan = make_plan(mesh, strategy)
   shapes, axes = param_shapes(cfg), param_axes(cfg)
   source = _TensorSource(path)
@@ -192,7 +214,9 @@ def load_pretrained(path: str, *, dtype: str = "bfloat16", mesh: jax.sharding.Me
 
 
 def hf_state_dict(cfg: ModelConfig, params: Params) -> dict[str, np.ndarray]:
-  """Our params as a flat HF-named dict of host numpy arrays."""
+  """Our params as a flat HF-named dict of host numpy arrays (LoRA adapters merged in)."""
+  if cfg.lora_rank:
+    params = jax.tree.map(np.asarray, merge_lora(cfg, jax.device_get(params)))
   out = {}
   for name, (hf_name, kind) in _TOP_KEYS.items():
     if name in params:
@@ -217,7 +241,8 @@ def _sharded_files(path: str) -> list[str]:
 
 def save_pretrained(cfg: ModelConfig, params: Params, path: str, *,
                     extra_files: dict[str, str] | None = None) -> None:
-  """Writes config.json + model.safetensors that `transformers` loads to the same logits.
+  """Writes config.json + model.safetensors that `transformers` loads to the same logits (a LoRA
+  model is written with its adapters merged into the weights).
 
   Files are written to a temporary directory next to `path` first, so a crash leaves no partial
   checkpoint. A new `path` is renamed into place whole; into an existing directory only the written
@@ -232,7 +257,7 @@ def save_pretrained(cfg: ModelConfig, params: Params, path: str, *,
   os.makedirs(parent, exist_ok=True)
   state = hf_state_dict(cfg, params)
   dtype_name = jax.numpy.dtype(next(iter(state.values())).dtype).name
-  hf_config = {**cfg.to_hf_dict(), "torch_dtype": dtype_name}
+  hf_config = {**base_config(cfg).to_hf_dict(), "torch_dtype": dtype_name}
   tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(path), dir=parent)
   try:
     save_file(state, os.path.join(tmp, SINGLE_FILE), metadata={"format": "pt"})

@@ -18,6 +18,15 @@ def _train(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(base)
 
 
+def _lora(**overrides) -> ml_collections.ConfigDict:
+  """LoRA adapters of one role: rank 0 = full fine-tuning (the paper's setting); with rank > 0 both
+  roles share one frozen base and only adapters (scale alpha / rank) and their AdamW state are
+  trained and checkpointed; exports merge them."""
+  base = dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
+  base.update(overrides)
+  return ml_collections.ConfigDict(base)
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Paper-scale defaults (spec/rzero.md); `model_path` must be set by the experiment."""
   c = ml_collections.ConfigDict()
@@ -45,10 +54,12 @@ def default_config() -> ml_collections.ConfigDict:
       tau=0.5, lam=1.0,
       repetition_denominator="well_formed"))  # or "batch" (the reference: all rollouts of the step)
   c.challenger.train = _train()
+  c.challenger.lora = _lora()
   c.solver = ml_collections.ConfigDict(dict(
       strategy="fsdp", group_size=5, prompts_per_step=512, prompts_per_update=128, steps=15,
       max_prompt_tokens=2048, max_new_tokens=4096, temperature=1.0, top_p=0.99))
   c.solver.train = _train()
+  c.solver.lora = _lora()
   c.dataset = ml_collections.ConfigDict(dict(
       num_candidates=8000, votes=10, delta=0.25, temperature=1.0, top_p=0.99,
       filter="paper"))  # or "released": 0.3 <= majority share of non-empty answers <= 0.8

@@ -174,6 +174,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if role.prompts_per_step % role.prompts_per_update:
       raise RunError(f"config.{name}.prompts_per_step ({role.prompts_per_step}) must be a multiple "
                      f"of config.{name}.prompts_per_update ({role.prompts_per_update}).")
+    if "lora" in role and role.lora.rank < 0:
+      raise RunError(f"config.{name}.lora.rank must be >= 0 (0 = full fine-tuning), got "
+                     f"{role.lora.rank}.")
     micro = role.train.micro_batch_size
     if micro and (role.prompts_per_update * role.group_size) % micro:
       raise RunError(f"config.{name}.train.micro_batch_size ({micro}) must divide the mini-batch of "
@@ -211,7 +214,7 @@ class RZeroRun(Runner):
     # copy, the Challenger's state takes over the loaded buffers: two copies plus the reference.
     self.solver = self.make_role("solver", donate=False)
     self.challenger = self.make_role("challenger", donate=True)
-    self.ref_params = copy_tree(self.challenger.params)
+    self.ref_params, self.ref_role = copy_tree(self.challenger.state.params), "challenger"
     self.heldout = self._heldout()
     self.oracle = resolve_callable(config.eval.oracle) if config.eval.oracle else None
     self.challenger_prompt = encode_chat(self.tokenizer, prompts.challenger_messages())
@@ -332,7 +335,7 @@ class RZeroRun(Runner):
     if not names:
       return None
     from rzero_jax import eval as eval_lib
-    result = eval_lib.evaluate(self.cfg, self.solver.params, self.tokenizer, names,
+    result = eval_lib.evaluate(self.solver.model_cfg, self.solver.params, self.tokenizer, names,
                                data_dir=e.data_dir or None, limit=e.limit or None,
                                max_new_tokens=e.max_new_tokens, mesh=self.mesh,
                                strategy=self.solver.strategy, keep_records=False)

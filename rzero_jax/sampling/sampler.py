@@ -29,11 +29,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
-from rzero_jax.models.decoder import (CACHE_AXES, cache_unembed, default_positions,
-                                      forward_with_cache, hidden_with_cache, init_cache,
+from rzero_jax.models.decoder import (CACHE_AXES, default_positions, forward_with_cache,
+                                      hidden_with_cache, init_cache, shard_params, unembed,
                                       unstack_cache, unstack_layers)
 from rzero_jax.sampling.methods import Method, make_method
-from rzero_jax.sharding import ShardingPlan, constrain, make_plan, shard_params
+from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 
 Params = dict[str, Any]
 MIN_LENGTH_BUCKET = 16
@@ -100,7 +100,7 @@ def _prefill(params: Params, tokens: jax.Array, prompt_lens: jax.Array, source: 
   cache = unstack_cache(init_cache(cfg, rows, prompt_len, cache_dtype))
   x, cache = hidden_with_cache(cfg, params, tokens, default_positions(mask), cache, 0, mask,
                                plan=plan)
-  logits = cache_unembed(cfg, params, x[:, -1:], plan)[source, 0]
+  logits = unembed(cfg, params, x[:, -1:], plan)[source, 0]
   widen = ((0, 0), (0, 0), (0, new_len), (0, 0))
   cache = jax.tree.map(lambda c: constrain(jnp.pad(c[source], widen), CACHE_AXES[1:], plan), cache)
   batch = source.shape[0]

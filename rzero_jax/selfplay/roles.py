@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from rzero_jax import sharding
+from rzero_jax.models import combine_params, init_lora
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
 from rzero_jax.sampling import generate
 from rzero_jax.selfplay.util import RunError, derive_seed
@@ -34,7 +35,11 @@ class Completions(NamedTuple):
 
 @dataclasses.dataclass
 class Role:
-  """One trained role: its train state, compiled functions and sampling settings."""
+  """One trained role: its train state, compiled functions and sampling settings.
+
+  With LoRA (`model_cfg.lora_rank` > 0) the state holds only the role's adapters and `base` is the
+  frozen base params the roles share; with full fine-tuning `base` is None.
+  """
 
   name: str
   settings: ml_collections.ConfigDict
@@ -44,10 +49,25 @@ class Role:
   state: Any
   train_step: Callable
   logprob_fn: Callable
+  model_cfg: Any
+  base: Any = None
+
+  def full(self, trained: Any) -> Any:
+    """The model's params tree for trained params (adapters, or the whole model) of this role."""
+    return combine_params(self.base, trained)
 
   @property
   def params(self):
-    return self.state.params
+    return self.full(self.state.params)
+
+
+LORA_SEED_TAG = 7  # derive_seed(seed, LORA_SEED_TAG, role): each role's initial adapters
+
+
+def lora_rank(settings: ml_collections.ConfigDict) -> int:
+  """`config.<role>.lora.rank` (0 = full fine-tuning, also when there is no `lora` section)."""
+  lora = settings.get("lora")
+  return int(lora.rank) if lora is not None else 0
 
 
 def train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: str) -> TrainConfig:
@@ -62,27 +82,37 @@ def train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: st
 
 
 def make_role(name: str, settings: ml_collections.ConfigDict, model_cfg: Any, base_params: Any,
-              *, mesh: Any, param_dtype: str, donate: bool) -> Role:
+              *, mesh: Any, param_dtype: str, donate: bool, seed: int = 0) -> Role:
   """A role whose train state starts from `base_params` (already on the mesh); with `donate` the
-  state takes over their buffers (`base_params` is then unusable)."""
+  state takes over their buffers (`base_params` is then unusable). With `config.<name>.lora.rank`
+  > 0 the state holds fresh adapters (from `seed`) over the shared, frozen `base_params`."""
   train_cfg = train_config(settings, name, param_dtype)
   strategy = settings.strategy
-  state = init_train_state(model_cfg, train_cfg, base_params, mesh=mesh, strategy=strategy,
+  base, trained = None, base_params
+  if lora_rank(settings):
+    lora = settings.lora
+    model_cfg = dataclasses.replace(model_cfg, lora_rank=int(lora.rank),
+                                    lora_alpha=float(lora.alpha), lora_targets=tuple(lora.targets))
+    base, donate = base_params, False
+    key = jax.random.key(derive_seed(seed, LORA_SEED_TAG, name))
+    trained = init_lora(model_cfg, key, dtype=param_dtype)
+  state = init_train_state(model_cfg, train_cfg, trained, mesh=mesh, strategy=strategy,
                            donate=donate)
   return Role(name, settings, strategy, sharding.make_plan(mesh, strategy), train_cfg, state,
               make_train_step(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
-              make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy))
+              make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy), model_cfg, base)
 
 
 def sample(model_cfg: Any, role: Role, prompt_ids: Sequence[Sequence[int]], *, num_samples: int,
            seed: int, temperature: float, top_p: float, max_new_tokens: int, max_batch: int,
            stop_ids: Any, mesh: Any) -> Completions:
   """`num_samples` completions per prompt, in chunks of at most `max_batch` sequences (a fixed
-  chunk shape compiles once); chunk k samples with `derive_seed(seed, k)`."""
+  chunk shape compiles once); chunk k samples with `derive_seed(seed, k)`. `model_cfg` is unused
+  (each role samples with its own config, LoRA included); kept for callers."""
   per_chunk = max(1, max_batch // num_samples)
   parts = []
   for k in range(0, len(prompt_ids), per_chunk):
-    parts.append(generate(model_cfg, role.params, list(prompt_ids[k:k + per_chunk]),
+    parts.append(generate(role.model_cfg, role.params, list(prompt_ids[k:k + per_chunk]),
                           max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                           num_samples=num_samples, stop_token_ids=stop_ids,
                           seed=derive_seed(seed, k), mesh=mesh, strategy=role.strategy))
@@ -118,10 +148,11 @@ def update(role: Role, seq_prompts: Sequence[Sequence[int]], out: Completions,
       mismatch.append(_masked_abs_diff(mini["old_logprobs"], recomputed, mini["loss_mask"]))
       mini["old_logprobs"] = recomputed
     if role.train_cfg.kl_coef:
-      mini["ref_logprobs"] = role.logprob_fn(ref_params, mini["tokens"], mini["attention_mask"])
+      mini["ref_logprobs"] = role.logprob_fn(role.full(ref_params), mini["tokens"],
+                                             mini["attention_mask"])
   metrics: list[dict] = []
   for mini in minis:
-    role.state, m = role.train_step(role.state, mini)
+    role.state, m = role.train_step(role.state, mini, role.base)
     metrics.append(m)
   metrics, mismatch = jax.device_get((metrics, mismatch))
   summary = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}

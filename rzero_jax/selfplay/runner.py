@@ -65,12 +65,17 @@ class Runner:
         sharding.make_plan(self.mesh, config[name].strategy)
       except ValueError as e:
         raise RunError(f"config.{name}.strategy: {e}") from e
-    self.cfg, self.base = load_pretrained(self.model_path, dtype=config.param_dtype,
-                                          mesh=self.mesh, strategy=config[role_names[0]].strategy)
+    # Straight onto the mesh in the first role's layout, tensor by tensor. With LoRA on every role
+    # the base stays frozen, so it is kept in the compute dtype.
+    lora = [roles_lib.lora_rank(config[name]) > 0 for name in role_names]
+    all_lora, self.any_lora = all(lora), any(lora)
+    self.cfg, self.base = load_pretrained(
+        self.model_path, dtype=config.dtype if all_lora else config.param_dtype, mesh=self.mesh,
+        strategy=config[role_names[0]].strategy)
     self.cfg = dataclasses.replace(self.cfg, dtype=config.dtype)
     self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
     self.pad_id = pad_token_id(self.tokenizer)
-    self.ref_params = None
+    self.ref_params, self.ref_role = None, None
     self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
     self.ckpt: RunCheckpointer | None = None
 
@@ -90,22 +95,25 @@ class Runner:
 
   def make_role(self, name: str, *, donate: bool) -> Role:
     """A role `name` (settings `config.<name>`) starting from the base weights; with `donate`
-    it takes over their buffers and the base is dropped."""
+    it takes over their buffers and the base is dropped (never while a LoRA role shares it)."""
+    donate = donate and not self.any_lora
     role = roles_lib.make_role(name, self.config[name], self.cfg, self.base, mesh=self.mesh,
-                               param_dtype=self.config.param_dtype, donate=donate)
+                               param_dtype=self.config.param_dtype, donate=donate,
+                               seed=self.config.seed)
     if donate:
       self.base = None
     return role
 
   def start_phase(self, role: Role) -> None:
     """The KL reference becomes the role's current weights (when any role uses KL, else none is
-    kept); with `config.fresh_optimizer_each_phase` the role's AdamW state and schedule restart."""
+    kept; with LoRA only the adapters are copied: the reference is base + phase-start adapters);
+    with `config.fresh_optimizer_each_phase` the role's AdamW state and schedule restart."""
     self.ref_params = None  # free the previous reference before copying
     if self.keeps_reference():
-      self.ref_params = copy_tree(role.params)
+      self.ref_params, self.ref_role = copy_tree(role.state.params), role.name
     if self.config.get("fresh_optimizer_each_phase", False):
-      role.state = init_train_state(self.cfg, role.train_cfg, role.params, mesh=self.mesh,
-                                    strategy=role.strategy, donate=True)
+      role.state = init_train_state(role.model_cfg, role.train_cfg, role.state.params,
+                                    mesh=self.mesh, strategy=role.strategy, donate=True)
 
   def keeps_reference(self) -> bool:
     """Whether a KL reference is held (R-Zero always keeps one; see subclasses)."""
@@ -163,6 +171,7 @@ class Runner:
     """Checkpoints `trees()` with the loop position `meta` (JSON; `save_count` is bumped in
     place). Every process calls it."""
     meta["save_count"] = meta.get("save_count", 0) + 1
+    meta["ref_role"] = self.ref_role
     self._checkpointer().save(meta["save_count"], self.trees(), meta)
 
   def restore(self) -> dict | None:
@@ -171,6 +180,11 @@ class Runner:
     step = ckpt.latest_step()
     if step is None:
       return None
+    # The reference has the params tree of the role that owned it when saved (with LoRA, roles'
+    # adapter trees may differ): restore it onto that role's layout.
+    owner = ckpt.restore_meta(step).get("ref_role")
+    if owner is not None and owner != self.ref_role and self.ref_params is not None:
+      self.ref_params, self.ref_role = getattr(self, owner).state.params, owner
     trees, meta = ckpt.restore(step, self.trees())
     self.set_trees(trees)
     return meta
@@ -178,8 +192,9 @@ class Runner:
   # ----- outputs -------------------------------------------------------------------------------
 
   def export(self, subdir: str, roles: Sequence[Role]) -> None:
-    """Writes `roles` in HF format under export/<subdir>/<role> (every process gathers, process 0
-    writes), with the base model's tokenizer files; off with `config.export_hf = False`."""
+    """Writes `roles` in HF format under export/<subdir>/<role>, LoRA adapters merged (every process
+    gathers, process 0 writes), with the base model's tokenizer files; off with
+    `config.export_hf = False`."""
     if not self.config.export_hf:
       return
     files = {f: os.path.join(self.model_path, f) for f in TOKENIZER_FILES
@@ -188,7 +203,7 @@ class Runner:
       host_params = jax.tree.map(
           lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), role.params)
       if self.main:
-        save_pretrained(self.cfg, host_params,
+        save_pretrained(role.model_cfg, host_params,
                         os.path.join(self.workdir, "export", subdir, role.name), extra_files=files)
 
   def log(self, message: str) -> None:

@@ -13,9 +13,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
-from rzero_jax.models.decoder import Params, param_shapes
-from rzero_jax.sharding import (ShardingPlan, make_plan, optimizer_state_shardings,
-                                param_shardings)
+from rzero_jax.models.decoder import Params, param_shapes, param_shardings, split_lora
+from rzero_jax.sharding import ShardingPlan, make_plan
 from rzero_jax.training.grpo import AGGREGATIONS, KL_ESTIMATORS
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -124,14 +123,31 @@ class TrainState:
   step: jax.Array
 
 
+def trainable(model_cfg: ModelConfig, tree: Params) -> Params:
+  """The trained part of a params-shaped tree: the LoRA adapters when `model_cfg.lora_rank` > 0
+  (the base stays frozen), else the whole tree (full fine-tuning)."""
+  return split_lora(tree)[1] if model_cfg.lora_rank else split_lora(tree)[0]
+
+
+def optimizer_state_shardings(optimizer: optax.GradientTransformation, params: Params,
+                              shardings: Params, mesh: jax.sharding.Mesh) -> Any:
+  """Shardings of `optimizer`'s state for `params` (arrays or shapes): every leaf that mirrors a
+  parameter (AdamW's moments) takes that parameter's sharding, everything else (counts) is
+  replicated (`optax.tree_map_params`)."""
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return optax.tree_map_params(optimizer, lambda _, sharding: sharding,
+                               jax.eval_shape(optimizer.init, params), shardings,
+                               transform_non_params=lambda _: replicated)
+
+
 def state_shardings(model_cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPlan) -> TrainState:
-  """Shardings of a TrainState: params by their logical axes, optimizer moments like their params,
-  counters replicated."""
-  params = param_shardings(model_cfg, plan.mesh, plan.rules)
+  """Shardings of a TrainState: the trained params (all, or the LoRA adapters) by their logical
+  axes, optimizer moments like their params, counters replicated."""
+  params = trainable(model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
   shapes = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, resolve_dtype(train_cfg.param_dtype)),
-                        param_shapes(model_cfg), is_leaf=lambda x: isinstance(x, tuple))
-  opt_state = optimizer_state_shardings(jax.eval_shape(make_optimizer(train_cfg).init, shapes), params,
-                                        plan.mesh)
+                        trainable(model_cfg, param_shapes(model_cfg)),
+                        is_leaf=lambda x: isinstance(x, tuple))
+  opt_state = optimizer_state_shardings(make_optimizer(train_cfg), shapes, params, plan.mesh)
   return TrainState(params=params, opt_state=opt_state, step=NamedSharding(plan.mesh, PartitionSpec()))
 
 
@@ -150,7 +166,9 @@ def warn_low_precision_master_weights(param_dtype: str, learning_rate: float) ->
 def init_train_state(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params,
                      mesh: jax.sharding.Mesh | None = None, strategy: Any = None, *,
                      donate: bool = False) -> TrainState:
-  """A fresh TrainState: params cast to `param_dtype` (float32 master weights by default) and, with
+  """A fresh TrainState over the trained params (the whole model, or with `model_cfg.lora_rank` > 0
+  only the adapters `{"layers": {..._lora_a/b}}`, e.g. from `init_lora`; the frozen base is passed
+  to the train step separately): params cast to `param_dtype` (float32 master weights by default) and, with
   a mesh, placed by their logical axes; optimizer state (AdamW moments in `param_dtype` too) sharded
   like the params. `donate=True` lets the state reuse the buffers of `params` (which are then
   deleted), so no second copy of the weights is made."""

@@ -20,13 +20,13 @@ import jax.numpy as jnp
 import optax
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.decoder import Params, forward
-from rzero_jax.sharding import ShardingPlan, constrain, make_plan, param_shardings
+from rzero_jax.models.decoder import Params, combine_params, forward, param_shardings
+from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 from rzero_jax.training.grpo import loss_denominators, policy_loss
 from rzero_jax.training.logprobs import (entropy_from_logits, logprobs_from_logits,
                                          split_micro_batches)
 from rzero_jax.training.train_state import (TrainConfig, TrainState, compute_config, make_optimizer,
-                                            make_schedule, state_shardings)
+                                            make_schedule, state_shardings, trainable)
 
 Batch = dict[str, jax.Array]
 REQUIRED_KEYS = ("tokens", "attention_mask", "loss_mask", "advantages")
@@ -66,8 +66,12 @@ def _micro_batch_loss(cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPl
 
 
 def compute_grads(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params, batch: Batch,
-                  *, plan: ShardingPlan | None = None) -> tuple[jax.Array, Params, dict[str, Any]]:
+                  *, plan: ShardingPlan | None = None, base: Params | None = None
+                  ) -> tuple[jax.Array, Params, dict[str, Any]]:
   """(loss, grads, metrics) of the GRPO loss on the whole batch, accumulated over micro-batches.
+
+  `params` are the trained params; with LoRA (`model_cfg.lora_rank` > 0) they are the adapters and
+  `base` the frozen base params (no gradient is taken for it).
 
   Every micro-batch loss is divided by the token/sequence counts of the *full* batch, so the sum
   over micro-batches equals the full-batch loss exactly. Grads are float32 and shaped like params.
@@ -77,8 +81,10 @@ def compute_grads(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params
   cfg = compute_config(model_cfg, train_cfg)
   denominators = loss_denominators(batch["loss_mask"])
   grad_fn = jax.value_and_grad(
-      lambda p, mb: _micro_batch_loss(cfg, train_cfg, plan, p, mb, denominators), has_aux=True)
-  shardings = None if plan is None else param_shardings(model_cfg, plan.mesh, plan.rules)
+      lambda p, mb: _micro_batch_loss(cfg, train_cfg, plan, combine_params(base, p), mb,
+                                      denominators), has_aux=True)
+  shardings = None if plan is None else trainable(
+      model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
 
   def zeros_like_params():
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
@@ -104,8 +110,10 @@ def compute_grads(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params
 
 def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig,
                     mesh: jax.sharding.Mesh | None = None, strategy: Any = None
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-  """One jitted `(state, batch) -> (state, metrics)` GRPO update for a role; `state` is donated.
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+  """One jitted `(state, batch, base=None) -> (state, metrics)` GRPO update for a role; `state` is
+  donated. With LoRA (`model_cfg.lora_rank` > 0) `state` holds the adapters and `base` is the
+  frozen base params (shared, not donated); only the adapters and their AdamW state change.
 
   A non-finite loss or gradient norm leaves params and optimizer state unchanged and does not
   advance `state.step`; metrics["skipped"] is then 1. Metrics: loss, pg_loss, kl, clip_frac,
@@ -117,13 +125,21 @@ def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig,
   optimizer = make_optimizer(train_cfg)
   schedule = make_schedule(train_cfg)
 
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
-    loss, grads, metrics = compute_grads(model_cfg, train_cfg, state.params, batch, plan=plan)
+  def step(state: TrainState, batch: Batch, base: Params | None = None
+           ) -> tuple[TrainState, dict[str, jax.Array]]:
+    if bool(model_cfg.lora_rank) != (base is not None):
+      raise ValueError("A LoRA train step (lora_rank > 0) takes the frozen base params as `base`; "
+                       "a full fine-tuning step takes none.")
+    loss, grads, metrics = compute_grads(model_cfg, train_cfg, state.params, batch, plan=plan,
+                                         base=base)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # Not optax.apply_if_finite: it checks only the gradients (we also skip a non-finite loss), it
+    # would change the optimizer state's structure (existing checkpoints), and `state.step` must
+    # not advance on a skipped step so it keeps matching the schedule.
     keep = lambda new, old: jnp.where(finite, new, old)
     new_state = TrainState(params=jax.tree.map(keep, params, state.params),
                            opt_state=jax.tree.map(keep, opt_state, state.opt_state),

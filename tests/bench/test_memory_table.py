@@ -26,7 +26,7 @@ def test_counts_match_placed_arrays(strategy, spec, tied):
   mesh = sharding.make_mesh(spec)
   host = jax.tree.map(lambda shape: np.zeros(shape, np.float32), decoder.param_shapes(cfg),
                       is_leaf=lambda x: isinstance(x, tuple))
-  params = sharding.shard_params(cfg, host, mesh, strategy)
+  params = decoder.shard_params(cfg, host, mesh, strategy)
   cache_shape = decoder.cache_shape(cfg, 8, 16)
   cache = jax.device_put(np.zeros(cache_shape, jnp.bfloat16),
                          sharding.make_plan(mesh, strategy).sharding(decoder.CACHE_AXES, cache_shape))
@@ -49,3 +49,19 @@ def test_qwen3_8b_numbers():
   assert dp.kv_cache == fsdp.kv_cache == kv_total // 8
   assert len(memory_table.table(64, 6144).splitlines()) == 2 + len(memory_table.MODELS) * len(
       memory_table.LAYOUTS)
+
+
+def test_lora_rows_count_adapters_and_one_shared_base():
+  cfg = memory_table.MODELS["Qwen3-4B"]
+  sizes = sharding.parse_mesh_spec("data:8", 8)
+  full = memory_table.rzero_bytes(cfg, "dp", sizes, lora_rank=0)
+  lora = memory_table.rzero_bytes(cfg, "dp", sizes, lora_rank=64)
+  n = cfg.num_params()
+  assert full["total"] == 2 * 12 * n + 4 * n
+  d, f, hd, h, kv, layers = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim, cfg.num_heads,
+                             cfg.num_kv_heads, cfg.num_layers)
+  adapters = layers * 64 * ((d + h * hd) * 2 + (d + kv * hd) * 2 + 3 * (d + f))  # q, o, k, v, mlp
+  assert lora["base"] == 2 * n and lora["total"] == 2 * n + 2 * 12 * adapters + 4 * adapters
+  assert lora["total"] < full["total"] / 4
+  assert len(memory_table.rzero_table(64).splitlines()) == 2 + len(memory_table.MODELS) * len(
+      memory_table.RZERO_LAYOUTS)

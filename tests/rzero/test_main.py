@@ -119,3 +119,44 @@ def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
 def test_missing_config_file_fails_clearly(tmp_path):
   code, out = _run(tmp_path / "w", "--config=experiments/no_such_config.py", timeout=300)
   assert code == 2 and "no_such_config.py" in out and "Traceback" not in out
+
+
+def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
+  """Both roles on LoRA adapters over one frozen base: kill-and-resume gives the same summary, and
+  the merged exports load in transformers as models that differ from the base."""
+  flags = [*TINY, f"--config.model_path={base_model}", "--config=experiments/demo.py:lora_smoke"]
+  flags = [f for f in flags if f != "--config=experiments/demo.py:smoke"]
+  flags = [flags[-1], *flags[:-1]]  # the config file first, its overrides after
+  straight = tmp_path / "straight"
+  code, out = _run(straight, *flags)
+  assert code == 0, out
+  summary = _summary(straight)
+  assert summary["config"]["solver"]["lora"]["rank"] == 16
+
+  killed = tmp_path / "killed"
+  proc = _launch(killed, *flags)
+  ckpt = killed / "checkpoints"
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
+    if steps and max(map(int, steps)) >= 4:  # inside the Solver phase: its adapters are the reference
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  code, out = _run(killed, *flags)
+  assert code == 0, out
+  assert "resuming from checkpoint" in out
+  assert _summary(killed) == summary
+
+  import numpy as np
+  import torch
+  from transformers import AutoModelForCausalLM
+  tokens = torch.tensor([[1, 5, 9, 13, 17, 21]])
+  with torch.no_grad():
+    base = AutoModelForCausalLM.from_pretrained(base_model).eval()(tokens).logits.numpy()
+    for role in ("challenger", "solver"):
+      path = straight / "export" / "iter_1" / role
+      logits = AutoModelForCausalLM.from_pretrained(path).eval()(tokens).logits.numpy()
+      assert np.all(np.isfinite(logits)) and np.abs(logits - base).max() > 1e-4, role

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rzero_jax import sharding
+from rzero_jax.models import decoder
 from rzero_jax.models import forward, load_pretrained
 from rzero_jax.sampling import generate
 
@@ -114,7 +115,7 @@ def test_row_draws_do_not_depend_on_batch_padding(model, sampled):
 def test_sharded_equals_unsharded(model, sampled, strategy, spec):
   cfg, params = model
   mesh = sharding.make_mesh(spec)
-  placed = sharding.shard_params(cfg, params, mesh, strategy)
+  placed = decoder.shard_params(cfg, params, mesh, strategy)
   out = generate(cfg, placed, PROMPTS, mesh=mesh, strategy=strategy, **SAMPLING)
   assert out.tokens == sampled.tokens
   assert out.finished == sampled.finished

@@ -1,0 +1,355 @@
+"""The Qwen3 / Qwen2 / Llama-3 decoder as Flax linen modules, with one forward path.
+
+`Decoder` serves training, prefill and decode: the KV cache is an optional input and output. Every
+weight is declared once, in `DecoderLayer` or `Decoder`, with its shape, initializer and logical
+axes (`nn.with_logical_partitioning`); activations are constrained by logical names. The params
+tree is plain nested dicts, the layers stacked on a leading axis (what `load_pretrained` returns):
+
+  embed [vocab, embed]            final_norm [embed]        lm_head [embed, vocab] (untied only)
+  layers/attn_norm [L, embed]     layers/q [L, embed, heads, head_dim]  (+ q_bias [L, heads, head_dim])
+  layers/k, v [L, embed, kv_heads, head_dim] (+ k_bias, v_bias)         layers/o [L, heads, head_dim, embed]
+  layers/q_norm, k_norm [L, head_dim] (Qwen3)   layers/mlp_norm [L, embed]
+  layers/gate, up [L, embed, mlp]   layers/down [L, mlp, embed]   (+ o_bias, gate_bias, up_bias, down_bias)
+  LoRA (cfg.lora_rank > 0): layers/{target}_lora_a [L, <input axes>, lora_rank] and
+    layers/{target}_lora_b [L, lora_rank, <output axes>] for each target in cfg.lora_targets.
+
+Layers. `cfg.scan_layers` runs the layers with `nn.scan` (one compiled layer, params and cache
+scanned over the stacked axis); otherwise a Python loop applies the same `DecoderLayer` to each
+layer's slice (static slices; `params["layers"]` and the cache may also come as per-layer lists,
+which a decode loop prepares once so it neither slices weights nor copies the cache per step; those
+always run the loop).
+`cfg.remat` rematerialises each layer in the backward pass (`nn.remat` / `jax.checkpoint`).
+
+Cache layout [layers, batch, kv_heads, length, head_dim]: each (row, head) attends over one
+contiguous [length, head_dim] block, so decode reads it once with no transposed copy. Without a
+cache, the keys and values of the call's own tokens are attended in the same layout, so the
+training forward and the cached decode compute the same products in the same order.
+
+LoRA (adapters in the params tree, the math of qwix's LoRA: y = x W + (alpha / rank) (x A) B, with
+B initialised to zero). Why not qwix itself: its provider finds a weight by identity among the
+module's params at the matmul, but ours are cast to the compute dtype first (float32 master weights,
+bfloat16 compute), and the R-Zero loop needs the frozen base and each role's adapters as separate
+trees (one base shared by both roles, only adapters in the optimizer), which plain leaves give.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rzero_jax.models.config import ModelConfig, rope_inv_freq
+from rzero_jax.sharding import ShardingPlan, constrain
+
+Params = dict[str, Any]
+NEG_INF = -1e30  # finite, so fully masked (padding) rows give no NaNs
+CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
+
+# Per-layer weights: logical axes (without the stacked "layers" axis) and initializer kind.
+# "act_embed" names an embed-sized vector that is never split (norm scales, output biases).
+LAYER_WEIGHTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "attn_norm": (("act_embed",), "ones"),
+    "q": (("embed", "heads", "head_dim"), "normal"),
+    "k": (("embed", "kv_heads", "head_dim"), "normal"),
+    "v": (("embed", "kv_heads", "head_dim"), "normal"),
+    "o": (("heads", "head_dim", "embed"), "normal"),
+    "q_bias": (("heads", "head_dim"), "zeros"),
+    "k_bias": (("kv_heads", "head_dim"), "zeros"),
+    "v_bias": (("kv_heads", "head_dim"), "zeros"),
+    "o_bias": (("act_embed",), "zeros"),
+    "q_norm": (("head_dim",), "ones"),
+    "k_norm": (("head_dim",), "ones"),
+    "mlp_norm": (("act_embed",), "ones"),
+    "gate": (("embed", "mlp"), "normal"),
+    "up": (("embed", "mlp"), "normal"),
+    "down": (("mlp", "embed"), "normal"),
+    "gate_bias": (("mlp",), "zeros"),
+    "up_bias": (("mlp",), "zeros"),
+    "down_bias": (("act_embed",), "zeros"),
+}
+# LoRA targets: how many leading axes of the weight are its input (the rest are its output).
+LORA_TARGETS = {"q": 1, "k": 1, "v": 1, "o": 2, "gate": 1, "up": 1, "down": 1}
+
+
+def layer_weight_names(cfg: ModelConfig) -> tuple[str, ...]:
+  """The per-layer weights a config has (base weights, then LoRA adapters)."""
+  names = ["attn_norm", "q", "k", "v", "o", "mlp_norm", "gate", "up", "down"]
+  if cfg.qkv_bias:
+    names += ["q_bias", "k_bias", "v_bias"]
+  if cfg.o_bias:
+    names.append("o_bias")
+  if cfg.mlp_bias:
+    names += ["gate_bias", "up_bias", "down_bias"]
+  if cfg.qk_norm:
+    names += ["q_norm", "k_norm"]
+  for target in (cfg.lora_targets if cfg.lora_rank else ()):
+    names += [f"{target}_lora_a", f"{target}_lora_b"]
+  return tuple(names)
+
+
+def layer_weight_axes(name: str) -> tuple[str, ...]:
+  """Logical axes of one per-layer weight (LoRA adapters included), without the "layers" axis."""
+  if "_lora_" in name:
+    target, part = name.split("_lora_")
+    axes, split = LAYER_WEIGHTS[target][0], LORA_TARGETS[target]
+    return axes[:split] + ("lora_rank",) if part == "a" else ("lora_rank",) + axes[split:]
+  return LAYER_WEIGHTS[name][0]
+
+
+def axis_sizes(cfg: ModelConfig) -> dict[str, int]:
+  return {"layers": cfg.num_layers, "embed": cfg.hidden_size, "act_embed": cfg.hidden_size,
+          "heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+          "mlp": cfg.intermediate_size, "vocab": cfg.vocab_size, "lora_rank": cfg.lora_rank}
+
+
+def _initializer(kind: str, std: float):
+  if kind == "ones":
+    return nn.initializers.ones
+  if kind == "zeros":
+    return nn.initializers.zeros
+  return nn.initializers.normal(std)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+  """`weight * x / rms(x)`, statistics in float32 (HF order: normalise, cast back, then scale)."""
+  x32 = x.astype(jnp.float32)
+  normed = (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+  return weight.astype(x.dtype) * normed
+
+
+def rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
+  """Rotate-half rotary embedding; x [B, T, H, hd], positions [B, T]; angles in float32."""
+  angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]
+  angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos + rotated * sin
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """Grouped-query attention in the cache layout: q [B, T, H, hd], k/v [B, Hkv, S, hd] (any dtype;
+  used in q's), mask [B, T, S] (True = attend); scores and softmax in float32."""
+  b, t, h, hd = q.shape
+  kv_heads = k.shape[1]
+  q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
+  scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype),
+                      preferred_element_type=jnp.float32) * (hd ** -0.5)
+  scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+  out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(q.dtype))  # probs as the left operand
+  return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, t, h, hd)
+
+
+def default_positions(attention_mask: jax.Array) -> jax.Array:
+  """Positions that skip left padding: cumulative count of real tokens minus one (0 on padding)."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+class DecoderLayer(nn.Module):
+  """One pre-norm transformer layer (attention + SwiGLU MLP), optionally over a KV cache.
+
+  `__call__(x, cache, positions, mask, index)`: x [B, T, D]; cache None or {"k", "v"} of this
+  layer [B, Hkv, S, hd], into which the new keys/values are written at slots [index, index + T);
+  mask [B, T, S] over the attended slots (the cache's, or the call's own T tokens without one).
+  Returns (x, cache), cache None when none was given.
+  """
+
+  cfg: ModelConfig
+  plan: ShardingPlan | None = None
+  init_std: float = 0.02
+
+  def _w(self, name: str) -> jax.Array:
+    if name in LAYER_WEIGHTS:
+      axes, kind = LAYER_WEIGHTS[name]
+      init = _initializer(kind, self.init_std)
+    else:  # LoRA: A random, B zero (the adapted model starts as the base model)
+      axes = layer_weight_axes(name)
+      fan_in = int(np.prod([axis_sizes(self.cfg)[a] for a in axes[:-1]]))
+      init = nn.initializers.normal(fan_in ** -0.5) if name.endswith("_a") else nn.initializers.zeros
+    shape = tuple(axis_sizes(self.cfg)[a] for a in axes)
+    return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+  def _has(self, name: str) -> bool:
+    return name in layer_weight_names(self.cfg)
+
+  def _c(self, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+    return constrain(x, axes, self.plan)
+
+  def _bias(self, name: str, x: jax.Array) -> jax.Array:
+    return x + self._w(name).astype(x.dtype) if self._has(name) else x
+
+  def _proj(self, name: str, spec: str, x: jax.Array) -> jax.Array:
+    """`einsum(spec, x, W)` plus the LoRA term when `name` is adapted."""
+    dt = x.dtype
+    y = jnp.einsum(spec, x, self._w(name).astype(dt))
+    if self._has(f"{name}_lora_a"):
+      inputs, out = spec.split("->")
+      x_axes, w_axes = inputs.split(",")
+      split = LORA_TARGETS[name]
+      contracted = "".join(c for c in w_axes[:split])
+      rest = x_axes[:len(x_axes) - len(contracted)]
+      a = self._w(f"{name}_lora_a").astype(dt)
+      b = self._w(f"{name}_lora_b").astype(dt)
+      low = jnp.einsum(f"{x_axes},{contracted}r->{rest}r", x, a)
+      scale = self.cfg.lora_alpha / self.cfg.lora_rank
+      y = y + scale * jnp.einsum(f"{rest}r,r{w_axes[split:]}->{out}", low, b)
+    return y
+
+  @nn.compact
+  def __call__(self, x, cache, positions, mask, index):
+    cfg = self.cfg
+    eps = cfg.rms_norm_eps
+    h = rms_norm(x, self._w("attn_norm"), eps)
+    q = self._bias("q_bias", self._proj("q", "btd,dhk->bthk", h))
+    k = self._bias("k_bias", self._proj("k", "btd,dhk->bthk", h))
+    v = self._bias("v_bias", self._proj("v", "btd,dhk->bthk", h))
+    if cfg.qk_norm:
+      q = rms_norm(q, self._w("q_norm"), eps)
+      k = rms_norm(k, self._w("k_norm"), eps)
+    inv_freq = rope_inv_freq(cfg)
+    q, k = rope(q, positions, inv_freq), rope(k, positions, inv_freq)
+    q = self._c(q, ("batch", "length", "heads", "head_dim"))
+    k = self._c(jnp.swapaxes(k, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
+    v = self._c(jnp.swapaxes(v, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
+    if cache is not None:
+      cache = {name: self._c(jax.lax.dynamic_update_slice(
+                   cache[name], new.astype(cache[name].dtype), (0, 0, index, 0)), CACHE_AXES[1:])
+               for name, new in (("k", k), ("v", v))}
+      k, v = cache["k"], cache["v"]
+    attn = attention(q, k, v, mask)
+    x = x + self._bias("o_bias", self._proj("o", "bthk,hkd->btd", attn))
+    x = self._c(x, ("batch", "length", "embed"))
+    h = rms_norm(x, self._w("mlp_norm"), eps)
+    gate = self._bias("gate_bias", self._proj("gate", "btd,df->btf", h))
+    up = self._bias("up_bias", self._proj("up", "btd,df->btf", h))
+    act = self._c(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+    x = x + self._bias("down_bias", self._proj("down", "btf,fd->btd", act))
+    return self._c(x, ("batch", "length", "embed")), cache
+
+
+class Decoder(nn.Module):
+  """Embedding, `cfg.num_layers` `DecoderLayer`s, final norm and output projection.
+
+  `__call__(tokens, attention_mask=None, positions=None, *, cache=None, index=0, kv_valid=None)`:
+  - without a cache: float32 logits [B, T, V] of a full-sequence pass (what `forward` returns);
+    attention_mask [B, T] (1 = real token; default all ones), positions default to counting real
+    tokens, so left padding gets the right positions.
+  - with a cache {"k", "v"} (stacked [L, B, Hkv, S, hd] or per-layer lists): the T new tokens'
+    keys/values are written at slots [index, index + T), query t attends to slot s when
+    kv_valid[b, s] and s <= index + t; returns (logits, cache), the cache in the form it came in.
+  `hidden=True` returns the last layer's hidden states (before the final norm) instead of logits.
+  """
+
+  cfg: ModelConfig
+  plan: ShardingPlan | None = None
+  init_std: float = 0.02
+
+  def _layer_module(self):
+    layer = DecoderLayer
+    if self.cfg.remat:
+      layer = nn.remat(layer, policy=jax.checkpoint_policies.nothing_saveable,
+                       prevent_cse=not self.cfg.scan_layers)
+    return layer
+
+  def _per_layer(self, cache) -> bool:
+    """Per-layer lists (params or cache) always run the unrolled loop, whatever `scan_layers`."""
+    return isinstance(self.variables["params"]["layers"], list) or (
+        cache is not None and isinstance(cache["k"], list))
+
+  def _run_layers(self, x, cache, positions, mask, index):
+    cfg = self.cfg
+    if self.is_initializing() or (cfg.scan_layers and not self._per_layer(cache)):
+      # nn.scan: params and the (stacked) cache are scanned over their leading layer axis.
+      x, cache = self.layers(x, cache, positions, mask, index)
+      if cache is not None:
+        cache = {n: constrain(v, CACHE_AXES, self.plan) for n, v in cache.items()}
+      return x, cache
+    # The same layer module applied to each layer's params in a Python loop (unrolled).
+    stacked_params = self.variables["params"]["layers"]
+    layer = DecoderLayer(cfg, self.plan, self.init_std, parent=None)
+
+    def apply_layer(p, x, c):
+      return layer.apply({"params": p}, x, c, positions, mask, index)
+
+    if cfg.remat:
+      apply_layer = jax.checkpoint(apply_layer, policy=jax.checkpoint_policies.nothing_saveable)
+    per_layer_cache = cache is not None and isinstance(cache["k"], list)
+    outs = {"k": [], "v": []}
+    for i in range(cfg.num_layers):
+      p = (stacked_params[i] if isinstance(stacked_params, list)
+           else jax.tree.map(lambda w: w[i], stacked_params))
+      c = None if cache is None else {n: v[i] for n, v in cache.items()}
+      x, c = apply_layer(p, x, c)
+      if c is not None:
+        for n in outs:
+          outs[n].append(c[n])
+    if cache is None:
+      return x, None
+    if per_layer_cache:
+      return x, outs
+    return x, {n: constrain(jnp.stack(v), CACHE_AXES, self.plan) for n, v in outs.items()}
+
+  def setup(self):
+    cfg = self.cfg
+    init = lambda kind, axes: nn.with_logical_partitioning(_initializer(kind, self.init_std), axes)
+    self.embed = self.param("embed", init("normal", ("vocab", "embed")),
+                            (cfg.vocab_size, cfg.hidden_size), jnp.float32)
+    self.final_norm = self.param("final_norm", init("ones", ("act_embed",)), (cfg.hidden_size,),
+                                 jnp.float32)
+    if not cfg.tie_embeddings:
+      self.lm_head = self.param("lm_head", init("normal", ("embed", "vocab")),
+                                (cfg.hidden_size, cfg.vocab_size), jnp.float32)
+    self.layers = nn.scan(self._layer_module(), variable_axes={"params": 0},
+                          split_rngs={"params": True},
+                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                          length=cfg.num_layers,
+                          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.plan, self.init_std)
+
+  def unembed(self, x: jax.Array) -> jax.Array:
+    """Final norm and output projection: the matrix in its own dtype, float32 accumulation."""
+    x = rms_norm(x, self.final_norm, self.cfg.rms_norm_eps)
+    if self.cfg.tie_embeddings:
+      logits = jnp.einsum("btd,vd->btv", x, self.embed, preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.einsum("btd,dv->btv", x, self.lm_head, preferred_element_type=jnp.float32)
+    return constrain(logits, ("batch", "length", "vocab"), self.plan)
+
+  def __call__(self, tokens, attention_mask=None, positions=None, *, cache=None, index=0,
+               kv_valid=None, hidden: bool = False):
+    cfg = self.cfg
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be a [batch, length] array of ids, got shape {tokens.shape}: "
+                       "wrap a single sequence as [ids].")
+    b, t = tokens.shape
+    if attention_mask is None:
+      attention_mask = jnp.ones((b, t), dtype=bool)
+    attention_mask = jnp.asarray(attention_mask).astype(bool)
+    if positions is None:
+      positions = default_positions(attention_mask)
+    if cache is None:  # the call's own tokens are the attended slots
+      index, kv_valid = 0, attention_mask
+    query_slots = index + jnp.arange(t)
+    slots = jnp.arange(kv_valid.shape[1])
+    mask = (slots[None, None, :] <= query_slots[None, :, None]) & kv_valid[:, None, :]
+    # The table is used whole along `embed` (gathered like any FSDP weight): looking rows up in an
+    # embed-split table gives embed-split rows, which XLA can only move to batch-split by replicating.
+    table = constrain(self.embed, ("vocab", None), self.plan)
+    x = jnp.take(table, tokens, axis=0).astype(cfg.compute_dtype)
+    x = constrain(x, ("batch", "length", "embed"), self.plan)
+    x, cache = self._run_layers(x, cache, positions, mask, index)
+    out = x if hidden else self.unembed(x)
+    return out if cache is None else (out, cache)
+
+
+def build_model(cfg: ModelConfig, plan: ShardingPlan | None = None, *,
+                init_std: float = 0.02) -> Decoder:
+  """The Flax module of `cfg`: `build_model(cfg).apply({"params": params}, tokens, attention_mask)`
+  returns what `forward(cfg, params, tokens, attention_mask)` returns."""
+  return Decoder(cfg, plan, init_std)
+
+
