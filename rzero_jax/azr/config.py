@@ -54,5 +54,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       heldout="",          # "module:function" -> {"deduction": [task dicts], "abduction": .., ..}
       every_steps=0,       # held-out evaluation every N steps (0: only at the start and the end)
-      max_new_tokens=4096))
+      max_new_tokens=4096,
+      benchmarks="",       # e.g. "humaneval_plus,mbpp_plus,cruxeval_o": rzero_jax.eval at the
+      data_dir="",         # same points (local benchmark files, else the Hugging Face hub)
+      limit=0))            # first N items of each benchmark (0 = all)
   return c

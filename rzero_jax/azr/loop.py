@@ -39,7 +39,7 @@ from rzero_jax.azr.tasks import (ROLES, TASK_TYPES, Task, check_abductions,
 from rzero_jax.metrics import Progress
 from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.selfplay.roles import Completions
-from rzero_jax.selfplay.runner import Runner, fmt, format_rows
+from rzero_jax.selfplay.runner import Runner, fmt, format_rows, validate_benchmarks
 from rzero_jax.selfplay.util import RunError, copy_tree, derive_seed, resolve_callable
 from rzero_jax.verify.executor import Executor
 
@@ -54,10 +54,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if meta is None:
       meta = _fresh_meta(config, r.seed_buffers())
       meta["heldout"]["base"] = r.evaluate()
-      print(f"base model held-out accuracy: {_fmt_acc(meta['heldout']['base'])}", flush=True)
+      meta["benchmarks"] = {"base": r.benchmark_scores(r.actor, 0)}
+      r.log(f"base model held-out accuracy: {_fmt_acc(meta['heldout']['base'])}")
     else:
-      print(f"resuming from checkpoint: phase {meta['phase']}, seeding round "
-            f"{meta['seeding']['rounds']}, step {meta['step']}", flush=True)
+      r.log(f"resuming from checkpoint: phase {meta['phase']}, seeding round "
+            f"{meta['seeding']['rounds']}, step {meta['step']}")
     buffers = TaskBuffers.from_state(meta["buffers"])
     t = config.tasks
     # 1. Seeding: the base model proposes, no updates, until every buffer holds enough tasks.
@@ -66,15 +67,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if buffers.seeded(t.seed_buffer_size) or rounds >= t.max_seeding_rounds:
         meta["phase"] = "train"
         meta["seeding"]["buffer_sizes"] = buffers.sizes()
-        print(f"seeding done after {rounds} rounds: buffer sizes {buffers.sizes()}", flush=True)
+        r.log(f"seeding done after {rounds} rounds: buffer sizes {buffers.sizes()}")
         r.save(meta)
         break
       stats = r.seed_round(buffers, rounds)
       meta["seeding"]["rounds"] = rounds + 1
       meta["seeding"]["valid_rate"].append(stats)
       meta["buffers"] = buffers.to_state()
-      print(f"seeding round {rounds + 1}: valid {_fmt_acc(stats)}, buffer sizes "
-            f"{buffers.sizes()}", flush=True)
+      r.log(f"seeding round {rounds + 1}: valid {_fmt_acc(stats)}, buffer sizes "
+            f"{buffers.sizes()}")
       if (rounds + 1) % config.checkpoint_every_steps == 0:
         r.save(meta)
     # 2. Training: propose -> validate + learnability -> buffers -> solve -> rewards -> update.
@@ -88,8 +89,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # 3. Held-out evaluation at the evaluation points.
       if r.is_eval_point(step + 1):
         meta["heldout"][f"step_{step + 1}"] = acc = r.evaluate()
+        meta.setdefault("benchmarks", {})[f"step_{step + 1}"] = r.benchmark_scores(r.actor, step)
         r.writer.scalars(step, {f"heldout/{k}": v for k, v in acc.items()})
-        print(f"[step {step + 1}] held-out accuracy: {_fmt_acc(acc)}", flush=True)
+        r.log(f"[step {step + 1}] held-out accuracy: {_fmt_acc(acc)}")
       meta["buffers"] = buffers.to_state()
       progress.update(valid=m["valid_rate"], learnability=m["learnability"],
                       solve=m["solver_accuracy"], **{f"buf_{k[:3]}": v
@@ -125,6 +127,8 @@ def make_summary(config: ml_collections.ConfigDict, meta: dict) -> dict:
                                   for t in TASK_TYPES},
           "mean_learnability": _mean(s["learnability"] for s in steps),
           "buffer_sizes": {t: last.get(f"{t}/buffer_size") for t in TASK_TYPES},
+          "benchmarks": meta.get("benchmarks") if any((meta.get("benchmarks") or {}).values())
+          else {},
           "config": json.loads(config.to_json())}
 
 
@@ -174,6 +178,7 @@ def _fmt_acc(acc: dict) -> str:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks counts and the batch arithmetic up front: a bad config fails before any work."""
+  validate_benchmarks(config)
   a, t = config.actor, config.tasks
   minimums = {"config.steps": (config.steps, 1),
               "config.checkpoint_every_steps": (config.checkpoint_every_steps, 1),

@@ -24,7 +24,7 @@ from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.rzero import dataset as ds
 from rzero_jax.rzero import prompts, rewards
 from rzero_jax.selfplay.roles import Role
-from rzero_jax.selfplay.runner import Runner, fmt, format_rows
+from rzero_jax.selfplay.runner import Runner, fmt, format_rows, validate_benchmarks
 from rzero_jax.selfplay.util import (PHASE_IDS, RunError, copy_tree, derive_seed,
                                      resolve_callable)
 from rzero_jax.training.grpo import group_advantages
@@ -44,7 +44,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if meta is None:
     meta = _fresh_meta()
     meta["base_heldout_accuracy"] = r.heldout_accuracy()
-    meta["base_benchmarks"] = r.benchmark_scores(0)
+    meta["base_benchmarks"] = r.benchmark_scores(r.solver, 0)
     r.log(f"base model held-out accuracy: {meta['base_heldout_accuracy']}")
   else:
     r.log(f"resuming from checkpoint: iteration {meta['iteration'] + 1}, phase {meta['phase']}, "
@@ -110,7 +110,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           r.save(meta)
       # 4. Evaluation and export at the end of the iteration.
       acc = r.heldout_accuracy()
-      meta["current"]["benchmarks"] = r.benchmark_scores(r.tb_step(it + 1, "challenger", 0))
+      meta["current"]["benchmarks"] = r.benchmark_scores(r.solver,
+                                                         r.tb_step(it + 1, "challenger", 0))
       stats = meta["current"]["dataset"]
       record = {"iteration": it + 1, "kept": stats["kept"], "mean_p_hat": stats["mean_p_hat"],
                 "pseudo_label_accuracy": stats.get("pseudo_label_accuracy"),
@@ -191,12 +192,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.reward_variant not in rewards.REWARD_VARIANTS:
     raise RunError(f"config.reward_variant must be one of {rewards.REWARD_VARIANTS}, got "
                    f"{config.reward_variant!r}.")
-  from rzero_jax.eval import BenchmarkError, resolve
-  for name in filter(None, (n.strip() for n in config.eval.benchmarks.split(","))):
-    try:
-      resolve(name)
-    except BenchmarkError as e:
-      raise RunError(f"config.eval.benchmarks: {e}") from e
+  validate_benchmarks(config)
   if config.dataset.votes < 1 or config.dataset.num_candidates < 1:
     raise RunError("config.dataset.votes and config.dataset.num_candidates must be >= 1.")
   if config.iterations < 1 or config.checkpoint_every_steps < 1:
@@ -326,23 +322,6 @@ class RZeroRun(Runner):
     return metrics
 
   # ----- 4. evaluation -------------------------------------------------------------------------
-
-  def benchmark_scores(self, tb_step: int) -> dict[str, float] | None:
-    """The Solver on `config.eval.benchmarks` (`rzero_jax.eval`, greedy), as flat scalars
-    (`eval/<benchmark>`, `eval/math_average`, `eval/overall`) also written to TensorBoard."""
-    e = self.config.eval
-    names = [n.strip() for n in e.benchmarks.split(",") if n.strip()]
-    if not names:
-      return None
-    from rzero_jax import eval as eval_lib
-    result = eval_lib.evaluate(self.solver.model_cfg, self.solver.params, self.tokenizer, names,
-                               data_dir=e.data_dir or None, limit=e.limit or None,
-                               max_new_tokens=e.max_new_tokens, mesh=self.mesh,
-                               strategy=self.solver.strategy, keep_records=False)
-    scores = eval_lib.flat_metrics(result)
-    self.writer.scalars(tb_step, scores)
-    self.log(" ".join(f"{k}={v:.3f}" for k, v in scores.items()))
-    return scores
 
   def heldout_accuracy(self) -> float | None:
     if not self.heldout:

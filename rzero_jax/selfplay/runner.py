@@ -206,6 +206,24 @@ class Runner:
         save_pretrained(role.model_cfg, host_params,
                         os.path.join(self.workdir, "export", subdir, role.name), extra_files=files)
 
+  def benchmark_scores(self, role: Role, tb_step: int) -> dict[str, float] | None:
+    """`role` on `config.eval.benchmarks` (`rzero_jax.eval`, greedy; `eval.data_dir`,
+    `eval.limit`, `eval.max_new_tokens`) as flat scalars (`eval/<benchmark>`,
+    `eval/math_average`, `eval/overall`), also written to TensorBoard; None when none are set."""
+    e = self.config.eval
+    names = benchmark_names(self.config)
+    if not names:
+      return None
+    from rzero_jax import eval as eval_lib
+    result = eval_lib.evaluate(role.model_cfg, role.params, self.tokenizer, names,
+                               data_dir=e.get("data_dir") or None, limit=e.get("limit") or None,
+                               max_new_tokens=e.max_new_tokens, mesh=self.mesh,
+                               strategy=role.strategy, keep_records=False)
+    scores = eval_lib.flat_metrics(result)
+    self.writer.scalars(tb_step, scores)
+    self.log(" ".join(f"{k}={v:.3f}" for k, v in scores.items()))
+    return scores
+
   def log(self, message: str) -> None:
     """Prints a progress line on process 0 (one copy per run, however many processes)."""
     if self.main:
@@ -224,6 +242,21 @@ class Runner:
     self.writer.close()
     if self.ckpt is not None:
       self.ckpt.close()
+
+
+def benchmark_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The names in `config.eval.benchmarks` ("math500,gsm8k"; empty or missing: none)."""
+  return [n.strip() for n in config.eval.get("benchmarks", "").split(",") if n.strip()]
+
+
+def validate_benchmarks(config: ml_collections.ConfigDict) -> None:
+  """Fails up front (one line) on an unknown name in `config.eval.benchmarks`."""
+  from rzero_jax.eval import BenchmarkError, resolve
+  for name in benchmark_names(config):
+    try:
+      resolve(name)
+    except BenchmarkError as e:
+      raise RunError(f"config.eval.benchmarks: {e}") from e
 
 
 def format_rows(rows: Sequence[Sequence[str]]) -> str:
