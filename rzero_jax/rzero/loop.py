@@ -183,7 +183,9 @@ class RZeroRun:
     self.challenger = self._role("challenger", base, donate=True)
     del base
     self.ref_params = _copy(self.challenger.params)
-    self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
+    self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main,
+                               wandb_project=config.get("wandb_project", ""),
+                               wandb_config=config.to_dict())
     self.ckpt = RunCheckpointer(os.path.join(self.workdir, "checkpoints"),
                                 ("challenger", "solver", "ref"))
     self.heldout = self._heldout()
