@@ -27,13 +27,19 @@ def _env():
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-  """A finished tiny R-Zero run (the smoke demo made smaller, as in tests/rzero/test_main.py)."""
+  """A finished tiny R-Zero run (the smoke demo made smaller, as in tests/rzero/test_main.py),
+  with Weights & Biases asked for: without the wandb package that is one warning and nothing else."""
   base = ensure_base_model(os.path.join(REPO, ".cache"))
   workdir = tmp_path_factory.mktemp("report") / "run"
+  env = dict(_env(), WANDB_MODE="offline", WANDB_DIR=str(workdir.parent))
   proc = subprocess.run([sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *TINY,
-                         f"--config.model_path={base}"], cwd=REPO, env=_env(),
-                        capture_output=True, text=True, timeout=900)
+                         f"--config.model_path={base}", "--config.wandb_project=rzero_test"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout + proc.stderr
+  try:
+    import wandb  # noqa: F401
+  except ImportError:
+    assert "wandb package is not installed" in proc.stderr
   return workdir
 
 
