@@ -254,10 +254,19 @@ def rzero_figures(run: dict, out_dir: str) -> dict[str, str]:
   kept_p_hat = {i: v for i, v in run["kept_p_hat"].items() if v}
   if kept_p_hat:
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    bins = [i / 20 for i in range(21)]
     ax.axvspan(0.25, 0.75, color="gray", alpha=0.12, label="band |p_hat - 1/2| <= 1/4")
-    ax.hist(list(kept_p_hat.values()), bins=bins, label=[f"iteration {i}" for i in kept_p_hat],
-            histtype="bar", alpha=0.85)
+    levels = sorted({round(v, 6) for values in kept_p_hat.values() for v in values})
+    if len(levels) <= 25:  # m votes give p_hat in multiples of 1/m: one bar group per value
+      gap = min([b - a for a, b in zip(levels, levels[1:])] or [0.1])
+      width = 0.8 * gap / len(kept_p_hat)
+      for k, (i, values) in enumerate(kept_p_hat.items()):
+        counts = [sum(1 for v in values if abs(v - level) < 1e-6) for level in levels]
+        offset = (k - (len(kept_p_hat) - 1) / 2) * width
+        ax.bar([level + offset for level in levels], counts, width=width, alpha=0.9,
+               label=f"iteration {i}")
+    else:
+      ax.hist(list(kept_p_hat.values()), bins=[i / 20 for i in range(21)],
+              label=[f"iteration {i}" for i in kept_p_hat], histtype="bar", alpha=0.85)
     ax.set_xlabel("p_hat (share of votes for the majority answer)")
     ax.set_ylabel("kept questions")
     ax.set_xlim(0, 1)
