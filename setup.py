@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         # Tested on jax 0.10.2 (Python 3.11) and on the newest release, 0.12.0.1 (Python 3.12),
-        # each with the newest flax 0.12.x, optax 0.2.x and orbax-checkpoint 0.12.x it resolves to.
+        # each with the newest flax 0.12.x, optax 0.2.x and orbax-checkpoint 0.12.x it resolves to
+        # (releases after jax 0.10.2 / flax 0.12.8 need Python 3.12: 3.11 resolves to those).
         "jax>=0.10.0,<0.13",
         "flax>=0.12.5,<0.13",
         "optax>=0.2.5,<0.3",
