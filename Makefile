@@ -1,10 +1,17 @@
-# Quickstart targets. Each installs what it needs into .venv by itself.
+# Quickstart targets. Each installs what it needs into its virtual environment by itself.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+# The second CI leg: Python 3.12 with the newest JAX that setup.py allows (pip --upgrade).
+PYTHON312 ?= $(shell if [ -x "$(HOME)/.pyenv/versions/3.12.1/bin/python" ]; then \
+	echo "$(HOME)/.pyenv/versions/3.12.1/bin/python"; else command -v python3.12; fi)
+VENV312 := .venv312
+PY312 := $(VENV312)/bin/python
+STAMP312 := $(VENV312)/.installed
+
+.PHONY: install install312 demo test test312 report clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,13 +19,32 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+$(STAMP312): setup.py
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found (pyenv 3.12.1 or python3.12 on PATH)"; exit 1; }
+	test -x $(PY312) || $(PYTHON312) -m venv $(VENV312)
+	$(PY312) -m pip install --upgrade --quiet pip
+	$(PY312) -m pip install --quiet --upgrade -e ".[test]"
+	$(PY312) -c "import jax, flax, optax, orbax.checkpoint as o; print('python 3.12 leg: jax', \
+	  jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__)"
+	touch $(STAMP312)
+
 install: $(STAMP)
+
+install312: $(STAMP312)
 
 demo: $(STAMP)
 	$(PY) -m rzero_jax.main --workdir=runs/demo
 
+# Figures of the demo run: runs/demo/report/ (index.md, index.html, PNGs).
+report: $(STAMP)
+	$(PY) -m rzero_jax.report --workdir=runs/demo
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Tests needing PyTorch (the reference) are skipped here: PyPI serves only its CUDA build for 3.12.
+test312: $(STAMP312)
+	$(PY312) -m pytest -q tests $(TEST312_FLAGS)
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(VENV312) runs build *.egg-info

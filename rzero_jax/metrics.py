@@ -1,38 +1,70 @@
-"""Metrics (TensorBoard via tensorboardX, written by process 0 only) and console progress."""
+"""Metrics (TensorBoard via tensorboardX, optionally Weights & Biases; written by process 0 only)
+and console progress."""
 
 from __future__ import annotations
 
 import sys
 import time
 from typing import Any, Mapping
+import warnings
 
 import numpy as np
 
 
-class MetricWriter:
-  """Scalars and histograms to TensorBoard; a no-op on processes other than the main one."""
+def start_wandb(project: str, *, config: Mapping[str, Any] | None = None,
+                directory: str | None = None) -> Any:
+  """A Weights & Biases run in `project`, or None (with a one-line warning) when the `wandb`
+  package is missing or the run cannot start. Nothing else depends on it."""
+  try:
+    import wandb
+  except ImportError:
+    warnings.warn(f"config.wandb_project={project!r} is set but the wandb package is not "
+                  "installed (pip install wandb); logging to TensorBoard only.", stacklevel=2)
+    return None
+  try:
+    return wandb.init(project=project, config=dict(config or {}), dir=directory, resume="allow")
+  except Exception as e:  # no login, no network: TensorBoard still gets everything
+    warnings.warn(f"wandb.init(project={project!r}) failed ({type(e).__name__}: {e}); logging to "
+                  "TensorBoard only.", stacklevel=2)
+    return None
 
-  def __init__(self, logdir: str, *, enabled: bool = True):
-    self._writer = None
+
+class MetricWriter:
+  """Scalars and histograms to TensorBoard, and to Weights & Biases when `wandb_project` is set
+  (off by default); a no-op on processes other than the main one."""
+
+  def __init__(self, logdir: str, *, enabled: bool = True, wandb_project: str = "",
+               wandb_config: Mapping[str, Any] | None = None):
+    self._writer = self._wandb = None
     if enabled:
       from tensorboardX import SummaryWriter
       self._writer = SummaryWriter(logdir)
+      if wandb_project:
+        self._wandb = start_wandb(wandb_project, config=wandb_config, directory=logdir)
 
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:
     if self._writer is None:
       return
-    for name, value in values.items():
-      if value is not None and np.isfinite(value):
-        self._writer.add_scalar(name, float(value), step)
+    finite = {name: float(value) for name, value in values.items()
+              if value is not None and np.isfinite(value)}
+    for name, value in finite.items():
+      self._writer.add_scalar(name, value, step)
+    if self._wandb is not None and finite:
+      self._wandb.log(finite, step=step)
 
   def histogram(self, step: int, name: str, values: Any) -> None:
     values = np.asarray(values, np.float64)
     if self._writer is not None and values.size:
       self._writer.add_histogram(name, values, step)
+      if self._wandb is not None:
+        import wandb
+        self._wandb.log({name: wandb.Histogram(values)}, step=step)
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+    if self._wandb is not None:
+      self._wandb.finish()
 
 
 def _clock(seconds: float) -> str:

@@ -51,6 +51,10 @@ def build_hf_model(config, seed: int = 0):
 def save_tiny_model(directory, family: str, seed: int = 0, max_shard_size: str | None = None,
                     **overrides: Any) -> str:
   """Builds and saves a tiny HF checkpoint; returns its directory."""
+  try:
+    import torch  # noqa: F401
+  except ModuleNotFoundError:
+    return _save_tiny_model_without_torch(directory, family, seed, max_shard_size, **overrides)
   model = build_hf_model(hf_config(family, **overrides), seed=seed)
   path = os.fspath(directory)
   kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
@@ -68,3 +72,28 @@ def hf_logits(path: str, tokens, attention_mask=None):
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     mask = None if attention_mask is None else torch.as_tensor(np.asarray(attention_mask))
     return model(input_ids=ids, attention_mask=mask).logits.numpy()
+
+
+def _save_tiny_model_without_torch(directory, family: str, seed: int, max_shard_size: str | None,
+                                   **overrides: Any) -> str:
+  """Without PyTorch (installed for Python < 3.12 only): the same config, random weights drawn with
+  numpy (norm weights and biases randomised too), written by our own `save_pretrained`, so tests
+  that only need a checkpoint still run; those comparing with transformers' outputs are skipped."""
+  import jax
+  import numpy as np
+  import pytest
+  from rzero_jax.models import config_from_hf_dict, init_params, save_pretrained
+  if max_shard_size:
+    pytest.skip("sharded checkpoints are written by transformers, which needs PyTorch")
+  cfg = config_from_hf_dict(hf_config(family, **overrides).to_dict())
+  rng = np.random.default_rng(seed)
+
+  def randomise(path, x):
+    name = jax.tree_util.keystr(path)
+    scale, offset = (0.3, 1.0) if "norm" in name else (0.2, 0.0) if "bias" in name else (0.15, 0.0)
+    return (offset + scale * rng.standard_normal(x.shape)).astype(np.float32)
+
+  params = jax.tree_util.tree_map_with_path(randomise, init_params(cfg, jax.random.key(seed)))
+  path = os.fspath(directory)
+  save_pretrained(cfg, params, path)
+  return path

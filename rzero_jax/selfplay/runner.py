@@ -76,7 +76,9 @@ class Runner:
     self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
     self.pad_id = pad_token_id(self.tokenizer)
     self.ref_params, self.ref_role = None, None
-    self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main)
+    self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main,
+                               wandb_project=config.get("wandb_project", ""),
+                               wandb_config=config.to_dict())
     self.ckpt: RunCheckpointer | None = None
 
   def _model_path(self) -> str:
