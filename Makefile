@@ -11,7 +11,7 @@ VENV312 := .venv312
 PY312 := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
 
-.PHONY: install install312 demo test test312 report clean
+.PHONY: install install312 demo test test312 format format-check report clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ test: $(STAMP)
 # Tests needing PyTorch (the reference) are skipped here: PyPI serves only its CUDA build for 3.12.
 test312: $(STAMP312)
 	$(PY312) -m pytest -q tests $(TEST312_FLAGS)
+
+# One formatter (pyink, settings in pyproject.toml); CI runs format-check.
+format: $(STAMP)
+	$(VENV)/bin/pyink rzero_jax tests experiments
+
+format-check: $(STAMP)
+	$(VENV)/bin/pyink --check rzero_jax tests experiments
 
 clean:
 	rm -rf $(VENV) $(VENV312) runs build *.egg-info

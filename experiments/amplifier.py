@@ -53,12 +53,19 @@ def heldout_accuracy(model_dir: str, max_new_tokens: int = 48) -> float:
   from rzero_jax.rzero import prompts
   from rzero_jax.sampling import generate
   from rzero_jax.verify.answers import grade
+
   cfg, params = load_pretrained(model_dir, dtype="float32")
   tokenizer = load_tokenizer(model_dir)
   problems = demo.heldout_problems()
   ids = [encode_chat(tokenizer, prompts.solver_messages(q)) for q, _, _ in problems]
-  out = generate(cfg, params, ids, max_new_tokens=max_new_tokens, temperature=0.0,
-                 stop_token_ids=stop_token_ids(tokenizer, cfg.eos_token_id))
+  out = generate(
+      cfg,
+      params,
+      ids,
+      max_new_tokens=max_new_tokens,
+      temperature=0.0,
+      stop_token_ids=stop_token_ids(tokenizer, cfg.eos_token_id),
+  )
   texts = [tokenizer.decode(t, skip_special_tokens=True) for t in out.tokens]
   return float(np.mean(grade(texts, [str(a) for _, a, _ in problems])))
 
@@ -86,8 +93,11 @@ def main(argv: list[str] | None = None) -> None:
   if not all(os.path.exists(p) for p in exports.values()):
     print(f"running the R-Zero demo into {args.rzero_workdir} first", flush=True)
     _run(["-m", "rzero_jax.main", f"--workdir={args.rzero_workdir}"], env)
-  starts = {"base": ensure_base_model(os.path.join(REPO, ".cache")),
-            "rzero_iter_1": exports[1], "rzero_iter_3": exports[3]}
+  starts = {
+      "base": ensure_base_model(os.path.join(REPO, ".cache")),
+      "rzero_iter_1": exports[1],
+      "rzero_iter_3": exports[3],
+  }
   labeled = os.path.join(args.out, "labeled.jsonl")
   write_labeled_set(labeled, args.labeled, seed=7)
 
@@ -97,12 +107,33 @@ def main(argv: list[str] | None = None) -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
       run_dir = os.path.join(args.out, f"{name}_seed{seed}")
       t0 = time.perf_counter()
-      _run(["-m", "rzero_jax.sft", f"--model={start}", f"--data={labeled}", f"--out={run_dir}",
-            f"--steps={args.steps}", f"--batch_size={args.batch_size}", f"--lr={args.lr}",
-            "--max_len=128", "--dtype=float32", f"--seed={seed}", "--mesh=data:1"], env)
+      _run(
+          [
+              "-m",
+              "rzero_jax.sft",
+              f"--model={start}",
+              f"--data={labeled}",
+              f"--out={run_dir}",
+              f"--steps={args.steps}",
+              f"--batch_size={args.batch_size}",
+              f"--lr={args.lr}",
+              "--max_len=128",
+              "--dtype=float32",
+              f"--seed={seed}",
+              "--mesh=data:1",
+          ],
+          env,
+      )
       after = heldout_accuracy(os.path.join(run_dir, "export"))
-      results["runs"].append({"start": name, "seed": seed, "before_sft": before,
-                              "after_sft": after, "sft_seconds": time.perf_counter() - t0})
+      results["runs"].append(
+          {
+              "start": name,
+              "seed": seed,
+              "before_sft": before,
+              "after_sft": after,
+              "sft_seconds": time.perf_counter() - t0,
+          }
+      )
       print(f"{name:14s} seed {seed}: held-out {before:.3f} -> {after:.3f} after SFT", flush=True)
   summary = {}
   for name in starts:

@@ -35,8 +35,10 @@ def smoke_heldout_tasks():
 
 def get_config(arg: str = ""):
   if arg not in ("", "smoke"):
-    raise ValueError(f"Unknown demo variant {arg!r}: use experiments/azr_demo.py or "
-                     "experiments/azr_demo.py:smoke.")
+    raise ValueError(
+        f"Unknown demo variant {arg!r}: use experiments/azr_demo.py or "
+        "experiments/azr_demo.py:smoke."
+    )
   c = default_config()
   c.base_model_builder = "experiments.toy_code.build:ensure_base_model"
   c.dtype = "float32"
@@ -44,13 +46,26 @@ def get_config(arg: str = ""):
   c.steps = 16
   c.checkpoint_every_steps = 4
   c.max_sample_batch = 512
-  c.actor.update(strategy="dp", prompts_per_step=16, updates_per_step=1, max_prompt_tokens=64,
-                 max_new_tokens=96)
+  c.actor.update(
+      strategy="dp",
+      prompts_per_step=16,
+      updates_per_step=1,
+      max_prompt_tokens=64,
+      max_new_tokens=96,
+  )
   c.actor.train.update(learning_rate=1e-4, micro_batch_size=96)
-  c.tasks.update(prompts="experiments.toy_code.prompts",
-                 seed_tasks="experiments.azr_demo:seed_tasks", references=2, learnability_rollouts=8,
-                 induction_inputs=INDUCTION_INPUTS, buffer_cap=4096, seed_buffer_size=32,
-                 max_seeding_rounds=4, timeout_s=2.0, executor_workers=2)
+  c.tasks.update(
+      prompts="experiments.toy_code.prompts",
+      seed_tasks="experiments.azr_demo:seed_tasks",
+      references=2,
+      learnability_rollouts=8,
+      induction_inputs=INDUCTION_INPUTS,
+      buffer_cap=4096,
+      seed_buffer_size=32,
+      max_seeding_rounds=4,
+      timeout_s=2.0,
+      executor_workers=2,
+  )
   c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=8, max_new_tokens=96)
   if arg == "smoke":
     c.steps = 2

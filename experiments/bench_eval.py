@@ -27,15 +27,19 @@ FIXTURES = os.path.join(REPO, "tests", "eval", "data")
 
 
 def parse_args() -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--model", default=TOY, help="HF checkpoint directory")
   parser.add_argument("--items", type=int, default=64, help="items per benchmark")
   parser.add_argument("--batch_size", type=int, default=32, help="prompts per generate call")
   parser.add_argument("--max_new_tokens", type=int, default=48)
   parser.add_argument("--benchmarks", default="gsm8k", help="comma-separated names")
-  parser.add_argument("--data_dir", default=None,
-                      help="benchmark files; default: toy arithmetic items written to a temp dir")
+  parser.add_argument(
+      "--data_dir",
+      default=None,
+      help="benchmark files; default: toy arithmetic items written to a temp dir",
+  )
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--json", default=None, help="also write the numbers to this file")
   return parser.parse_args()
@@ -45,6 +49,7 @@ def toy_items(directory: str, n: int) -> None:
   """n toy arithmetic questions in GSM8K's layout (the toy model can answer these)."""
   sys.path.insert(0, REPO)
   from experiments.toy_arith import data
+
   rng = random.Random(0)
   with open(os.path.join(directory, "gsm8k.jsonl"), "w") as f:
     for i in range(n):
@@ -55,21 +60,30 @@ def toy_items(directory: str, n: int) -> None:
 def toy_messages(name: str, item: dict) -> list[dict]:
   from rzero_jax.eval.prompts import messages
   from rzero_jax.rzero.prompts import SOLVER_SYSTEM
+
   if name != "gsm8k":
     return messages(name, item)
-  return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": item["question"]}]
+  return [
+      {"role": "system", "content": SOLVER_SYSTEM},
+      {"role": "user", "content": item["question"]},
+  ]
 
 
 def scorer_rates(n: int) -> dict[str, float]:
   from rzero_jax.eval import load_benchmark, score_many
+
   cases = {
       "math (gsm8k)": ("gsm8k", lambda it: f"so \\boxed{{{it['answer']}}}"),
       "choice (mmlu_pro)": ("mmlu_pro", lambda it: f"\\boxed{{{it['answer']}}}"),
       "bbeh": ("bbeh", lambda it: f"The answer is {it['answer']}"),
-      "code (humaneval_plus)": ("humaneval_plus", lambda it: "```python\n" + it["prompt"]
-                                + it["canonical_solution"] + "```"),
-      "cruxeval_o": ("cruxeval_o", lambda it: f"```python\nassert f({it['input']}) == "
-                     f"{it['output']}\n```"),
+      "code (humaneval_plus)": (
+          "humaneval_plus",
+          lambda it: "```python\n" + it["prompt"] + it["canonical_solution"] + "```",
+      ),
+      "cruxeval_o": (
+          "cruxeval_o",
+          lambda it: f"```python\nassert f({it['input']}) == " f"{it['output']}\n```",
+      ),
   }
   rates = {}
   for label, (name, respond) in cases.items():
@@ -89,6 +103,7 @@ def main() -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from rzero_jax.eval import evaluate, load_benchmark, score_many
   from rzero_jax.models import load_pretrained, load_tokenizer
+
   tokenizer = load_tokenizer(args.model)
   cfg, params = load_pretrained(args.model, dtype=args.dtype)
   names = args.benchmarks.split(",")
@@ -96,14 +111,20 @@ def main() -> None:
     data_dir = args.data_dir or tmp
     if args.data_dir is None:
       toy_items(tmp, args.items)
-    kwargs = dict(data_dir=data_dir, limit=args.items, batch_size=args.batch_size,
-                  max_new_tokens=args.max_new_tokens, messages_fn=toy_messages)
+    kwargs = dict(
+        data_dir=data_dir,
+        limit=args.items,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        messages_fn=toy_messages,
+    )
     evaluate(cfg, params, tokenizer, names, **kwargs)  # warm-up: compile every shape
     result = evaluate(cfg, params, tokenizer, names, **kwargs)
     t0 = time.perf_counter()
     for name, records in result["records"].items():
-      score_many(name, load_benchmark(name, data_dir)[:args.items],
-                 [r["response"] for r in records])
+      score_many(
+          name, load_benchmark(name, data_dir)[: args.items], [r["response"] for r in records]
+      )
     scoring_s = time.perf_counter() - t0
   items = sum(e["items"] for e in result["benchmarks"].values())
   numbers = {
@@ -114,9 +135,11 @@ def main() -> None:
       "scores": {n: e["score"] for n, e in result["benchmarks"].items()},
       "scorer_items_per_s": scorer_rates(args.items),
   }
-  print(f"end to end   {numbers['end_to_end_items_per_s']:8.2f} items/s  "
-        f"({items} items, max_new_tokens={args.max_new_tokens}, batch {args.batch_size}, "
-        f"{numbers['device']})")
+  print(
+      f"end to end   {numbers['end_to_end_items_per_s']:8.2f} items/s  "
+      f"({items} items, max_new_tokens={args.max_new_tokens}, batch {args.batch_size}, "
+      f"{numbers['device']})"
+  )
   print(f"scoring only {numbers['scoring_only_items_per_s']:8.2f} items/s")
   for label, rate in numbers["scorer_items_per_s"].items():
     print(f"  {label:<22} {rate:8.1f} items/s")

@@ -20,21 +20,42 @@ import time
 
 SHAPES = {
     # ~4.2M parameters: 4 x 787k layer weights + a tied 4096 x 256 embedding.
-    "tiny-4m": dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=4,
-                    num_heads=4, num_kv_heads=2, head_dim=64, max_position_embeddings=4096),
-    "qwen3-0.6b": dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_layers=28,
-                       num_heads=16, num_kv_heads=8, head_dim=128, max_position_embeddings=40960),
+    "tiny-4m": dict(
+        vocab_size=4096,
+        hidden_size=256,
+        intermediate_size=768,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=64,
+        max_position_embeddings=4096,
+    ),
+    "qwen3-0.6b": dict(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_layers=28,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=128,
+        max_position_embeddings=40960,
+    ),
 }
 
 
 def parse_args() -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--device_kind", "--device-kind", default="cpu",
-                      choices=("cpu", "gpu", "tpu"))
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+  )
+  parser.add_argument(
+      "--device_kind", "--device-kind", default="cpu", choices=("cpu", "gpu", "tpu")
+  )
   parser.add_argument("--model_shape", "--model-shape", default="tiny-4m", choices=sorted(SHAPES))
-  parser.add_argument("--dtype", default=None, help="params/compute dtype (default: float32 on "
-                      "cpu, bfloat16 elsewhere)")
+  parser.add_argument(
+      "--dtype",
+      default=None,
+      help="params/compute dtype (default: float32 on " "cpu, bfloat16 elsewhere)",
+  )
   parser.add_argument("--cache_dtype", "--cache-dtype", default=None)
   parser.add_argument("--batch", default="32,128", help="comma-separated batch sizes")
   parser.add_argument("--new_tokens", "--new-tokens", type=int, default=128)
@@ -54,7 +75,7 @@ def measure_matmul_flops(jax, jnp, dtype, n: int) -> float:
   for _ in range(reps):
     y = f(x)
   y.block_until_ready()
-  return 2 * n ** 3 * reps / (time.perf_counter() - start)
+  return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
 def measure_bandwidth(jax, jnp, num_bytes: int) -> float:
@@ -72,6 +93,7 @@ def hf_model(cfg, params, device: str):
   import torch
   import transformers
   from rzero_jax.models.hf_io import hf_state_dict
+
   config = transformers.AutoConfig.for_model(**cfg.to_hf_dict())
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
   model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -84,11 +106,16 @@ def hf_model(cfg, params, device: str):
 
 def time_hf(model, prompts, new_tokens: int, method: str, repeats: int, device: str) -> float:
   import torch
+
   ids = torch.tensor(prompts, device=device)
-  kwargs = dict(do_sample=False) if method == "greedy" else dict(do_sample=True, top_p=0.95,
-                                                                 top_k=0, temperature=1.0)
-  run = lambda n: model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                 pad_token_id=0, **kwargs)
+  kwargs = (
+      dict(do_sample=False)
+      if method == "greedy"
+      else dict(do_sample=True, top_p=0.95, top_k=0, temperature=1.0)
+  )
+  run = lambda n: model.generate(
+      ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, pad_token_id=0, **kwargs
+  )
   with torch.no_grad():
     run(4)
     best = float("inf")
@@ -114,8 +141,14 @@ def main() -> None:
   from rzero_jax.sampling import generate
 
   dtype = args.dtype or ("float32" if args.device_kind == "cpu" else "bfloat16")
-  cfg = ModelConfig(model_type="qwen3", tie_embeddings=True, qk_norm=True, rope_theta=1e6,
-                    dtype=dtype, **SHAPES[args.model_shape])
+  cfg = ModelConfig(
+      model_type="qwen3",
+      tie_embeddings=True,
+      qk_norm=True,
+      rope_theta=1e6,
+      dtype=dtype,
+      **SHAPES[args.model_shape],
+  )
   params = init_params(cfg, jax.random.key(0), dtype=dtype)
   n_params = cfg.num_params()
   itemsize = jnp.dtype(dtype).itemsize
@@ -123,19 +156,30 @@ def main() -> None:
   bandwidth = measure_bandwidth(jax, jnp, (64 << 20) if args.device_kind == "cpu" else (2 << 30))
   torch_device = "cuda" if args.device_kind == "gpu" else "cpu"
   model = hf_model(cfg, params, torch_device) if args.hf else None
-  print(f"device: {jax.devices()[0].device_kind} ({args.device_kind}); model {args.model_shape}: "
-        f"{n_params / 1e6:.2f}M params, {dtype}; prompt {args.prompt_len}, "
-        f"{args.new_tokens} new tokens; matmul {flops / 1e9:.1f} GFLOP/s, "
-        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s")
-  print(f"{'batch':>5} {'method':>7} {'ours tok/s':>11} {'compile s':>9} {'HF tok/s':>9} "
-        f"{'ratio':>6} {'%compute':>8} {'%bandwidth':>10}")
+  print(
+      f"device: {jax.devices()[0].device_kind} ({args.device_kind}); model {args.model_shape}: "
+      f"{n_params / 1e6:.2f}M params, {dtype}; prompt {args.prompt_len}, "
+      f"{args.new_tokens} new tokens; matmul {flops / 1e9:.1f} GFLOP/s, "
+      f"copy bandwidth {bandwidth / 1e9:.1f} GB/s"
+  )
+  print(
+      f"{'batch':>5} {'method':>7} {'ours tok/s':>11} {'compile s':>9} {'HF tok/s':>9} "
+      f"{'ratio':>6} {'%compute':>8} {'%bandwidth':>10}"
+  )
   rng = np.random.RandomState(0)
   for batch in (int(b) for b in args.batch.split(",")):
     prompts = rng.randint(1, cfg.vocab_size, size=(batch, args.prompt_len)).tolist()
     for method in args.methods.split(","):
       sampling = dict(temperature=0.0) if method == "greedy" else dict(temperature=1.0, top_p=0.95)
-      run = lambda: generate(cfg, params, prompts, max_new_tokens=args.new_tokens, seed=1,
-                             cache_dtype=args.cache_dtype, **sampling)
+      run = lambda: generate(
+          cfg,
+          params,
+          prompts,
+          max_new_tokens=args.new_tokens,
+          seed=1,
+          cache_dtype=args.cache_dtype,
+          **sampling,
+      )
       start = time.perf_counter()
       run()
       first = time.perf_counter() - start
@@ -146,15 +190,28 @@ def main() -> None:
         best = min(best, time.perf_counter() - start)
       assert int(out.lengths.min()) == args.new_tokens
       ours = batch * args.new_tokens / best
-      hf = (batch * args.new_tokens / time_hf(model, prompts, args.new_tokens, method,
-                                              args.hf_repeats, torch_device) if args.hf else None)
-      cache_bytes = (2 * cfg.num_layers * (args.prompt_len + args.new_tokens) * cfg.num_kv_heads
-                     * cfg.head_dim * jnp.dtype(args.cache_dtype or dtype).itemsize)
+      hf = (
+          batch
+          * args.new_tokens
+          / time_hf(model, prompts, args.new_tokens, method, args.hf_repeats, torch_device)
+          if args.hf
+          else None
+      )
+      cache_bytes = (
+          2
+          * cfg.num_layers
+          * (args.prompt_len + args.new_tokens)
+          * cfg.num_kv_heads
+          * cfg.head_dim
+          * jnp.dtype(args.cache_dtype or dtype).itemsize
+      )
       bandwidth_tok_s = bandwidth * batch / (n_params * itemsize + batch * cache_bytes)
       hf_text = f"{hf:9.0f} {ours / hf:6.2f}" if hf else f"{'-':>9} {'-':>6}"
-      print(f"{batch:5d} {method:>7} {ours:11.0f} {first - best:9.2f} {hf_text} "
-            f"{100 * ours * 2 * n_params / flops:7.1f}% {100 * ours / bandwidth_tok_s:9.1f}%",
-            flush=True)
+      print(
+          f"{batch:5d} {method:>7} {ours:11.0f} {first - best:9.2f} {hf_text} "
+          f"{100 * ours * 2 * n_params / flops:7.1f}% {100 * ours / bandwidth_tok_s:9.1f}%",
+          flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ VARIANTS = ("", "smoke", "lora", "lora_smoke")
 
 def get_config(arg: str = ""):
   if arg not in VARIANTS:
-    raise ValueError(f"Unknown demo variant {arg!r}: use experiments/demo.py or "
-                     "experiments/demo.py:smoke, :lora, :lora_smoke.")
+    raise ValueError(
+        f"Unknown demo variant {arg!r}: use experiments/demo.py or "
+        "experiments/demo.py:smoke, :lora, :lora_smoke."
+    )
   c = default_config()
   c.base_model_builder = "experiments.toy_arith.build:ensure_base_model"
   c.dtype = "float32"
@@ -37,15 +39,33 @@ def get_config(arg: str = ""):
   c.checkpoint_every_steps = 2
   c.grade_timeout_s = 2.0
   c.max_sample_batch = 512
-  c.challenger.update(strategy="dp", group_size=4, prompts_per_step=32, prompts_per_update=16,
-                      steps=4, votes=10, max_prompt_tokens=16, max_new_tokens=24)
-  c.solver.update(strategy="dp", group_size=5, prompts_per_step=64, prompts_per_update=32,
-                  steps=6, max_prompt_tokens=32, max_new_tokens=48)
+  c.challenger.update(
+      strategy="dp",
+      group_size=4,
+      prompts_per_step=32,
+      prompts_per_update=16,
+      steps=4,
+      votes=10,
+      max_prompt_tokens=16,
+      max_new_tokens=24,
+  )
+  c.solver.update(
+      strategy="dp",
+      group_size=5,
+      prompts_per_step=64,
+      prompts_per_update=32,
+      steps=6,
+      max_prompt_tokens=32,
+      max_new_tokens=48,
+  )
   c.challenger.train.update(learning_rate=1e-4, micro_batch_size=64)
   c.solver.train.update(learning_rate=1e-4, micro_batch_size=80)
   c.dataset.update(num_candidates=256, votes=10)
-  c.eval.update(heldout="experiments.demo:heldout_problems",
-                oracle="experiments.toy_arith.data:true_answer", max_new_tokens=48)
+  c.eval.update(
+      heldout="experiments.demo:heldout_problems",
+      oracle="experiments.toy_arith.data:true_answer",
+      max_new_tokens=48,
+  )
   if arg.startswith("lora"):
     # Both roles train rank-16 adapters on every projection over one shared frozen base (the
     # reference is base + phase-start adapters); adapters take a larger learning rate.

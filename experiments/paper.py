@@ -19,7 +19,9 @@ MODELS = {
 
 def get_config(arg: str = "qwen3_4b"):
   if arg not in MODELS:
-    raise ValueError(f"Unknown model {arg!r} for experiments/paper.py: choose from {sorted(MODELS)}.")
+    raise ValueError(
+        f"Unknown model {arg!r} for experiments/paper.py: choose from {sorted(MODELS)}."
+    )
   path, strategy = MODELS[arg]
   config = default_config()
   config.model_path = path

@@ -18,8 +18,10 @@ class RunCheckpointer:
   def __init__(self, directory: str, item_names: tuple[str, ...], *, max_to_keep: int = 2):
     self._items = item_names
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory), item_names=(*item_names, "meta"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        os.path.abspath(directory),
+        item_names=(*item_names, "meta"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

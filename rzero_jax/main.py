@@ -20,15 +20,24 @@ if _REPO not in sys.path:  # experiment configs import the `experiments` package
   sys.path.insert(0, _REPO)
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", DEFAULT_CONFIG, "Experiment config file (ml_collections), optionally `path:arg`.")
+    "config", DEFAULT_CONFIG, "Experiment config file (ml_collections), optionally `path:arg`."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, data, metrics).")
-_MESH = flags.DEFINE_string("mesh", None, "Device mesh, e.g. 'data:2,fsdp:2,tensor:2' "
-                            "(overrides config.mesh; -1 takes the remaining devices).")
+_MESH = flags.DEFINE_string(
+    "mesh",
+    None,
+    "Device mesh, e.g. 'data:2,fsdp:2,tensor:2' "
+    "(overrides config.mesh; -1 takes the remaining devices).",
+)
 _STRATEGY = flags.DEFINE_string(
-    "strategy", None, "Sharding strategy for every role (dp, fsdp, tp, fsdp_tp), or per role: "
-    "'challenger:fsdp,solver:tp' (R-Zero; Absolute Zero has one role, 'actor').")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "Multi-host coordinator host:port (GPU/CPU clusters).")
+    "strategy",
+    None,
+    "Sharding strategy for every role (dp, fsdp, tp, fsdp_tp), or per role: "
+    "'challenger:fsdp,solver:tp' (R-Zero; Absolute Zero has one role, 'actor').",
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host coordinator host:port (GPU/CPU clusters)."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 
@@ -54,8 +63,9 @@ def apply_strategy_flag(config, value: str) -> None:
   for part in value.split(","):
     role, _, name = part.partition(":")
     if role not in roles or not name:
-      raise ValueError(f"Bad --strategy {value!r}: use 'fsdp' or "
-                       f"'{','.join(f'{r}:fsdp' for r in roles)}'.")
+      raise ValueError(
+          f"Bad --strategy {value!r}: use 'fsdp' or " f"'{','.join(f'{r}:fsdp' for r in roles)}'."
+      )
     config[role].strategy = name
 
 
@@ -67,9 +77,14 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep library INFO logs (orbax, jax) off the console
   from rzero_jax import sharding
-  sharding.initialize_distributed(coordinator_address=_COORDINATOR.value,
-                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+
+  sharding.initialize_distributed(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+  )
   from rzero_jax.selfplay.util import RunError
+
   try:
     config = _CONFIG.value  # the config file is read here: a missing file fails cleanly below
     if _MESH.value:
@@ -94,9 +109,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     print(f"error: {e}\nPass --helpfull to see every flag.", file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     message = str(e).replace("\\'", "'").replace("\\n", " ").strip("'\"")
-    print(f"error: bad --config override, no such field or wrong type: {message} (fields are "
-          "listed in the experiment file and rzero_jax/rzero/config.py or "
-          "rzero_jax/azr/config.py).", file=sys.stderr)
+    print(
+        f"error: bad --config override, no such field or wrong type: {message} (fields are "
+        "listed in the experiment file and rzero_jax/rzero/config.py or "
+        "rzero_jax/azr/config.py).",
+        file=sys.stderr,
+    )
   sys.exit(2)
 
 

@@ -11,21 +11,28 @@ import warnings
 import numpy as np
 
 
-def start_wandb(project: str, *, config: Mapping[str, Any] | None = None,
-                directory: str | None = None) -> Any:
+def start_wandb(
+    project: str, *, config: Mapping[str, Any] | None = None, directory: str | None = None
+) -> Any:
   """A Weights & Biases run in `project`, or None (with a one-line warning) when the `wandb`
   package is missing or the run cannot start. Nothing else depends on it."""
   try:
     import wandb
   except ImportError:
-    warnings.warn(f"config.wandb_project={project!r} is set but the wandb package is not "
-                  "installed (pip install wandb); logging to TensorBoard only.", stacklevel=2)
+    warnings.warn(
+        f"config.wandb_project={project!r} is set but the wandb package is not "
+        "installed (pip install wandb); logging to TensorBoard only.",
+        stacklevel=2,
+    )
     return None
   try:
     return wandb.init(project=project, config=dict(config or {}), dir=directory, resume="allow")
   except Exception as e:  # no login, no network: TensorBoard still gets everything
-    warnings.warn(f"wandb.init(project={project!r}) failed ({type(e).__name__}: {e}); logging to "
-                  "TensorBoard only.", stacklevel=2)
+    warnings.warn(
+        f"wandb.init(project={project!r}) failed ({type(e).__name__}: {e}); logging to "
+        "TensorBoard only.",
+        stacklevel=2,
+    )
     return None
 
 
@@ -33,11 +40,18 @@ class MetricWriter:
   """Scalars and histograms to TensorBoard, and to Weights & Biases when `wandb_project` is set
   (off by default); a no-op on processes other than the main one."""
 
-  def __init__(self, logdir: str, *, enabled: bool = True, wandb_project: str = "",
-               wandb_config: Mapping[str, Any] | None = None):
+  def __init__(
+      self,
+      logdir: str,
+      *,
+      enabled: bool = True,
+      wandb_project: str = "",
+      wandb_config: Mapping[str, Any] | None = None,
+  ):
     self._writer = self._wandb = None
     if enabled:
       from tensorboardX import SummaryWriter
+
       self._writer = SummaryWriter(logdir)
       if wandb_project:
         self._wandb = start_wandb(wandb_project, config=wandb_config, directory=logdir)
@@ -45,8 +59,11 @@ class MetricWriter:
   def scalars(self, step: int, values: Mapping[str, Any]) -> None:
     if self._writer is None:
       return
-    finite = {name: float(value) for name, value in values.items()
-              if value is not None and np.isfinite(value)}
+    finite = {
+        name: float(value)
+        for name, value in values.items()
+        if value is not None and np.isfinite(value)
+    }
     for name, value in finite.items():
       self._writer.add_scalar(name, value, step)
     if self._wandb is not None and finite:
@@ -58,6 +75,7 @@ class MetricWriter:
       self._writer.add_histogram(name, values, step)
       if self._wandb is not None:
         import wandb
+
         self._wandb.log({name: wandb.Histogram(values)}, step=step)
 
   def close(self) -> None:
@@ -69,15 +87,19 @@ class MetricWriter:
 
 def _clock(seconds: float) -> str:
   seconds = int(round(seconds))
-  return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
-      f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+  return (
+      f"{seconds // 60}:{seconds % 60:02d}"
+      if seconds < 3600
+      else f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+  )
 
 
 class Progress:
   """A line-per-update progress report with rate and ETA (safe for logs and notebooks)."""
 
-  def __init__(self, label: str, total: int, *, start: int = 0, enabled: bool = True,
-               stream: Any = None):
+  def __init__(
+      self, label: str, total: int, *, start: int = 0, enabled: bool = True, stream: Any = None
+  ):
     self.label, self.total, self.done = label, total, start
     self._start_done, self._t0 = start, time.perf_counter()
     self._enabled = enabled
@@ -90,8 +112,13 @@ class Progress:
     elapsed = time.perf_counter() - self._t0
     rate = (self.done - self._start_done) / max(elapsed, 1e-9)
     eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-    extras = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                      for k, v in info.items())
+    extras = " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
+    )
     eta_text = _clock(eta) if np.isfinite(eta) else "?"
-    print(f"{self.label} {self.done}/{self.total} [{_clock(elapsed)}<{eta_text}, "
-          f"{rate:.2f}/s] {extras}".rstrip(), file=self._stream, flush=True)
+    print(
+        f"{self.label} {self.done}/{self.total} [{_clock(elapsed)}<{eta_text}, "
+        f"{rate:.2f}/s] {extras}".rstrip(),
+        file=self._stream,
+        flush=True,
+    )

@@ -29,11 +29,16 @@ from typing import Any, Iterable
 
 TASK_TYPES = ("deduction", "abduction", "induction")
 ROLE_COLORS = {"challenger": "tab:orange", "solver": "tab:blue", "proposer": "tab:orange"}
-TYPE_COLORS = {"deduction": "tab:blue", "abduction": "tab:green", "induction": "tab:purple",
-               "mean": "black"}
+TYPE_COLORS = {
+    "deduction": "tab:blue",
+    "abduction": "tab:green",
+    "induction": "tab:purple",
+    "mean": "black",
+}
 
 
 # ----- reading a run directory -------------------------------------------------------------------
+
 
 def _read_json(path: str) -> Any:
   try:
@@ -82,8 +87,9 @@ def read_tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   except ImportError:
     return {}
   scalars: dict[str, dict[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"),
-                               recursive=True)):
+  for path in sorted(
+      glob.glob(os.path.join(logdir, "**", "events.out.tfevents.*"), recursive=True)
+  ):
     try:
       with open(path, "rb") as f:
         data = f.read()
@@ -91,7 +97,7 @@ def read_tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
       continue
     pos = 0
     while pos + 12 <= len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      (length,) = struct.unpack("<Q", data[pos : pos + 8])
       start, end = pos + 12, pos + 12 + length
       if end + 4 > len(data):
         break
@@ -112,14 +118,30 @@ def load_run(workdir: str) -> dict:
   summary = _read_json(os.path.join(workdir, "summary.json"))
   meta = None if isinstance(summary, dict) else latest_checkpoint_meta(workdir)
   tb = read_tb_scalars(os.path.join(workdir, "tb"))
-  source = "summary.json" if isinstance(summary, dict) else \
-      "checkpoint meta" if meta else "TensorBoard events" if tb else None
-  run: dict[str, Any] = {"workdir": os.path.abspath(workdir), "source": source,
-                         "finished": isinstance(summary, dict), "tb": tb,
-                         "timing": (summary or {}).get("timing") or {}}
+  source = (
+      "summary.json"
+      if isinstance(summary, dict)
+      else "checkpoint meta"
+      if meta
+      else "TensorBoard events"
+      if tb
+      else None
+  )
+  run: dict[str, Any] = {
+      "workdir": os.path.abspath(workdir),
+      "source": source,
+      "finished": isinstance(summary, dict),
+      "tb": tb,
+      "timing": (summary or {}).get("timing") or {},
+  }
   record = summary if isinstance(summary, dict) else meta or {}
-  run["algorithm"] = "azr" if "steps" in record or "seeding" in record or any(
-      k.startswith(("proposer/", "seeding/")) or "valid_rate" in k for k in tb) else "rzero"
+  run["algorithm"] = (
+      "azr"
+      if "steps" in record
+      or "seeding" in record
+      or any(k.startswith(("proposer/", "seeding/")) or "valid_rate" in k for k in tb)
+      else "rzero"
+  )
   if run["algorithm"] == "azr":
     run.update(_azr(summary, meta, tb))
   else:
@@ -127,8 +149,7 @@ def load_run(workdir: str) -> dict:
   return run
 
 
-def _rzero(workdir: str, summary: dict | None, meta: dict | None,
-           tb: dict[str, list]) -> dict:
+def _rzero(workdir: str, summary: dict | None, meta: dict | None, tb: dict[str, list]) -> dict:
   iterations: list[dict] = []
   current: dict | None = None
   if summary:
@@ -143,9 +164,11 @@ def _rzero(workdir: str, summary: dict | None, meta: dict | None,
   else:
     base = None
   if not iterations and current is None and tb:  # nothing checkpointed yet: TensorBoard only
-    current = {"iteration": 1,
-               "challenger_reward": [v for _, v in tb.get("challenger/reward", [])],
-               "solver_reward": [v for _, v in tb.get("solver/reward", [])]}
+    current = {
+        "iteration": 1,
+        "challenger_reward": [v for _, v in tb.get("challenger/reward", [])],
+        "solver_reward": [v for _, v in tb.get("solver/reward", [])],
+    }
     dataset = {k.split("/", 1)[1]: v[-1][1] for k, v in tb.items() if k.startswith("dataset/")}
     if dataset:
       current["dataset"] = dataset
@@ -154,8 +177,12 @@ def _rzero(workdir: str, summary: dict | None, meta: dict | None,
     m = re.search(r"iter_(\d+)\.jsonl$", path)
     if m:
       kept_p_hat[int(m.group(1))] = [float(r["p_hat"]) for r in read_jsonl(path) if "p_hat" in r]
-  return {"base_heldout_accuracy": base, "iterations": iterations, "current": current,
-          "kept_p_hat": dict(sorted(kept_p_hat.items()))}
+  return {
+      "base_heldout_accuracy": base,
+      "iterations": iterations,
+      "current": current,
+      "kept_p_hat": dict(sorted(kept_p_hat.items())),
+  }
 
 
 def _azr(summary: dict | None, meta: dict | None, tb: dict[str, list]) -> dict:
@@ -173,10 +200,13 @@ def _azr(summary: dict | None, meta: dict | None, tb: dict[str, list]) -> dict:
 
 # ----- figures -----------------------------------------------------------------------------------
 
+
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -206,11 +236,13 @@ def rzero_figures(run: dict, out_dir: str) -> dict[str, str]:
   """{title: png path} for an R-Zero run; figures without data are left out."""
   plt = _pyplot()
   from matplotlib.ticker import MaxNLocator
+
   figures: dict[str, str] = {}
   its = run["iterations"]
 
-  held = [("base", run["base_heldout_accuracy"])] + [(str(r["iteration"]), r.get("heldout_accuracy"))
-                                                     for r in its]
+  held = [("base", run["base_heldout_accuracy"])] + [
+      (str(r["iteration"]), r.get("heldout_accuracy")) for r in its
+  ]
   pseudo = [(str(r["iteration"]), r.get("pseudo_label_accuracy")) for r in its]
   running = ((run["current"] or {}).get("dataset") or {}).get("pseudo_label_accuracy")
   if running is not None:  # the iteration in progress has its kept set already
@@ -262,11 +294,21 @@ def rzero_figures(run: dict, out_dir: str) -> dict[str, str]:
       for k, (i, values) in enumerate(kept_p_hat.items()):
         counts = [sum(1 for v in values if abs(v - level) < 1e-6) for level in levels]
         offset = (k - (len(kept_p_hat) - 1) / 2) * width
-        ax.bar([level + offset for level in levels], counts, width=width, alpha=0.9,
-               label=f"iteration {i}")
+        ax.bar(
+            [level + offset for level in levels],
+            counts,
+            width=width,
+            alpha=0.9,
+            label=f"iteration {i}",
+        )
     else:
-      ax.hist(list(kept_p_hat.values()), bins=[i / 20 for i in range(21)],
-              label=[f"iteration {i}" for i in kept_p_hat], histtype="bar", alpha=0.85)
+      ax.hist(
+          list(kept_p_hat.values()),
+          bins=[i / 20 for i in range(21)],
+          label=[f"iteration {i}" for i in kept_p_hat],
+          histtype="bar",
+          alpha=0.85,
+      )
     ax.set_xlabel("p_hat (share of votes for the majority answer)")
     ax.set_ylabel("kept questions")
     ax.set_xlim(0, 1)
@@ -296,8 +338,11 @@ def rzero_figures(run: dict, out_dir: str) -> dict[str, str]:
 
 def timing_figure(timing: dict, out_dir: str) -> str | None:
   """One horizontal bar: sampling / training / grading / other seconds of the whole run."""
-  parts = [(k, float(timing[f"{k}_s"])) for k in ("sampling", "training", "grading")
-           if timing.get(f"{k}_s") is not None]
+  parts = [
+      (k, float(timing[f"{k}_s"]))
+      for k in ("sampling", "training", "grading")
+      if timing.get(f"{k}_s") is not None
+  ]
   if not parts:
     return None
   total = float(timing.get("total_s") or sum(v for _, v in parts))
@@ -309,8 +354,13 @@ def timing_figure(timing: dict, out_dir: str) -> str | None:
   left = 0.0
   colors = ["tab:blue", "tab:orange", "tab:green", "tab:gray"]
   for (name, seconds), color in zip(parts, colors):
-    ax.barh([0], [seconds], left=left, color=color,
-            label=f"{name}: {seconds:.0f} s ({100 * seconds / max(total, 1e-9):.0f}%)")
+    ax.barh(
+        [0],
+        [seconds],
+        left=left,
+        color=color,
+        label=f"{name}: {seconds:.0f} s ({100 * seconds / max(total, 1e-9):.0f}%)",
+    )
     left += seconds
   ax.set_yticks([])
   ax.set_xlabel("seconds")
@@ -341,20 +391,31 @@ def azr_figures(run: dict, out_dir: str) -> dict[str, str]:
 
   steps = run["steps"]
 
-  def per_type_plot(key: str, title: str, ylabel: str, name: str, overall: str | None = None,
-                    ylim=None):
-    lines = {t: [(i + 1, s[f"{t}/{key}"]) for i, s in enumerate(steps)
-                 if s.get(f"{t}/{key}") is not None] for t in TASK_TYPES}
+  def per_type_plot(
+      key: str, title: str, ylabel: str, name: str, overall: str | None = None, ylim=None
+  ):
+    lines = {
+        t: [
+            (i + 1, s[f"{t}/{key}"]) for i, s in enumerate(steps) if s.get(f"{t}/{key}") is not None
+        ]
+        for t in TASK_TYPES
+    }
     if overall:
-      lines["mean"] = [(i + 1, s[overall]) for i, s in enumerate(steps)
-                       if s.get(overall) is not None]
+      lines["mean"] = [
+          (i + 1, s[overall]) for i, s in enumerate(steps) if s.get(overall) is not None
+      ]
     if not any(lines.values()):
       return
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for t, pts in lines.items():
       if pts:
-        ax.plot(*zip(*pts), "o-" if t != "mean" else "--", ms=3, color=TYPE_COLORS[t],
-                label=t if t != "mean" else "all types")
+        ax.plot(
+            *zip(*pts),
+            "o-" if t != "mean" else "--",
+            ms=3,
+            color=TYPE_COLORS[t],
+            label=t if t != "mean" else "all types",
+        )
     if ylim:
       ax.set_ylim(*ylim)
     ax.set_xlabel("step")
@@ -364,13 +425,31 @@ def azr_figures(run: dict, out_dir: str) -> dict[str, str]:
     ax.set_title(title)
     figures[title] = _save(fig, out_dir, name)
 
-  per_type_plot("valid_rate", "Valid-proposal rate", "share of proposals valid",
-                "azr_valid_rate.png", overall="valid_rate", ylim=(0, 1.02))
+  per_type_plot(
+      "valid_rate",
+      "Valid-proposal rate",
+      "share of proposals valid",
+      "azr_valid_rate.png",
+      overall="valid_rate",
+      ylim=(0, 1.02),
+  )
   per_type_plot("buffer_size", "Buffer sizes", "tasks in buffer", "azr_buffers.png")
-  per_type_plot("solver_accuracy", "Solver accuracy on proposed tasks", "accuracy",
-                "azr_solver_accuracy.png", overall="solver_accuracy", ylim=(0, 1.02))
-  rewards = {role: [(i + 1, s[f"{role}_reward"]) for i, s in enumerate(steps)
-                    if s.get(f"{role}_reward") is not None] for role in ("proposer", "solver")}
+  per_type_plot(
+      "solver_accuracy",
+      "Solver accuracy on proposed tasks",
+      "accuracy",
+      "azr_solver_accuracy.png",
+      overall="solver_accuracy",
+      ylim=(0, 1.02),
+  )
+  rewards = {
+      role: [
+          (i + 1, s[f"{role}_reward"])
+          for i, s in enumerate(steps)
+          if s.get(f"{role}_reward") is not None
+      ]
+      for role in ("proposer", "solver")
+  }
   if any(rewards.values()):
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for role, pts in rewards.items():
@@ -390,6 +469,7 @@ def azr_figures(run: dict, out_dir: str) -> dict[str, str]:
 
 # ----- the page ----------------------------------------------------------------------------------
 
+
 def _fmt(x: Any) -> str:
   return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
 
@@ -402,31 +482,60 @@ def table_rows(run: dict) -> list[tuple[str, ...]]:
       if isinstance(acc, dict):
         rows.append((point, *(_fmt(acc.get(k)) for k in (*TASK_TYPES, "mean"))))
     return rows
-  rows = [("iteration", "kept", "mean p_hat", "pseudo-label acc", "held-out acc"),
-          ("base", "-", "-", "-", _fmt(run["base_heldout_accuracy"]))]
+  rows = [
+      ("iteration", "kept", "mean p_hat", "pseudo-label acc", "held-out acc"),
+      ("base", "-", "-", "-", _fmt(run["base_heldout_accuracy"])),
+  ]
   for r in run["iterations"]:
-    rows.append((str(r["iteration"]), _fmt(r.get("kept")), _fmt(r.get("mean_p_hat")),
-                 _fmt(r.get("pseudo_label_accuracy")), _fmt(r.get("heldout_accuracy"))))
+    rows.append(
+        (
+            str(r["iteration"]),
+            _fmt(r.get("kept")),
+            _fmt(r.get("mean_p_hat")),
+            _fmt(r.get("pseudo_label_accuracy")),
+            _fmt(r.get("heldout_accuracy")),
+        )
+    )
   if run.get("current"):
     d = run["current"].get("dataset") or {}
-    rows.append((f"{run['current']['iteration']} (running)", _fmt(d.get("kept")),
-                 _fmt(d.get("mean_p_hat")), _fmt(d.get("pseudo_label_accuracy")), "-"))
+    rows.append(
+        (
+            f"{run['current']['iteration']} (running)",
+            _fmt(d.get("kept")),
+            _fmt(d.get("mean_p_hat")),
+            _fmt(d.get("pseudo_label_accuracy")),
+            "-",
+        )
+    )
   return rows
 
 
 def _markdown(run: dict, figures: dict[str, str], out_dir: str) -> str:
   rows = table_rows(run)
-  status = "finished" if run["finished"] else "in progress (read from the " \
-      f"{run['source'] or 'nothing yet'})"
-  lines = [f"# Run report: `{run['workdir']}`", "",
-           f"Algorithm: {'Absolute Zero' if run['algorithm'] == 'azr' else 'R-Zero'}; "
-           f"status: {status}.", "",
-           "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+  status = (
+      "finished"
+      if run["finished"]
+      else "in progress (read from the " f"{run['source'] or 'nothing yet'})"
+  )
+  lines = [
+      f"# Run report: `{run['workdir']}`",
+      "",
+      f"Algorithm: {'Absolute Zero' if run['algorithm'] == 'azr' else 'R-Zero'}; "
+      f"status: {status}.",
+      "",
+      "| " + " | ".join(rows[0]) + " |",
+      "|" + "---|" * len(rows[0]),
+  ]
   lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
   timing = run.get("timing") or {}
   if timing:
-    lines += ["", "Timing: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timing.items()
-                                         if isinstance(v, (int, float)))]
+    lines += [
+        "",
+        "Timing: "
+        + ", ".join(
+            f"{k[:-2]} {v:.1f} s" for k, v in timing.items() if isinstance(v, (int, float))
+        ),
+    ]
   for title, path in figures.items():
     lines += ["", f"## {title}", "", f"![{title}]({os.path.relpath(path, out_dir)})"]
   if not figures:
@@ -437,17 +546,27 @@ def _markdown(run: dict, figures: dict[str, str], out_dir: str) -> str:
 def _html(run: dict, figures: dict[str, str], out_dir: str) -> str:
   rows = table_rows(run)
   esc = html.escape
-  table = "<table>" + "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>" + "".join(
-      "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows[1:]) + "</table>"
-  body = "".join(f"<h2>{esc(t)}</h2><img src='{esc(os.path.relpath(p, out_dir))}' alt='{esc(t)}'>"
-                 for t, p in figures.items())
+  table = (
+      "<table>"
+      + "<tr>"
+      + "".join(f"<th>{esc(c)}</th>" for c in rows[0])
+      + "</tr>"
+      + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+      + "</table>"
+  )
+  body = "".join(
+      f"<h2>{esc(t)}</h2><img src='{esc(os.path.relpath(p, out_dir))}' alt='{esc(t)}'>"
+      for t, p in figures.items()
+  )
   status = "finished" if run["finished"] else f"in progress ({esc(run['source'] or 'no data')})"
-  return ("<!doctype html><html><head><meta charset='utf-8'><title>Run report</title><style>"
-          "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
-          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
-          "text-align:right}img{max-width:100%}</style></head><body>"
-          f"<h1>Run report</h1><p><code>{esc(run['workdir'])}</code>: {status}</p>"
-          f"{table}{body}</body></html>\n")
+  return (
+      "<!doctype html><html><head><meta charset='utf-8'><title>Run report</title><style>"
+      "body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;"
+      "text-align:right}img{max-width:100%}</style></head><body>"
+      f"<h1>Run report</h1><p><code>{esc(run['workdir'])}</code>: {status}</p>"
+      f"{table}{body}</body></html>\n"
+  )
 
 
 def make_report(workdir: str, out_dir: str | None = None) -> dict:
@@ -470,8 +589,10 @@ def make_report(workdir: str, out_dir: str | None = None) -> dict:
 
 def main(argv: Iterable[str] | None = None) -> int:
   import argparse
-  parser = argparse.ArgumentParser(prog="python -m rzero_jax.report", description=__doc__.split(
-      "\n")[0])
+
+  parser = argparse.ArgumentParser(
+      prog="python -m rzero_jax.report", description=__doc__.split("\n")[0]
+  )
   parser.add_argument("--workdir", required=True, help="the run directory (finished or running)")
   parser.add_argument("--out", default=None, help="output folder (default WORKDIR/report)")
   args = parser.parse_args(None if argv is None else list(argv))

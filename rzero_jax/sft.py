@@ -45,8 +45,15 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data order.")
 _CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 
 LENGTH_BUCKET = 16
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "vocab.json", "merges.txt", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+)
 
 
 class DataError(ValueError):
@@ -65,6 +72,7 @@ def read_examples(path: str, tokenizer: Any, max_len: int) -> list[Example]:
   """Reads and tokenizes every line of `path`; raises `DataError` naming the first bad line."""
   from rzero_jax.models.tokenizer import encode_chat, end_of_turn_id
   from rzero_jax.rzero import prompts
+
   if not os.path.isfile(path):
     raise DataError(f"--data file {path!r} does not exist.")
   end = end_of_turn_id(tokenizer)
@@ -91,8 +99,10 @@ def read_examples(path: str, tokenizer: Any, max_len: int) -> list[Example]:
       if not prompt:
         raise DataError(f"{where} has an empty prompt.")
       if len(prompt) + len(response) > max_len:
-        raise DataError(f"{where} has {len(prompt) + len(response)} tokens (prompt + response), "
-                        f"more than --max_len={max_len}: raise --max_len or shorten it.")
+        raise DataError(
+            f"{where} has {len(prompt) + len(response)} tokens (prompt + response), "
+            f"more than --max_len={max_len}: raise --max_len or shorten it."
+        )
       examples.append(Example(prompt, response))
   if not examples:
     raise DataError(f"--data file {path!r} holds no examples.")
@@ -104,10 +114,11 @@ def batch_order(num_examples: int, batch_size: int, seed: int, step: int) -> np.
   cut into consecutive batches (a batch may span two epochs). Depends only on its arguments."""
   start = step * batch_size
   epochs = range(start // num_examples, (start + batch_size - 1) // num_examples + 1)
-  order = np.concatenate([np.random.default_rng([seed, e]).permutation(num_examples)
-                          for e in epochs])
+  order = np.concatenate(
+      [np.random.default_rng([seed, e]).permutation(num_examples) for e in epochs]
+  )
   offset = start - epochs[0] * num_examples
-  return order[offset:offset + batch_size]
+  return order[offset : offset + batch_size]
 
 
 def padded_length(examples: Sequence[Example], max_len: int) -> int:
@@ -129,8 +140,13 @@ def _validate_flags() -> None:
       problems.append(f"--{name} is required")
   if _STEPS.value is not None and _EPOCHS.value is not None:
     problems.append("give --steps or --epochs, not both")
-  for name, flag in (("steps", _STEPS), ("epochs", _EPOCHS), ("batch_size", _BATCH),
-                     ("max_len", _MAX_LEN), ("checkpoint_every", _CKPT_EVERY)):
+  for name, flag in (
+      ("steps", _STEPS),
+      ("epochs", _EPOCHS),
+      ("batch_size", _BATCH),
+      ("max_len", _MAX_LEN),
+      ("checkpoint_every", _CKPT_EVERY),
+  ):
     if flag.value is not None and flag.value < 1:
       problems.append(f"--{name} must be >= 1, got {flag.value}")
   if _LR.value <= 0:
@@ -161,8 +177,10 @@ def run(out: str) -> dict:
   tokenizer = load_tokenizer(_MODEL.value)
   examples = read_examples(_DATA.value, tokenizer, _MAX_LEN.value)
   if _LORA_RANK.value:
-    raise DataError("--lora_rank > 0 needs LoRA support in rzero_jax.models, which this version "
-                    "does not have yet: use --lora_rank=0 (full fine-tuning).")
+    raise DataError(
+        "--lora_rank > 0 needs LoRA support in rzero_jax.models, which this version "
+        "does not have yet: use --lora_rank=0 (full fine-tuning)."
+    )
   mesh = sharding.make_mesh(_MESH.value)
   plan = sharding.make_plan(mesh, _STRATEGY.value)
   steps = total_steps(len(examples), _BATCH.value, _STEPS.value, _EPOCHS.value)
@@ -172,10 +190,13 @@ def run(out: str) -> dict:
   # 2. Model, train state and checkpoints.
   cfg, params = load_pretrained(_MODEL.value, dtype="float32", mesh=mesh, strategy=_STRATEGY.value)
   cfg = dataclasses.replace(cfg, dtype=_DTYPE.value)
-  train_cfg = TrainConfig(learning_rate=_LR.value, warmup_steps=_WARMUP.value,
-                          weight_decay=_WEIGHT_DECAY.value, kl_coef=0.0)
-  state = init_train_state(cfg, train_cfg, params, mesh=mesh, strategy=_STRATEGY.value,
-                           donate=True)
+  train_cfg = TrainConfig(
+      learning_rate=_LR.value,
+      warmup_steps=_WARMUP.value,
+      weight_decay=_WEIGHT_DECAY.value,
+      kl_coef=0.0,
+  )
+  state = init_train_state(cfg, train_cfg, params, mesh=mesh, strategy=_STRATEGY.value, donate=True)
   del params
   train_step = make_sft_train_step(cfg, train_cfg, mesh=mesh, strategy=_STRATEGY.value)
   os.makedirs(out, exist_ok=True)
@@ -193,8 +214,9 @@ def run(out: str) -> dict:
   rows = sharding.process_rows(plan, _BATCH.value)
   progress = Progress("sft step", steps, start=meta["step"], enabled=main_process)
   while meta["step"] < steps:
-    chosen = [examples[i] for i in batch_order(len(examples), _BATCH.value, _SEED.value,
-                                               meta["step"])]
+    chosen = [
+        examples[i] for i in batch_order(len(examples), _BATCH.value, _SEED.value, meta["step"])
+    ]
     batch = make_sft_batch([e.prompt for e in chosen], [e.response for e in chosen], length, pad)
     batch = sharding.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
     state, metrics = train_step(state, batch)
@@ -210,23 +232,51 @@ def run(out: str) -> dict:
 
   # 4. Export (adapters merged when LoRA is on) and summary, by process 0.
   host_params = jax.tree.map(
-      lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), state.params)
-  summary = {"steps": steps, "examples": len(examples), "epochs": steps * _BATCH.value /
-             len(examples), "final_loss": meta["losses"][-1] if meta["losses"] else None,
-             "losses": meta["losses"],
-             "flags": {f: flags.FLAGS[f].value for f in ("model", "data", "lr", "batch_size",
-                                                          "max_len", "seed", "mesh", "strategy",
-                                                          "lora_rank", "dtype", "warmup_steps",
-                                                          "weight_decay")},
-             "timing": {"total_s": time.perf_counter() - t_start}}
+      lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), state.params
+  )
+  summary = {
+      "steps": steps,
+      "examples": len(examples),
+      "epochs": steps * _BATCH.value / len(examples),
+      "final_loss": meta["losses"][-1] if meta["losses"] else None,
+      "losses": meta["losses"],
+      "flags": {
+          f: flags.FLAGS[f].value
+          for f in (
+              "model",
+              "data",
+              "lr",
+              "batch_size",
+              "max_len",
+              "seed",
+              "mesh",
+              "strategy",
+              "lora_rank",
+              "dtype",
+              "warmup_steps",
+              "weight_decay",
+          )
+      },
+      "timing": {"total_s": time.perf_counter() - t_start},
+  }
   if main_process:
-    files = {f: os.path.join(_MODEL.value, f) for f in TOKENIZER_FILES
-             if os.path.exists(os.path.join(_MODEL.value, f))}
-    save_pretrained(dataclasses.replace(cfg, dtype="float32"), host_params,
-                    os.path.join(out, "export"), extra_files=files)
+    files = {
+        f: os.path.join(_MODEL.value, f)
+        for f in TOKENIZER_FILES
+        if os.path.exists(os.path.join(_MODEL.value, f))
+    }
+    save_pretrained(
+        dataclasses.replace(cfg, dtype="float32"),
+        host_params,
+        os.path.join(out, "export"),
+        extra_files=files,
+    )
     _atomic_json(os.path.join(out, "summary.json"), summary)
-    print(f"done: {steps} steps, final loss {summary['final_loss']:.4f}; HF export in "
-          f"{os.path.join(out, 'export')}", flush=True)
+    print(
+        f"done: {steps} steps, final loss {summary['final_loss']:.4f}; HF export in "
+        f"{os.path.join(out, 'export')}",
+        flush=True,
+    )
   return summary
 
 
@@ -243,14 +293,19 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   from rzero_jax import sharding
+
   created = not os.path.exists(_OUT.value or "")
   try:
     _validate_flags()
     sharding.initialize_distributed()
     run(os.path.abspath(_OUT.value))
   except (DataError, ValueError, OSError) as e:
-    if created and _OUT.value and os.path.isdir(_OUT.value) and not os.path.exists(
-        os.path.join(_OUT.value, "checkpoints")):
+    if (
+        created
+        and _OUT.value
+        and os.path.isdir(_OUT.value)
+        and not os.path.exists(os.path.join(_OUT.value, "checkpoints"))
+    ):
       shutil.rmtree(_OUT.value, ignore_errors=True)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -27,5 +27,8 @@ def pytest_runtest_makereport(item, call):
   exc = call.excinfo
   if exc is not None and exc.errisinstance(ModuleNotFoundError) and exc.value.name == "torch":
     report.outcome = "skipped"
-    report.longrepr = (str(item.path), item.location[1] or 0,
-                       "Skipped: needs PyTorch (the test reference), not installed")
+    report.longrepr = (
+        str(item.path),
+        item.location[1] or 0,
+        "Skipped: needs PyTorch (the test reference), not installed",
+    )

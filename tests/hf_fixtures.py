@@ -5,28 +5,54 @@ from __future__ import annotations
 import os
 from typing import Any
 
-BASE = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+BASE = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
 
 FAMILIES: dict[str, dict[str, Any]] = {
-    "qwen3": dict(model_type="qwen3", head_dim=16, rope_theta=1_000_000.0, tie_word_embeddings=True,
-                  rms_norm_eps=1e-6),
-    "qwen2": dict(model_type="qwen2", rope_theta=10_000.0, tie_word_embeddings=False,
-                  rms_norm_eps=1e-6),
-    "llama": dict(model_type="llama", rope_theta=500_000.0, tie_word_embeddings=False,
-                  rms_norm_eps=1e-5,
-                  rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
-                                    high_freq_factor=4.0, original_max_position_embeddings=64)),
+    "qwen3": dict(
+        model_type="qwen3",
+        head_dim=16,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-6,
+    ),
+    "qwen2": dict(
+        model_type="qwen2", rope_theta=10_000.0, tie_word_embeddings=False, rms_norm_eps=1e-6
+    ),
+    "llama": dict(
+        model_type="llama",
+        rope_theta=500_000.0,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        rope_scaling=dict(
+            rope_type="llama3",
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=64,
+        ),
+    ),
 }
 
 
 def hf_config(family: str, **overrides: Any):
   """A transformers config object for a tiny model of `family`."""
   import transformers
+
   kwargs = {**BASE, **FAMILIES[family], **overrides}
   model_type = kwargs.pop("model_type")
-  cls = {"qwen3": transformers.Qwen3Config, "qwen2": transformers.Qwen2Config,
-         "llama": transformers.LlamaConfig}[model_type]
+  cls = {
+      "qwen3": transformers.Qwen3Config,
+      "qwen2": transformers.Qwen2Config,
+      "llama": transformers.LlamaConfig,
+  }[model_type]
   return cls(**kwargs)
 
 
@@ -35,6 +61,7 @@ def build_hf_model(config, seed: int = 0):
   dropped bias would show), in float32 eval mode."""
   import torch
   import transformers
+
   torch.manual_seed(seed)
   model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
   with torch.no_grad():
@@ -48,8 +75,9 @@ def build_hf_model(config, seed: int = 0):
   return model
 
 
-def save_tiny_model(directory, family: str, seed: int = 0, max_shard_size: str | None = None,
-                    **overrides: Any) -> str:
+def save_tiny_model(
+    directory, family: str, seed: int = 0, max_shard_size: str | None = None, **overrides: Any
+) -> str:
   """Builds and saves a tiny HF checkpoint; returns its directory."""
   try:
     import torch  # noqa: F401
@@ -67,6 +95,7 @@ def hf_logits(path: str, tokens, attention_mask=None):
   import numpy as np
   import torch
   import transformers
+
   model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
   with torch.no_grad():
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
@@ -74,8 +103,9 @@ def hf_logits(path: str, tokens, attention_mask=None):
     return model(input_ids=ids, attention_mask=mask).logits.numpy()
 
 
-def _save_tiny_model_without_torch(directory, family: str, seed: int, max_shard_size: str | None,
-                                   **overrides: Any) -> str:
+def _save_tiny_model_without_torch(
+    directory, family: str, seed: int, max_shard_size: str | None, **overrides: Any
+) -> str:
   """Without PyTorch (installed for Python < 3.12 only): the same config, random weights drawn with
   numpy (norm weights and biases randomised too), written by our own `save_pretrained`, so tests
   that only need a checkpoint still run; those comparing with transformers' outputs are skipped."""
@@ -83,6 +113,7 @@ def _save_tiny_model_without_torch(directory, family: str, seed: int, max_shard_
   import numpy as np
   import pytest
   from rzero_jax.models import config_from_hf_dict, init_params, save_pretrained
+
   if max_shard_size:
     pytest.skip("sharded checkpoints are written by transformers, which needs PyTorch")
   cfg = config_from_hf_dict(hf_config(family, **overrides).to_dict())

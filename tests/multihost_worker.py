@@ -23,7 +23,9 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def example_tokens(vocab_size: int, batch: int = 8, length: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def example_tokens(
+    vocab_size: int, batch: int = 8, length: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
   """Deterministic tokens and a left-padded attention mask, identical on every process."""
   rng = np.random.RandomState(0)
   tokens = rng.randint(0, vocab_size, (batch, length)).astype(np.int32)
@@ -45,12 +47,16 @@ def run_forward(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.n
   plan = sharding.make_plan(mesh, strategy)
   tokens, mask = example_tokens(cfg.vocab_size)
   rows = sharding.process_rows(plan, tokens.shape[0])
-  batch = sharding.host_to_global({"tokens": tokens[rows], "mask": mask[rows]}, plan,
-                                  ("batch", "length"))
+  batch = sharding.host_to_global(
+      {"tokens": tokens[rows], "mask": mask[rows]}, plan, ("batch", "length")
+  )
   logits = jax.jit(lambda p, b: decoder.forward(cfg, p, b["tokens"], b["mask"], plan=plan))(
-      params, batch)
-  return {"logits": np.asarray(multihost_utils.process_allgather(logits, tiled=True)),
-          "bytes_on_device0": np.asarray(sharding.bytes_on_device(params))}
+      params, batch
+  )
+  return {
+      "logits": np.asarray(multihost_utils.process_allgather(logits, tiled=True)),
+      "bytes_on_device0": np.asarray(sharding.bytes_on_device(params)),
+  }
 
 
 def run_batch(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.ndarray]:
@@ -68,8 +74,11 @@ def run_batch(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.nda
     odd_refused = False
   except ValueError:
     odd_refused = True
-  return {"rows": np.asarray([rows.start, rows.stop]), "odd_refused": np.asarray(odd_refused),
-          "tokens": np.asarray(multihost_utils.process_allgather(batch, tiled=True))}
+  return {
+      "rows": np.asarray([rows.start, rows.stop]),
+      "odd_refused": np.asarray(odd_refused),
+      "tokens": np.asarray(multihost_utils.process_allgather(batch, tiled=True)),
+  }
 
 
 def example_grpo_batch(vocab_size: int) -> dict[str, np.ndarray]:
@@ -77,9 +86,13 @@ def example_grpo_batch(vocab_size: int) -> dict[str, np.ndarray]:
   tokens, mask = example_tokens(vocab_size)
   loss_mask = np.zeros(tokens.shape, np.float32)
   loss_mask[:, 6:] = mask[:, 6:]
-  return {"tokens": tokens, "attention_mask": mask, "loss_mask": loss_mask,
-          "old_logprobs": np.full(tokens.shape, -4.0, np.float32) * loss_mask,
-          "advantages": np.linspace(-1.0, 1.0, tokens.shape[0]).astype(np.float32)}
+  return {
+      "tokens": tokens,
+      "attention_mask": mask,
+      "loss_mask": loss_mask,
+      "old_logprobs": np.full(tokens.shape, -4.0, np.float32) * loss_mask,
+      "advantages": np.linspace(-1.0, 1.0, tokens.shape[0]).astype(np.float32),
+  }
 
 
 LOSS_TRAIN_CONFIG = dict(learning_rate=1e-2, kl_coef=0.0, micro_batch_size=4)
@@ -103,22 +116,32 @@ def run_loss(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.ndar
 
 
 MODES: dict[str, Callable[..., dict[str, np.ndarray]]] = {
-    "forward": run_forward, "batch": run_batch, "loss": run_loss}
+    "forward": run_forward,
+    "batch": run_batch,
+    "loss": run_loss,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument("--mode", choices=sorted(MODES), action="append", required=True,
-                      help="repeatable")
+  parser.add_argument(
+      "--mode", choices=sorted(MODES), action="append", required=True, help="repeatable"
+  )
   parser.add_argument("--model", required=True, help="HF checkpoint directory")
   parser.add_argument("--out", required=True, help="output prefix; writes PREFIX.<process_id>.npz")
-  parser.add_argument("--plan", action="append", required=True, help="strategy@mesh_spec, repeatable")
+  parser.add_argument(
+      "--plan", action="append", required=True, help="strategy@mesh_spec, repeatable"
+  )
   args = parser.parse_args(argv)
 
   from rzero_jax import sharding
+
   if not sharding.initialize_distributed():
-    raise SystemExit("multihost_worker needs RZERO_COORDINATOR, RZERO_NUM_PROCESSES, RZERO_PROCESS_ID.")
+    raise SystemExit(
+        "multihost_worker needs RZERO_COORDINATOR, RZERO_NUM_PROCESSES, RZERO_PROCESS_ID."
+    )
   import jax
+
   results = {}
   for mode in args.mode:
     for plan in args.plan:
@@ -135,8 +158,14 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_processes(worker_args: list[str], log_dir: str, *, num_processes: int = 2,
-                  devices_per_process: int = 4, timeout_s: float = 120.0) -> None:
+def run_processes(
+    worker_args: list[str],
+    log_dir: str,
+    *,
+    num_processes: int = 2,
+    devices_per_process: int = 4,
+    timeout_s: float = 120.0,
+) -> None:
   """Runs `num_processes` workers on local CPU devices; raises with their logs if any fails.
 
   Every worker is killed when one fails or the timeout passes, so no process outlives the call.
@@ -145,14 +174,26 @@ def run_processes(worker_args: list[str], log_dir: str, *, num_processes: int = 
   procs, logs = [], []
   try:
     for i in range(num_processes):
-      env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
-             "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
-             "RZERO_COORDINATOR": address, "RZERO_NUM_PROCESSES": str(num_processes),
-             "RZERO_PROCESS_ID": str(i)}
+      env = {
+          **os.environ,
+          "JAX_PLATFORMS": "cpu",
+          "PYTHONPATH": REPO,
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
+          "RZERO_COORDINATOR": address,
+          "RZERO_NUM_PROCESSES": str(num_processes),
+          "RZERO_PROCESS_ID": str(i),
+      }
       log = open(os.path.join(log_dir, f"worker{i}.log"), "w+")
       logs.append(log)
-      procs.append(subprocess.Popen([sys.executable, "-m", "tests.multihost_worker", *worker_args],
-                                    cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
+      procs.append(
+          subprocess.Popen(
+              [sys.executable, "-m", "tests.multihost_worker", *worker_args],
+              cwd=REPO,
+              env=env,
+              stdout=log,
+              stderr=subprocess.STDOUT,
+          )
+      )
     for p in procs:
       p.wait(timeout=timeout_s)
   except subprocess.TimeoutExpired:

@@ -31,6 +31,7 @@ def test_wandb_receives_the_scalars(tmp_path, monkeypatch):
   logged, calls = [], {}
 
   class FakeRun:
+
     def log(self, values, step):
       logged.append((step, values))
 
@@ -46,8 +47,7 @@ def test_wandb_receives_the_scalars(tmp_path, monkeypatch):
   writer.histogram(1, "challenger/p_hat", [0.5, 0.25])
   writer.close()
   assert calls["init"]["project"] == "rzero" and calls["init"]["config"] == {"seed": 0}
-  assert logged == [(1, {"challenger/reward": 0.25}),
-                    (1, {"challenger/p_hat": ("histogram", 2)})]
+  assert logged == [(1, {"challenger/reward": 0.25}), (1, {"challenger/p_hat": ("histogram", 2)})]
   assert calls["finished"]
 
 

@@ -19,8 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
   env.pop("PYTEST_CURRENT_TEST", None)
   return env
 
@@ -28,13 +27,27 @@ def _env():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
   """A finished tiny R-Zero run (the smoke demo made smaller, as in tests/rzero/test_main.py),
-  with Weights & Biases asked for: without the wandb package that is one warning and nothing else."""
+  with Weights & Biases asked for: without the wandb package that is one warning and nothing else.
+  """
   base = ensure_base_model(os.path.join(REPO, ".cache"))
   workdir = tmp_path_factory.mktemp("report") / "run"
   env = dict(_env(), WANDB_MODE="offline", WANDB_DIR=str(workdir.parent))
-  proc = subprocess.run([sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *TINY,
-                         f"--config.model_path={base}", "--config.wandb_project=rzero_test"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "rzero_jax.main",
+          f"--workdir={workdir}",
+          *TINY,
+          f"--config.model_path={base}",
+          "--config.wandb_project=rzero_test",
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   try:
     import wandb  # noqa: F401
@@ -48,8 +61,14 @@ def _pngs(directory):
 
 
 def test_cli_on_a_finished_run_writes_figures_and_a_page(smoke_run):
-  proc = subprocess.run([sys.executable, "-m", "rzero_jax.report", f"--workdir={smoke_run}"],
-                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [sys.executable, "-m", "rzero_jax.report", f"--workdir={smoke_run}"],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stdout + proc.stderr
   out = smoke_run / "report"
   pngs = _pngs(out)
@@ -94,24 +113,43 @@ def test_a_run_that_is_still_going(smoke_run, tmp_path):
   # a TensorBoard file cut in the middle of a record (being written) still reads
   event_file = next((running / "tb").iterdir())
   data = event_file.read_bytes()
-  event_file.write_bytes(data[:len(data) - 7])
+  event_file.write_bytes(data[: len(data) - 7])
   assert report.read_tb_scalars(str(running / "tb"))["challenger/reward"]
 
 
 def test_azr_summary(tmp_path):
-  steps = [{"valid_rate": 0.5 + 0.1 * i, "proposer_reward": 0.1 * i, "solver_reward": -0.2,
-            "solver_accuracy": 0.3, **{f"{t}/valid_rate": 0.4 + 0.1 * i for t in report.TASK_TYPES},
-            **{f"{t}/buffer_size": 8 + 4 * i for t in report.TASK_TYPES}} for i in range(3)]
+  steps = [
+      {
+          "valid_rate": 0.5 + 0.1 * i,
+          "proposer_reward": 0.1 * i,
+          "solver_reward": -0.2,
+          "solver_accuracy": 0.3,
+          **{f"{t}/valid_rate": 0.4 + 0.1 * i for t in report.TASK_TYPES},
+          **{f"{t}/buffer_size": 8 + 4 * i for t in report.TASK_TYPES},
+      }
+      for i in range(3)
+  ]
   del steps[1]["induction/buffer_size"]  # keys may be missing: skipped, not an error
   acc = {"deduction": 0.2, "abduction": 0.1, "induction": 0.0, "mean": 0.1}
-  (tmp_path / "summary.json").write_text(json.dumps({
-      "heldout_accuracy": {"base": acc, "step_3": dict(acc, deduction=0.4, mean=0.17)},
-      "steps": steps, "seeding": {"rounds": 1, "valid_rate": [], "buffer_sizes": None},
-      "timing": {"sampling_s": 3.0, "training_s": 2.0, "grading_s": 1.0, "total_s": 8.0}}))
+  (tmp_path / "summary.json").write_text(
+      json.dumps(
+          {
+              "heldout_accuracy": {"base": acc, "step_3": dict(acc, deduction=0.4, mean=0.17)},
+              "steps": steps,
+              "seeding": {"rounds": 1, "valid_rate": [], "buffer_sizes": None},
+              "timing": {"sampling_s": 3.0, "training_s": 2.0, "grading_s": 1.0, "total_s": 8.0},
+          }
+      )
+  )
   result = report.make_report(str(tmp_path))
   assert result["run"]["algorithm"] == "azr"
-  assert {"azr_accuracy.png", "azr_valid_rate.png", "azr_buffers.png", "azr_rewards.png",
-          "timing.png"} <= set(_pngs(tmp_path / "report"))
+  assert {
+      "azr_accuracy.png",
+      "azr_valid_rate.png",
+      "azr_buffers.png",
+      "azr_rewards.png",
+      "timing.png",
+  } <= set(_pngs(tmp_path / "report"))
   assert "| step_3 | 0.400 |" in open(result["page"]).read()
 
 

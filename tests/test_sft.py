@@ -23,20 +23,28 @@ FLAGS = ["--batch_size=4", "--lr=3e-4", "--max_len=96", "--dtype=float32", "--ch
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
   path = tmp_path_factory.mktemp("sft") / "train.jsonl"
-  rows = [{"question": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}\n\\boxed{{{a + b}}}"}
-          for a, b in [(3, 4), (12, 7), (25, 30), (8, 9), (41, 2), (6, 6)]]
+  rows = [
+      {"question": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}\n\\boxed{{{a + b}}}"}
+      for a, b in [(3, 4), (12, 7), (25, 30), (8, 9), (41, 2), (6, 6)]
+  ]
   rows.append({"prompt": "user\nWhat is 2 * 3?\nassistant\n", "response": "\\boxed{6}"})
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   return str(path)
 
 
 def _cli(out, *flags, devices=1, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(
+      os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"
+  )
   env.pop("PYTEST_CURRENT_TEST", None)
-  proc = subprocess.run([sys.executable, "-m", "rzero_jax.sft", f"--model={MODEL}",
-                         f"--out={out}", *flags], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  proc = subprocess.run(
+      [sys.executable, "-m", "rzero_jax.sft", f"--model={MODEL}", f"--out={out}", *flags],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -49,12 +57,14 @@ def test_loss_covers_only_the_response(data_file):
   examples = sft.read_examples(data_file, tokenizer, max_len=96)
   assert examples[-1].response[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
   cfg, params = load_pretrained(MODEL, dtype="float32")
-  batch = make_sft_batch([e.prompt for e in examples], [e.response for e in examples], 96,
-                         tokenizer.pad_token_id)
+  batch = make_sft_batch(
+      [e.prompt for e in examples], [e.response for e in examples], 96, tokenizer.pad_token_id
+  )
   loss, _ = sft_loss(cfg, params, batch)
   # Independent reference: log-softmax of the logits, summed over response tokens only.
-  logp = np.asarray(jax.nn.log_softmax(forward(cfg, params, batch["tokens"],
-                                               batch["attention_mask"]), axis=-1))
+  logp = np.asarray(
+      jax.nn.log_softmax(forward(cfg, params, batch["tokens"], batch["attention_mask"]), axis=-1)
+  )
   total, count = 0.0, 0
   for row, e in enumerate(examples):
     for t in range(len(e.prompt), len(e.prompt) + len(e.response)):
@@ -86,32 +96,39 @@ def test_resume_sharding_and_export(tmp_path, data_file):
   assert json.loads((resumed / "summary.json").read_text())["losses"] == summary["losses"]
 
   sharded = tmp_path / "sharded"
-  code, out = _cli(sharded, f"--data={data_file}", "--steps=4", "--mesh=fsdp:2", *FLAGS,
-                   devices=2)
+  code, out = _cli(sharded, f"--data={data_file}", "--steps=4", "--mesh=fsdp:2", *FLAGS, devices=2)
   assert code == 0, out
-  np.testing.assert_allclose(json.loads((sharded / "summary.json").read_text())["losses"],
-                             summary["losses"], rtol=1e-4)
+  np.testing.assert_allclose(
+      json.loads((sharded / "summary.json").read_text())["losses"], summary["losses"], rtol=1e-4
+  )
   # AdamW divides by the gradient's scale, so where gradients are ~0 summation-order noise moves
   # weights by a fraction of one step (lr 3e-4): compare to well within that.
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-5), _export(sharded),
-               _export(straight))
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=5e-5), _export(sharded), _export(straight)
+  )
 
   tokens = np.array([[5, 17, 3, 99, 2, 61, 7, 30]])
   cfg, params = load_pretrained(str(straight / "export"), dtype="float32")
-  np.testing.assert_allclose(hf_fixtures.hf_logits(str(straight / "export"), tokens),
-                             np.asarray(forward(cfg, params, tokens)), atol=1e-4)
+  np.testing.assert_allclose(
+      hf_fixtures.hf_logits(str(straight / "export"), tokens),
+      np.asarray(forward(cfg, params, tokens)),
+      atol=1e-4,
+  )
   assert load_tokenizer(str(straight / "export")).chat_template
 
 
-@pytest.mark.parametrize("lines,message", [
-    (None, "does not exist"),
-    (['{"question": "q", "response": "r"}', "{not json"], "train.jsonl:2 is not valid JSON"),
-    (['{"question": "q"}'], "train.jsonl:1 needs a string field 'response'"),
-    (['{"question": "q", "prompt": "p", "response": "r"}'], "exactly one of"),
-    (['{"response": "r"}'], "train.jsonl:1 needs exactly one of"),
-    (['{"question": "q", "response": "' + "9 " * 200 + '"}'], "more than --max_len=96"),
-    ([], "holds no examples"),
-])
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        (None, "does not exist"),
+        (['{"question": "q", "response": "r"}', "{not json"], "train.jsonl:2 is not valid JSON"),
+        (['{"question": "q"}'], "train.jsonl:1 needs a string field 'response'"),
+        (['{"question": "q", "prompt": "p", "response": "r"}'], "exactly one of"),
+        (['{"response": "r"}'], "train.jsonl:1 needs exactly one of"),
+        (['{"question": "q", "response": "' + "9 " * 200 + '"}'], "more than --max_len=96"),
+        ([], "holds no examples"),
+    ],
+)
 def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, lines, message):
   path = tmp_path / "train.jsonl"
   if lines is not None:
@@ -124,6 +141,5 @@ def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, lines, messag
 
 
 def test_bad_flags(tmp_path, data_file):
-  code, output = _cli(tmp_path / "o", f"--data={data_file}", "--steps=2", "--epochs=1",
-                      timeout=300)
+  code, output = _cli(tmp_path / "o", f"--data={data_file}", "--steps=2", "--epochs=1", timeout=300)
   assert code == 2 and "not both" in output and not (tmp_path / "o").exists()

@@ -64,19 +64,32 @@ class BuildConfig:
   direct_rate: float = 0.6
   direct_steps: int = 200
   slip_per_digit: float = 0.02
-  solver_weights: tuple[tuple[int, float], ...] = ((1, 0.15), (2, 0.2), (3, 0.2), (4, 0.2),
-                                                   (5, 0.15), (6, 0.1))
+  solver_weights: tuple[tuple[int, float], ...] = (
+      (1, 0.15),
+      (2, 0.2),
+      (3, 0.2),
+      (4, 0.2),
+      (5, 0.15),
+      (6, 0.1),
+  )
   challenger_weights: tuple[tuple[int, float], ...] = tuple((k, 1.0) for k in data.LEVELS)
 
   def fingerprint(self) -> str:
     """A short hash of these settings and the prompt texts the model is trained on."""
-    text = json.dumps([dataclasses.asdict(self), prompts.challenger_messages(),
-                       prompts.solver_messages("{question}")], sort_keys=True)
+    text = json.dumps(
+        [
+            dataclasses.asdict(self),
+            prompts.challenger_messages(),
+            prompts.solver_messages("{question}"),
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def example(rng: random.Random, cfg: BuildConfig, direct_rate: float
-            ) -> tuple[list[dict[str, str]], str]:
+def example(
+    rng: random.Random, cfg: BuildConfig, direct_rate: float
+) -> tuple[list[dict[str, str]], str]:
   """One training example: (prompt messages, assistant completion) of either role; a Solver
   completion answers directly with probability `direct_rate`."""
   if rng.random() < cfg.challenger_fraction:
@@ -102,16 +115,30 @@ def tokenizer_corpus(cfg: BuildConfig) -> list[str]:
 
 def model_config(cfg: BuildConfig, tokenizer: Any) -> ModelConfig:
   return ModelConfig(
-      model_type="qwen3", vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
-      intermediate_size=cfg.intermediate_size, num_layers=cfg.num_layers,
-      num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-      qk_norm=True, tie_embeddings=True, rope_theta=10000.0, max_position_embeddings=512,
+      model_type="qwen3",
+      vocab_size=len(tokenizer),
+      hidden_size=cfg.hidden_size,
+      intermediate_size=cfg.intermediate_size,
+      num_layers=cfg.num_layers,
+      num_heads=cfg.num_heads,
+      num_kv_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim,
+      qk_norm=True,
+      tie_embeddings=True,
+      rope_theta=10000.0,
+      max_position_embeddings=512,
       eos_token_id=(tokenizer.convert_tokens_to_ids("<|im_end|>"),),
-      pad_token_id=tokenizer.pad_token_id)
+      pad_token_id=tokenizer.pad_token_id,
+  )
 
 
-def training_batch(rng: random.Random, cfg: BuildConfig, tokenizer: Any,
-                   cache: dict[str, list[int]], direct_rate: float) -> dict[str, np.ndarray]:
+def training_batch(
+    rng: random.Random,
+    cfg: BuildConfig,
+    tokenizer: Any,
+    cache: dict[str, list[int]],
+    direct_rate: float,
+) -> dict[str, np.ndarray]:
   """A batch of fresh examples, padded to a multiple of LENGTH_BUCKET; targets are the
   completion and its `<|im_end|>`. Prompt and completion are tokenized apart, as at sampling."""
   im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -130,10 +157,12 @@ def training_batch(rng: random.Random, cfg: BuildConfig, tokenizer: Any,
 
 def pretrain(cfg: BuildConfig, model_cfg: ModelConfig, tokenizer: Any, *, log_every: int = 100):
   """Trains from random init for `cfg.steps`; returns (params, final metrics)."""
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps,
-                                                cfg.steps, cfg.learning_rate * 0.1)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.learning_rate * 0.1
+  )
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=cfg.weight_decay)
+  )
   params = init_params(model_cfg, jax.random.PRNGKey(cfg.seed))
   opt_state = optimizer.init(params)
   step_fn = make_sft_step(model_cfg, optimizer)
@@ -150,9 +179,12 @@ def pretrain(cfg: BuildConfig, model_cfg: ModelConfig, tokenizer: Any, *, log_ev
       window = []
       elapsed = time.perf_counter() - start
       rate = step / elapsed
-      print(f"step {step}/{cfg.steps}  loss {metrics['loss']:.4f}  token acc "
-            f"{metrics['accuracy']:.3f}  {rate:.2f} steps/s  elapsed {elapsed:.0f}s  "
-            f"eta {(cfg.steps - step) / rate:.0f}s", flush=True)
+      print(
+          f"step {step}/{cfg.steps}  loss {metrics['loss']:.4f}  token acc "
+          f"{metrics['accuracy']:.3f}  {rate:.2f} steps/s  elapsed {elapsed:.0f}s  "
+          f"eta {(cfg.steps - step) / rate:.0f}s",
+          flush=True,
+      )
   return params, metrics
 
 
@@ -161,17 +193,28 @@ def build(out: str, cfg: BuildConfig = BuildConfig()) -> str:
   t0 = time.perf_counter()
   tokenizer = train_tokenizer(tokenizer_corpus(cfg), cfg.vocab_size)
   model_cfg = model_config(cfg, tokenizer)
-  print(f"tokenizer: {len(tokenizer)} tokens ({time.perf_counter() - t0:.1f}s); model: "
-        f"{model_cfg.num_params():,} params", flush=True)
+  print(
+      f"tokenizer: {len(tokenizer)} tokens ({time.perf_counter() - t0:.1f}s); model: "
+      f"{model_cfg.num_params():,} params",
+      flush=True,
+  )
   params, metrics = pretrain(cfg, model_cfg, tokenizer)
   with tempfile.TemporaryDirectory() as tmp:
     tokenizer.save_pretrained(tmp)
-    info = {"fingerprint": cfg.fingerprint(), "config": dataclasses.asdict(cfg),
-            "final_metrics": metrics, "build_seconds": time.perf_counter() - t0}
+    info = {
+        "fingerprint": cfg.fingerprint(),
+        "config": dataclasses.asdict(cfg),
+        "final_metrics": metrics,
+        "build_seconds": time.perf_counter() - t0,
+    }
     with open(os.path.join(tmp, BUILD_INFO), "w") as f:
       json.dump(info, f, indent=2)
-    save_pretrained(model_cfg, params, out,
-                    extra_files={name: os.path.join(tmp, name) for name in os.listdir(tmp)})
+    save_pretrained(
+        model_cfg,
+        params,
+        out,
+        extra_files={name: os.path.join(tmp, name) for name in os.listdir(tmp)},
+    )
   print(f"saved {out} ({time.perf_counter() - t0:.0f}s)", flush=True)
   return out
 
@@ -189,14 +232,16 @@ def _fingerprint_of(path: str) -> str | None:
 
 def ensure_base_model(cache_dir: str, cfg: BuildConfig = BuildConfig()) -> str:
   """The base model directory for `cfg`: the committed one (`base_model/`, built by this script
-  with the default settings) when its fingerprint matches, else a cached build, made when missing."""
+  with the default settings) when its fingerprint matches, else a cached build, made when missing.
+  """
   if _fingerprint_of(COMMITTED_MODEL) == cfg.fingerprint():
     return COMMITTED_MODEL
   path = os.path.join(os.path.abspath(cache_dir), f"toy_arith-{cfg.fingerprint()}")
   if _fingerprint_of(path) is not None:
     return path
-  print(f"Building the toy arithmetic base model into {path} (once; cached afterwards).",
-        flush=True)
+  print(
+      f"Building the toy arithmetic base model into {path} (once; cached afterwards).", flush=True
+  )
   return build(path, cfg)
 
 
@@ -208,8 +253,11 @@ def main(argv: list[str]) -> None:
     if field.type in scalar_types:
       parser.add_argument(f"--{field.name}", type=scalar_types[field.type], default=field.default)
   args = parser.parse_args(argv)
-  overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)
-               if hasattr(args, f.name)}
+  overrides = {
+      f.name: getattr(args, f.name)
+      for f in dataclasses.fields(BuildConfig)
+      if hasattr(args, f.name)
+  }
   build(args.out, BuildConfig(**overrides))
 
 

@@ -50,26 +50,34 @@ class Model:
     self.stops = stop_token_ids(self.tok, self.cfg.eos_token_id)
     self.max_new_tokens, self.batch = max_new_tokens, batch
 
-  def sample(self, prompt_ids: list[list[int]], num_samples: int, temperature: float,
-             seed: int) -> list[str]:
+  def sample(
+      self, prompt_ids: list[list[int]], num_samples: int, temperature: float, seed: int
+  ) -> list[str]:
     per_call = max(1, self.batch // num_samples)
     texts = []
     for k in range(0, len(prompt_ids), per_call):
-      out = generate(self.cfg, self.params, prompt_ids[k:k + per_call],
-                     max_new_tokens=self.max_new_tokens, temperature=temperature,
-                     num_samples=num_samples, stop_token_ids=self.stops, seed=seed + k)
+      out = generate(
+          self.cfg,
+          self.params,
+          prompt_ids[k : k + per_call],
+          max_new_tokens=self.max_new_tokens,
+          temperature=temperature,
+          num_samples=num_samples,
+          stop_token_ids=self.stops,
+          seed=seed + k,
+      )
       texts += [self.tok.decode(t, skip_special_tokens=True) for t in out.tokens]
     return texts
 
   def solver_prompt(self, question: str) -> list[int]:
     return encode_chat(self.tok, prompts.solver_messages(question))
 
-  def solve(self, questions: Sequence[str], num_samples: int, temperature: float,
-            seed: int = 0) -> list[list[str]]:
+  def solve(
+      self, questions: Sequence[str], num_samples: int, temperature: float, seed: int = 0
+  ) -> list[list[str]]:
     """Solver completions, `num_samples` per question."""
-    texts = self.sample([self.solver_prompt(q) for q in questions], num_samples, temperature,
-                        seed)
-    return [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(questions))]
+    texts = self.sample([self.solver_prompt(q) for q in questions], num_samples, temperature, seed)
+    return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(questions))]
 
 
 def is_direct(text: str) -> bool:
@@ -89,8 +97,9 @@ def vote(answers: Sequence[int | None]) -> tuple[int | None, float]:
 COLUMNS = ("greedy", "sampled", "majority", "in_band", "direct_greedy", "direct_sampled")
 
 
-def solver_report(model: Model, problems: Sequence[tuple[str, int, int]], votes: int,
-                  seed: int = 0) -> dict[int, dict[str, float]]:
+def solver_report(
+    model: Model, problems: Sequence[tuple[str, int, int]], votes: int, seed: int = 0
+) -> dict[int, dict[str, float]]:
   """Per level (0 = all): greedy, sampled (mean) and majority-of-votes accuracy, the share of
   problems in the p_hat band, and how often greedy / sampled answers skip the working."""
   questions = [q for q, _, _ in problems]
@@ -100,12 +109,20 @@ def solver_report(model: Model, problems: Sequence[tuple[str, int, int]], votes:
   for (q, truth, level), g, texts in zip(problems, greedy, sampled):
     answers = [boxed_int(t) for t in texts]
     label, p_hat = vote(answers)
-    row = (boxed_int(g) == truth, np.mean([a == truth for a in answers]), label == truth,
-           in_band(p_hat, DELTA), is_direct(g), np.mean([is_direct(t) for t in texts]))
+    row = (
+        boxed_int(g) == truth,
+        np.mean([a == truth for a in answers]),
+        label == truth,
+        in_band(p_hat, DELTA),
+        is_direct(g),
+        np.mean([is_direct(t) for t in texts]),
+    )
     rows[level].append(row)
     rows[0].append(row)
-  return {level: dict(zip(COLUMNS, np.mean(np.asarray(r, dtype=float), axis=0)))
-          for level, r in sorted(rows.items(), key=lambda kv: (kv[0] == 0, kv[0]))}
+  return {
+      level: dict(zip(COLUMNS, np.mean(np.asarray(r, dtype=float), axis=0)))
+      for level, r in sorted(rows.items(), key=lambda kv: (kv[0] == 0, kv[0]))
+  }
 
 
 def print_solver_report(title: str, report: dict[int, dict[str, float]]) -> None:
@@ -123,27 +140,33 @@ def challenger_report(model: Model, count: int, votes: int, seed: int) -> None:
   questions = [prompts.parse_question(t) for t in texts]
   valid = [q for q in questions if q is not None and data.true_answer(q) is not None]
   unique = list(dict.fromkeys(valid))
-  shapes = collections.Counter(len(data.expression_of(q).replace("(", " ").replace(")", " ")
-                                   .split()) // 2 + 1 for q in valid)
-  print(f"\nChallenger: {count} samples, well-formed {len(valid) / count:.3f} "
-        f"(tags {sum(q is not None for q in questions) / count:.3f}), unique "
-        f"{len(unique)}, held-out partition share "
-        f"{np.mean([data.is_heldout(q) for q in unique]):.3f}")
+  shapes = collections.Counter(
+      len(data.expression_of(q).replace("(", " ").replace(")", " ").split()) // 2 + 1 for q in valid
+  )
+  print(
+      f"\nChallenger: {count} samples, well-formed {len(valid) / count:.3f} "
+      f"(tags {sum(q is not None for q in questions) / count:.3f}), unique "
+      f"{len(unique)}, held-out partition share "
+      f"{np.mean([data.is_heldout(q) for q in unique]):.3f}"
+  )
   print("  operands histogram:", dict(sorted(shapes.items())))
   sampled = model.solve(unique, votes, 1.0, seed + 1)
   records = []
   for q, texts in zip(unique, sampled):
     answers = [boxed_int(t) for t in texts]
     label, p_hat = vote(answers)
-    records.append(dict(question=q, label=label, p_hat=p_hat, answers=answers,
-                        truth=data.true_answer(q)))
+    records.append(
+        dict(question=q, label=label, p_hat=p_hat, answers=answers, truth=data.true_answer(q))
+    )
   hist = collections.Counter(round(r["p_hat"] * votes) for r in records)
   kept = [r for r in records if r["label"] is not None and in_band(r["p_hat"], DELTA)]
   print(f"  p_hat histogram (agreeing votes of {votes}: questions):", dict(sorted(hist.items())))
-  print(f"  kept {len(kept)}/{len(records)}; pseudo-label accuracy of kept "
-        f"{np.mean([r['label'] == r['truth'] for r in kept]) if kept else float('nan'):.3f}; "
-        f"all questions majority accuracy "
-        f"{np.mean([r['label'] == r['truth'] for r in records]):.3f}")
+  print(
+      f"  kept {len(kept)}/{len(records)}; pseudo-label accuracy of kept "
+      f"{np.mean([r['label'] == r['truth'] for r in kept]) if kept else float('nan'):.3f}; "
+      f"all questions majority accuracy "
+      f"{np.mean([r['label'] == r['truth'] for r in records]):.3f}"
+  )
 
 
 def main(argv: list[str]) -> None:
@@ -160,8 +183,10 @@ def main(argv: list[str]) -> None:
   levels = tuple(int(x) for x in args.levels.split(","))
   problems = data.heldout_set(args.per_level, levels)
   base = solver_report(model, problems, args.votes, args.seed)
-  print_solver_report(f"Solver on held-out problems ({args.per_level} per level, "
-                      f"{args.votes} samples at T=1)", base)
+  print_solver_report(
+      f"Solver on held-out problems ({args.per_level} per level, " f"{args.votes} samples at T=1)",
+      base,
+  )
   print(f"[{time.perf_counter() - t0:.0f}s]")
   challenger_report(model, args.challenger_samples, args.votes, args.seed + 7)
   print(f"[{time.perf_counter() - t0:.0f}s]")

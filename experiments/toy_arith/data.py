@@ -19,6 +19,7 @@ import re
 import zlib
 from typing import Callable, Sequence
 
+
 @dataclasses.dataclass(frozen=True)
 class Level:
   """One difficulty level: operand count, digits of the `+ -` operands, parentheses rate."""
@@ -62,14 +63,14 @@ def make_expression(rng: random.Random, difficulty: int) -> list[str]:
     ops = [rng.choice("+-*") for _ in range(level.operands - 1)]
     items: list[str] = []
     for i in range(level.operands):
-      factor = "*" in ops[max(i - 1, 0):i + 1]
+      factor = "*" in ops[max(i - 1, 0) : i + 1]
       digits = 1 if factor else rng.randint(1, level.max_digits)
-      items += [str(rng.randint(1 if digits == 1 else 10, 10 ** digits - 1))]
+      items += [str(rng.randint(1 if digits == 1 else 10, 10**digits - 1))]
       if i < len(ops):
         items.append(ops[i])
     if level.operands > 2 and rng.random() < level.paren_rate:
       left = 2 * rng.randrange(level.operands - 1)  # parenthesise operands left/2 and left/2 + 1
-      items = items[:left] + ["("] + items[left:left + 3] + [")"] + items[left + 3:]
+      items = items[:left] + ["("] + items[left : left + 3] + [")"] + items[left + 3 :]
     if _is_easy(items):
       return items
 
@@ -83,26 +84,28 @@ def expression_text(items: Sequence[str]) -> str:
 Slip = Callable[[int], int]
 
 
-def _reduce_once(items: list[str], slip: Slip | None = None
-                 ) -> tuple[list[str], tuple[int, str, int, int]]:
+def _reduce_once(
+    items: list[str], slip: Slip | None = None
+) -> tuple[list[str], tuple[int, str, int, int]]:
   """Evaluates the next binary operation (parentheses first, then `*`, then `+ -`); `slip`
   may replace the result, which then feeds the later steps."""
   if "(" in items:
     lo, hi = items.index("("), items.index(")")
-    inner, step = _reduce_once(items[lo + 1:hi], slip)
+    inner, step = _reduce_once(items[lo + 1 : hi], slip)
     if len(inner) == 1:
-      return items[:lo] + inner + items[hi + 1:], step
-    return items[:lo + 1] + inner + items[hi:], step
+      return items[:lo] + inner + items[hi + 1 :], step
+    return items[: lo + 1] + inner + items[hi:], step
   i = items.index("*") if "*" in items else 1
   a, op, b = int(items[i - 1]), items[i], int(items[i + 1])
   c = a * b if op == "*" else a + b if op == "+" else a - b
   if slip is not None:
     c = slip(c)
-  return items[:i - 1] + [str(c)] + items[i + 2:], (a, op, b, c)
+  return items[: i - 1] + [str(c)] + items[i + 2 :], (a, op, b, c)
 
 
-def solution_steps(items: Sequence[str], slip: Slip | None = None
-                   ) -> tuple[list[tuple[int, str, int, int]], int]:
+def solution_steps(
+    items: Sequence[str], slip: Slip | None = None
+) -> tuple[list[tuple[int, str, int, int]], int]:
   """The (a, op, b, result) steps of evaluating the expression, and the final value."""
   items, steps = list(items), []
   while len(items) > 1:
@@ -137,7 +140,7 @@ def expression_of(question: str) -> str:
   """The expression inside a question made by `make_problem`."""
   if not (question.startswith("What is ") and question.endswith("?")):
     raise ValueError(f"Not a toy arithmetic question: {question!r}.")
-  return question[len("What is "):-1]
+  return question[len("What is ") : -1]
 
 
 _EXPRESSION_RE = re.compile(r"[\d\s+*()-]+")
@@ -222,8 +225,9 @@ def challenger_completion(question: str, answer: int) -> str:
   return f"<question>{question}</question> \\boxed{{{answer}}}"
 
 
-def sample_problems(rng: random.Random, weights: dict[int, float], count: int, *,
-                    heldout: bool = False) -> list[tuple[str, int, int]]:
+def sample_problems(
+    rng: random.Random, weights: dict[int, float], count: int, *, heldout: bool = False
+) -> list[tuple[str, int, int]]:
   """`count` (question, answer, difficulty) triples with difficulties drawn by `weights`, all
   from the training partition (or all from the held-out one when `heldout`)."""
   levels = sorted(weights)
@@ -237,8 +241,9 @@ def sample_problems(rng: random.Random, weights: dict[int, float], count: int, *
   return out
 
 
-def heldout_set(per_level: int, levels: Sequence[int] = (3, 4, 5), seed: int = 1234
-                ) -> list[tuple[str, int, int]]:
+def heldout_set(
+    per_level: int, levels: Sequence[int] = (3, 4, 5), seed: int = 1234
+) -> list[tuple[str, int, int]]:
   """A fixed evaluation set: `per_level` distinct held-out problems at each level in `levels`."""
   rng = random.Random(seed)
   out: list[tuple[str, int, int]] = []
@@ -252,6 +257,8 @@ def heldout_set(per_level: int, levels: Sequence[int] = (3, 4, 5), seed: int = 1
       if len(seen) == per_level:
         break
     if len(seen) < per_level:
-      raise ValueError(f"Level {level} has fewer than {per_level} distinct held-out problems: "
-                       "ask for fewer per level, or use harder levels.")
+      raise ValueError(
+          f"Level {level} has fewer than {per_level} distinct held-out problems: "
+          "ask for fewer per level, or use harder levels."
+      )
   return out

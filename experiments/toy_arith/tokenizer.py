@@ -18,7 +18,8 @@ IM_END = "<|im_end|>"
 SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END)
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 ALPHABET = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
 
 
@@ -27,18 +28,30 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 192) -> Any:
   `transformers.PreTrainedTokenizerFast` with the chat template set."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   from transformers import PreTrainedTokenizerFast
+
   minimum = len(SPECIAL_TOKENS) + len(ALPHABET)
   if vocab_size < minimum:
-    raise ValueError(f"vocab_size={vocab_size} is below the {minimum} special and base tokens: "
-                     f"use at least {minimum}.")
+    raise ValueError(
+        f"vocab_size={vocab_size} is below the {minimum} special and base tokens: "
+        f"use at least {minimum}."
+    )
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.Digits(individual_digits=True)
   tok.decoder = decoders.Fuse()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                initial_alphabet=ALPHABET, limit_alphabet=len(ALPHABET),
-                                show_progress=False)
+  trainer = trainers.BpeTrainer(
+      vocab_size=vocab_size,
+      special_tokens=list(SPECIAL_TOKENS),
+      initial_alphabet=ALPHABET,
+      limit_alphabet=len(ALPHABET),
+      show_progress=False,
+  )
   tok.train_from_iterator(texts, trainer=trainer)
-  fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=IM_END, pad_token=PAD_TOKEN,
-                                 additional_special_tokens=[IM_START], clean_up_tokenization_spaces=False)
+  fast = PreTrainedTokenizerFast(
+      tokenizer_object=tok,
+      eos_token=IM_END,
+      pad_token=PAD_TOKEN,
+      additional_special_tokens=[IM_START],
+      clean_up_tokenization_spaces=False,
+  )
   fast.chat_template = CHAT_TEMPLATE
   return fast

@@ -58,23 +58,35 @@ class BuildConfig:
   warmup_steps: int = 60
   weight_decay: float = 0.01
   # mix of example kinds: proposer (deduction/abduction, induction), solver (three types)
-  mix: tuple[tuple[str, float], ...] = (("propose_triplet", 0.15), ("propose_induction", 0.1),
-                                        ("deduction", 0.27), ("abduction", 0.27),
-                                        ("induction", 0.21))
+  mix: tuple[tuple[str, float], ...] = (
+      ("propose_triplet", 0.15),
+      ("propose_induction", 0.1),
+      ("deduction", 0.27),
+      ("abduction", 0.27),
+      ("induction", 0.21),
+  )
   direct_rate: float = 0.6
   direct_steps: int = 150
 
   def fingerprint(self) -> str:
     probe = data.Program("int", ((0, 3),))
     t = data.triplet(probe, 5)
-    text = json.dumps([dataclasses.asdict(self), prompts.proposer_messages("deduction", [t]),
-                       prompts.solver_messages("abduction", t), data.deduction_text(probe, 5, True),
-                       data.abduction_text(probe, 5, True)], sort_keys=True)
+    text = json.dumps(
+        [
+            dataclasses.asdict(self),
+            prompts.proposer_messages("deduction", [t]),
+            prompts.solver_messages("abduction", t),
+            data.deduction_text(probe, 5, True),
+            data.abduction_text(probe, 5, True),
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def example(rng: random.Random, cfg: BuildConfig, direct_rate: float
-            ) -> tuple[list[dict[str, str]], str]:
+def example(
+    rng: random.Random, cfg: BuildConfig, direct_rate: float
+) -> tuple[list[dict[str, str]], str]:
   """One (prompt messages, completion) of the training partition."""
   kinds, weights = zip(*cfg.mix)
   kind = rng.choices(kinds, weights)[0]
@@ -82,14 +94,17 @@ def example(rng: random.Random, cfg: BuildConfig, direct_rate: float
   value = data.random_input(rng, program.arg_type)
   if kind == "propose_triplet":
     task_type = rng.choice(("deduction", "abduction"))
-    refs = [data.triplet(p, data.random_input(rng, p.arg_type))
-            for p in (data.sample_program(rng) for _ in range(rng.randint(1, NUM_REFERENCES)))]
+    refs = [
+        data.triplet(p, data.random_input(rng, p.arg_type))
+        for p in (data.sample_program(rng) for _ in range(rng.randint(1, NUM_REFERENCES)))
+    ]
     return prompts.proposer_messages(task_type, refs), data.propose_text(program, value)
   if kind == "propose_induction":
     values = data.distinct_inputs(rng, program, INDUCTION_INPUTS)
-    return (prompts.proposer_messages("induction", program=program.text,
-                                      num_inputs=INDUCTION_INPUTS),
-            data.induction_propose_text(program, values))
+    return (
+        prompts.proposer_messages("induction", program=program.text, num_inputs=INDUCTION_INPUTS),
+        data.induction_propose_text(program, values),
+    )
   if kind == "induction":
     task = data.induction_task(rng, program, INDUCTION_INPUTS)
     return prompts.solver_messages("induction", task), data.induction_text(program)
@@ -109,8 +124,9 @@ def tokenizer_corpus(cfg: BuildConfig) -> list[str]:
   return texts
 
 
-def training_batch(rng: random.Random, cfg: BuildConfig, tokenizer: Any,
-                   direct_rate: float) -> dict[str, np.ndarray]:
+def training_batch(
+    rng: random.Random, cfg: BuildConfig, tokenizer: Any, direct_rate: float
+) -> dict[str, np.ndarray]:
   im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
   prompt_ids, completion_ids = [], []
   for _ in range(cfg.batch_size):
@@ -123,10 +139,12 @@ def training_batch(rng: random.Random, cfg: BuildConfig, tokenizer: Any,
 
 
 def pretrain(cfg: BuildConfig, model_cfg: Any, tokenizer: Any, *, log_every: int = 50):
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, cfg.warmup_steps,
-                                                cfg.steps, cfg.learning_rate * 0.1)
-  optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                          optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, cfg.warmup_steps, cfg.steps, cfg.learning_rate * 0.1
+  )
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=cfg.weight_decay)
+  )
   params = init_params(model_cfg, jax.random.PRNGKey(cfg.seed))
   opt_state = optimizer.init(params)
   step_fn = make_sft_step(model_cfg, optimizer)
@@ -134,16 +152,20 @@ def pretrain(cfg: BuildConfig, model_cfg: Any, tokenizer: Any, *, log_every: int
   start, window, metrics = time.perf_counter(), [], {}
   for step in range(1, cfg.steps + 1):
     direct_rate = cfg.direct_rate if step > cfg.steps - cfg.direct_steps else 0.0
-    params, opt_state, m = step_fn(params, opt_state,
-                                   training_batch(rng, cfg, tokenizer, direct_rate))
+    params, opt_state, m = step_fn(
+        params, opt_state, training_batch(rng, cfg, tokenizer, direct_rate)
+    )
     window.append(m)
     if step % log_every == 0 or step == cfg.steps:
       metrics = {k: float(np.mean([x[k] for x in jax.device_get(window)])) for k in m}
       window = []
       elapsed = time.perf_counter() - start
-      print(f"step {step}/{cfg.steps}  loss {metrics['loss']:.4f}  token acc "
-            f"{metrics['accuracy']:.3f}  elapsed {elapsed:.0f}s  "
-            f"eta {(cfg.steps - step) * elapsed / step:.0f}s", flush=True)
+      print(
+          f"step {step}/{cfg.steps}  loss {metrics['loss']:.4f}  token acc "
+          f"{metrics['accuracy']:.3f}  elapsed {elapsed:.0f}s  "
+          f"eta {(cfg.steps - step) * elapsed / step:.0f}s",
+          flush=True,
+      )
   return params, metrics
 
 
@@ -156,12 +178,20 @@ def build(out: str, cfg: BuildConfig = BuildConfig()) -> str:
   params, metrics = pretrain(cfg, model_cfg, tokenizer)
   with tempfile.TemporaryDirectory() as tmp:
     tokenizer.save_pretrained(tmp)
-    info = {"fingerprint": cfg.fingerprint(), "config": dataclasses.asdict(cfg),
-            "final_metrics": metrics, "build_seconds": time.perf_counter() - t0}
+    info = {
+        "fingerprint": cfg.fingerprint(),
+        "config": dataclasses.asdict(cfg),
+        "final_metrics": metrics,
+        "build_seconds": time.perf_counter() - t0,
+    }
     with open(os.path.join(tmp, BUILD_INFO), "w") as f:
       json.dump(info, f, indent=2)
-    save_pretrained(model_cfg, params, out,
-                    extra_files={name: os.path.join(tmp, name) for name in os.listdir(tmp)})
+    save_pretrained(
+        model_cfg,
+        params,
+        out,
+        extra_files={name: os.path.join(tmp, name) for name in os.listdir(tmp)},
+    )
   print(f"saved {out} ({time.perf_counter() - t0:.0f}s)", flush=True)
   return out
 
@@ -196,8 +226,11 @@ def main(argv: list[str]) -> None:
     if field.type in scalar_types:
       parser.add_argument(f"--{field.name}", type=scalar_types[field.type], default=field.default)
   args = parser.parse_args(argv)
-  overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)
-               if hasattr(args, f.name)}
+  overrides = {
+      f.name: getattr(args, f.name)
+      for f in dataclasses.fields(BuildConfig)
+      if hasattr(args, f.name)
+  }
   build(args.out, BuildConfig(**overrides))
 
 

@@ -35,16 +35,22 @@ def main(argv: list[str]) -> None:
       greedy = r.evaluate()
       for t in TASK_TYPES:
         tasks = r.heldout[t]
-        _, out, correct, well_formed = r.solve([t] * len(tasks), tasks, num_samples=args.samples,
-                                               seed=5)
+        _, out, correct, well_formed = r.solve(
+            [t] * len(tasks), tasks, num_samples=args.samples, seed=5
+        )
         correct = np.asarray(correct)
         worked = np.asarray([not r.decode(x).startswith("<think></think>") for x in out.tokens])
+
         def acc(mask):
           return f"{correct[mask].mean():.3f}" if mask.any() else "-"
-        print(f"{t:9s} greedy {greedy[t]:.3f}  sampled {correct.mean():.3f}  worked share "
-              f"{worked.mean():.2f} (acc {acc(worked)}, direct {acc(~worked)})  pass@"
-              f"{args.samples} {correct.reshape(len(tasks), -1).any(axis=1).mean():.3f}  "
-              f"well-formed {np.mean(well_formed):.2f}", flush=True)
+
+        print(
+            f"{t:9s} greedy {greedy[t]:.3f}  sampled {correct.mean():.3f}  worked share "
+            f"{worked.mean():.2f} (acc {acc(worked)}, direct {acc(~worked)})  pass@"
+            f"{args.samples} {correct.reshape(len(tasks), -1).any(axis=1).mean():.3f}  "
+            f"well-formed {np.mean(well_formed):.2f}",
+            flush=True,
+        )
     finally:
       r.close_executor()
       r.close()

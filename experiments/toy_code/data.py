@@ -45,38 +45,117 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("{a} + {k}", "int", "int", lambda a, k: a + k, lambda v, k: v - k, "add {k}",
-         (1, 2, 3, 4, 5, 6, 7, 8, 9)),
-    Step("{a} - {k}", "int", "int", lambda a, k: a - k, lambda v, k: v + k, "subtract {k}",
-         (1, 2, 3, 4, 5)),
-    Step("{a} * {k}", "int", "int", lambda a, k: a * k,
-         lambda v, k: v // k if v % k == 0 else None, "multiply by {k}", (2, 3)),
-    Step("{a} // 2", "int", "int", lambda a, k: a // 2, lambda v, k: v * 2, "halve (rounding down)"),
+    Step(
+        "{a} + {k}",
+        "int",
+        "int",
+        lambda a, k: a + k,
+        lambda v, k: v - k,
+        "add {k}",
+        (1, 2, 3, 4, 5, 6, 7, 8, 9),
+    ),
+    Step(
+        "{a} - {k}",
+        "int",
+        "int",
+        lambda a, k: a - k,
+        lambda v, k: v + k,
+        "subtract {k}",
+        (1, 2, 3, 4, 5),
+    ),
+    Step(
+        "{a} * {k}",
+        "int",
+        "int",
+        lambda a, k: a * k,
+        lambda v, k: v // k if v % k == 0 else None,
+        "multiply by {k}",
+        (2, 3),
+    ),
+    Step(
+        "{a} // 2", "int", "int", lambda a, k: a // 2, lambda v, k: v * 2, "halve (rounding down)"
+    ),
     Step("{a}[::-1]", "str", "str", lambda a, k: a[::-1], lambda v, k: v[::-1], "reverse"),
-    Step("{a}.upper()", "str", "str", lambda a, k: a.upper(),
-         lambda v, k: v.lower() if v.isupper() else None, "uppercase"),
-    Step("{a} + 'x'", "str", "str", lambda a, k: a + "x",
-         lambda v, k: v[:-1] if v.endswith("x") else None, "append 'x'"),
-    Step("{a}[1:]", "str", "str", lambda a, k: a[1:], lambda v, k: "z" + v, "drop the first letter"),
-    Step("{a} * 2", "str", "str", lambda a, k: a * 2,
-         lambda v, k: v[:len(v) // 2] if len(v) % 2 == 0 and v[:len(v) // 2] * 2 == v else None,
-         "repeat twice"),
-    Step("len({a})", "str", "int", lambda a, k: len(a), lambda v, k: "a" * v if v >= 0 else None,
-         "count the letters"),
-    Step("sorted({a})", "list", "list", lambda a, k: sorted(a),
-         lambda v, k: list(v) if list(v) == sorted(v) else None, "sort"),
+    Step(
+        "{a}.upper()",
+        "str",
+        "str",
+        lambda a, k: a.upper(),
+        lambda v, k: v.lower() if v.isupper() else None,
+        "uppercase",
+    ),
+    Step(
+        "{a} + 'x'",
+        "str",
+        "str",
+        lambda a, k: a + "x",
+        lambda v, k: v[:-1] if v.endswith("x") else None,
+        "append 'x'",
+    ),
+    Step(
+        "{a}[1:]", "str", "str", lambda a, k: a[1:], lambda v, k: "z" + v, "drop the first letter"
+    ),
+    Step(
+        "{a} * 2",
+        "str",
+        "str",
+        lambda a, k: a * 2,
+        lambda v, k: v[: len(v) // 2] if len(v) % 2 == 0 and v[: len(v) // 2] * 2 == v else None,
+        "repeat twice",
+    ),
+    Step(
+        "len({a})",
+        "str",
+        "int",
+        lambda a, k: len(a),
+        lambda v, k: "a" * v if v >= 0 else None,
+        "count the letters",
+    ),
+    Step(
+        "sorted({a})",
+        "list",
+        "list",
+        lambda a, k: sorted(a),
+        lambda v, k: list(v) if list(v) == sorted(v) else None,
+        "sort",
+    ),
     Step("{a}[::-1]", "list", "list", lambda a, k: a[::-1], lambda v, k: v[::-1], "reverse"),
-    Step("[x + {k} for x in {a}]", "list", "list", lambda a, k: [x + k for x in a],
-         lambda v, k: [x - k for x in v], "add {k} to each item", (1, 2, 3)),
-    Step("[x * 2 for x in {a}]", "list", "list", lambda a, k: [x * 2 for x in a],
-         lambda v, k: [x // 2 for x in v] if all(x % 2 == 0 for x in v) else None,
-         "double each item"),
-    Step("{a} + [{k}]", "list", "list", lambda a, k: a + [k],
-         lambda v, k: v[:-1] if v and v[-1] == k else None, "append {k}", (0, 1, 5, 9)),
+    Step(
+        "[x + {k} for x in {a}]",
+        "list",
+        "list",
+        lambda a, k: [x + k for x in a],
+        lambda v, k: [x - k for x in v],
+        "add {k} to each item",
+        (1, 2, 3),
+    ),
+    Step(
+        "[x * 2 for x in {a}]",
+        "list",
+        "list",
+        lambda a, k: [x * 2 for x in a],
+        lambda v, k: [x // 2 for x in v] if all(x % 2 == 0 for x in v) else None,
+        "double each item",
+    ),
+    Step(
+        "{a} + [{k}]",
+        "list",
+        "list",
+        lambda a, k: a + [k],
+        lambda v, k: v[:-1] if v and v[-1] == k else None,
+        "append {k}",
+        (0, 1, 5, 9),
+    ),
     Step("sum({a})", "list", "int", lambda a, k: sum(a), lambda v, k: [v], "add up the items"),
     Step("max({a})", "list", "int", lambda a, k: max(a), lambda v, k: [v], "take the largest item"),
-    Step("len({a})", "list", "int", lambda a, k: len(a), lambda v, k: [0] * v if v >= 0 else None,
-         "count the items"),
+    Step(
+        "len({a})",
+        "list",
+        "int",
+        lambda a, k: len(a),
+        lambda v, k: [0] * v if v >= 0 else None,
+        "count the items",
+    ),
 )
 
 
@@ -133,8 +212,9 @@ def _valid_value(value: Any, arg_type: str) -> bool:
     return isinstance(value, int) and -99 <= value <= 999
   if arg_type == "str":
     return isinstance(value, str) and 1 <= len(value) <= 12
-  return isinstance(value, list) and 1 <= len(value) <= 12 and all(isinstance(x, int)
-                                                                     for x in value)
+  return (
+      isinstance(value, list) and 1 <= len(value) <= 12 and all(isinstance(x, int) for x in value)
+  )
 
 
 def random_program(rng: random.Random, max_steps: int = 3) -> Program:
@@ -187,8 +267,9 @@ def distinct_inputs(rng: random.Random, program: Program, n: int) -> list[Any]:
 
 def induction_task(rng: random.Random, program: Program, n: int) -> InductionTask:
   values = distinct_inputs(rng, program, n)
-  return InductionTask(program.text, program.message,
-                       tuple((repr(v), repr(program.run(v))) for v in values))
+  return InductionTask(
+      program.text, program.message, tuple((repr(v), repr(program.run(v))) for v in values)
+  )
 
 
 # ----- texts in the AZR response format -----------------------------------------------------
@@ -235,8 +316,7 @@ def induction_text(program: Program) -> str:
 # ----- held-out evaluation tasks --------------------------------------------------------------
 
 
-def heldout_tasks(per_type: int, seed: int = 12345, induction_inputs: int = 4
-                  ) -> dict[str, list]:
+def heldout_tasks(per_type: int, seed: int = 12345, induction_inputs: int = 4) -> dict[str, list]:
   """`per_type` tasks of each type whose programs lie in the held-out partition."""
   rng = random.Random(seed)
   out: dict[str, list] = {"deduction": [], "abduction": [], "induction": []}

@@ -18,14 +18,20 @@ def _user(text: str) -> list[dict[str, str]]:
   return [{"role": "user", "content": text}]
 
 
-def proposer_messages(task_type: str, references: Sequence[Triplet] = (),
-                      program: str | None = None, num_inputs: int = 4) -> list[dict[str, str]]:
+def proposer_messages(
+    task_type: str,
+    references: Sequence[Triplet] = (),
+    program: str | None = None,
+    num_inputs: int = 4,
+) -> list[dict[str, str]]:
   check_task_type(task_type)
   if task_type == "induction":
     if program is None:
       raise ValueError("An induction proposal needs the program to write inputs for.")
     return _user(f"Write {num_inputs} inputs and a message.\n{_fence('python', program)}")
-  refs = "\n".join(f"{_fence('python', t.program)}\n{_fence('input', t.inputs)}" for t in references)
+  refs = "\n".join(
+      f"{_fence('python', t.program)}\n{_fence('input', t.inputs)}" for t in references
+  )
   return _user(f"New {task_type} task.\n{refs}")
 
 

@@ -15,8 +15,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rzero_jax.azr.tasks import (TASK_TYPES, InductionTask, Task, Triplet, check_task_type,
-                                 identity_task)
+from rzero_jax.azr.tasks import (
+    TASK_TYPES,
+    InductionTask,
+    Task,
+    Triplet,
+    check_task_type,
+    identity_task,
+)
 
 DEFAULT_CAP = 16384
 NUM_REFERENCES = 6
@@ -33,8 +39,11 @@ def _rng(rng: Rng) -> np.random.Generator:
 def task_to_dict(task: Task) -> dict[str, Any]:
   """A JSON-serialisable form of a task."""
   if isinstance(task, InductionTask):
-    return {"program": task.program, "message": task.message,
-            "pairs": [[i, o] for i, o in task.pairs]}
+    return {
+        "program": task.program,
+        "message": task.message,
+        "pairs": [[i, o] for i, o in task.pairs],
+    }
   if isinstance(task, Triplet):
     return {"program": task.program, "inputs": task.inputs, "output": task.output}
   raise TypeError(f"not a task: {type(task).__name__}")
@@ -73,13 +82,14 @@ class TaskBuffer:
     """Appends a valid task; the oldest leave when over the cap."""
     expected = InductionTask if self.task_type == "induction" else Triplet
     if not isinstance(task, expected):
-      raise TypeError(f"the {self.task_type} buffer holds {expected.__name__}, "
-                      f"got {type(task).__name__}")
+      raise TypeError(
+          f"the {self.task_type} buffer holds {expected.__name__}, " f"got {type(task).__name__}"
+      )
     self.tasks.append(task)
     self.steps.append(int(step))
     self.total_added += 1
     if len(self.tasks) > self.cap:
-      del self.tasks[:-self.cap], self.steps[:-self.cap]
+      del self.tasks[: -self.cap], self.steps[: -self.cap]
 
   def extend(self, tasks: Iterable[Task], step: int) -> None:
     for task in tasks:
@@ -115,10 +125,13 @@ class TaskBuffer:
     return newest + self.sample(rng, n - len(newest))
 
   def to_state(self) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "task_type": self.task_type, "cap": self.cap,
-            "total_added": self.total_added,
-            "entries": [{"step": s, "task": task_to_dict(t)}
-                        for t, s in zip(self.tasks, self.steps)]}
+    return {
+        "version": STATE_VERSION,
+        "task_type": self.task_type,
+        "cap": self.cap,
+        "total_added": self.total_added,
+        "entries": [{"step": s, "task": task_to_dict(t)} for t, s in zip(self.tasks, self.steps)],
+    }
 
   @classmethod
   def from_state(cls, state: dict[str, Any]) -> "TaskBuffer":

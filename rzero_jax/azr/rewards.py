@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 
 REWARD_VARIANTS = ("paper", "released")
-INVALID = -1.0       # invalid (or malformed) proposal; malformed solver response
-WRONG = -0.5         # well-formed but wrong solver response
+INVALID = -1.0  # invalid (or malformed) proposal; malformed solver response
+WRONG = -0.5  # well-formed but wrong solver response
 TRIVIAL_RELEASED = -0.5  # released code: a valid proposal that is always or never solved
 
 
@@ -37,8 +37,9 @@ def learnability(solve_rates: Sequence[float]) -> np.ndarray:
   return np.where((r > 0.0) & (r < 1.0), 1.0 - r, 0.0)
 
 
-def proposer_rewards(valid: Sequence[bool], solve_rates: Sequence[float],
-                     variant: str = "paper") -> np.ndarray:
+def proposer_rewards(
+    valid: Sequence[bool], solve_rates: Sequence[float], variant: str = "paper"
+) -> np.ndarray:
   """Per-proposal rewards: -1 for an invalid (or malformed) proposal, else the learnability of
   its solve rate. released: a valid proposal with a solve rate of 0 or 1 gets -0.5 instead of 0.
   Solve rates of invalid proposals are ignored (they may be NaN)."""

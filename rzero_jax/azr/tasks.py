@@ -55,11 +55,11 @@ class InductionTask:
 
   @property
   def shown(self) -> tuple[tuple[str, str], ...]:
-    return self.pairs[:max(1, len(self.pairs) // 2)]
+    return self.pairs[: max(1, len(self.pairs) // 2)]
 
   @property
   def hidden(self) -> tuple[tuple[str, str], ...]:
-    return self.pairs[len(self.pairs) // 2:]
+    return self.pairs[len(self.pairs) // 2 :]
 
 
 Task = Triplet | InductionTask
@@ -75,8 +75,9 @@ def identity_task(task_type: str) -> Task:
   check_task_type(task_type)
   seed = identity_triplet()
   if task_type == "induction":
-    return InductionTask(seed.program, "The function returns its argument unchanged.",
-                         ((seed.inputs, seed.output),))
+    return InductionTask(
+        seed.program, "The function returns its argument unchanged.", ((seed.inputs, seed.output),)
+    )
   return seed
 
 
@@ -85,7 +86,8 @@ def identity_task(task_type: str) -> Task:
 SYSTEM = (
     "You are an expert Python programmer. Reason step by step inside <think>...</think>, then "
     "give only your final response inside <answer>...</answer>. Inside the answer, put code and "
-    "values in fenced blocks labelled as requested (for example ```python ... ```).")
+    "values in fenced blocks labelled as requested (for example ```python ... ```)."
+)
 
 _PROGRAM_RULES = """\
 Requirements for the program:
@@ -102,12 +104,16 @@ Requirements for the input:
   `dict(a=1)`, `set()` and keyword arguments are allowed, variables and expressions are not."""
 
 _PROPOSE_GOAL = {
-    "deduction": ("Another model will be shown your program and input and must predict the "
-                  "output by reading the code, without running it. Make that take several careful "
-                  "steps of reasoning, but keep the task well defined."),
-    "abduction": ("Another model will be shown your program and its output and must find an "
-                  "input that produces that output. Make that take real reasoning about the code "
-                  "(for example, a transformation that has to be inverted), but keep it solvable."),
+    "deduction": (
+        "Another model will be shown your program and input and must predict the "
+        "output by reading the code, without running it. Make that take several careful "
+        "steps of reasoning, but keep the task well defined."
+    ),
+    "abduction": (
+        "Another model will be shown your program and its output and must find an "
+        "input that produces that output. Make that take real reasoning about the code "
+        "(for example, a transformation that has to be inverted), but keep it solvable."
+    ),
 }
 
 
@@ -117,17 +123,21 @@ def _fence(label: str, body: str) -> str:
 
 def format_triplet(t: Triplet) -> str:
   """A reference task as shown in proposer prompts."""
-  return "\n".join([_fence("python", t.program), _fence("input", t.inputs),
-                    _fence("output", t.output)])
+  return "\n".join(
+      [_fence("python", t.program), _fence("input", t.inputs), _fence("output", t.output)]
+  )
 
 
 def _messages(user: str) -> list[dict[str, str]]:
   return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def proposer_messages(task_type: str, references: Sequence[Triplet] = (),
-                      program: str | None = None,
-                      num_inputs: int = NUM_INDUCTION_INPUTS) -> list[dict[str, str]]:
+def proposer_messages(
+    task_type: str,
+    references: Sequence[Triplet] = (),
+    program: str | None = None,
+    num_inputs: int = NUM_INDUCTION_INPUTS,
+) -> list[dict[str, str]]:
   """The proposer's chat prompt: deduction/abduction from reference triplets (K of the type's
   buffer); induction for a given `program` (sampled from the buffers)."""
   check_task_type(task_type)
@@ -144,16 +154,18 @@ def proposer_messages(task_type: str, references: Sequence[Triplet] = (),
         "separated by commas (`(1, 2)` is one tuple argument); no variables or expressions. "
         "Every input must run without error and give a short plain value.\n"
         f"Answer with {num_inputs} blocks ```input ... ```, one input each, and one block "
-        "```message ... ```.")
-  examples = "\n\n".join(f"Example {i + 1}:\n{format_triplet(t)}"
-                         for i, t in enumerate(references))
-  shown = (f"Earlier tasks (write something different from them):\n\n{examples}\n\n"
-           if examples else "")
+        "```message ... ```."
+    )
+  examples = "\n\n".join(f"Example {i + 1}:\n{format_triplet(t)}" for i, t in enumerate(references))
+  shown = (
+      f"Earlier tasks (write something different from them):\n\n{examples}\n\n" if examples else ""
+  )
   return _messages(
       f"Create a new Python programming task: a program and one input for it. "
       f"{_PROPOSE_GOAL[task_type]}\n{_PROGRAM_RULES}\n\n{shown}"
       "Answer with one block ```python ... ``` holding the program and one block "
-      "```input ... ``` holding the input.")
+      "```input ... ``` holding the input."
+  )
 
 
 def solver_messages(task_type: str, task: Task) -> list[dict[str, str]]:
@@ -164,32 +176,43 @@ def solver_messages(task_type: str, task: Task) -> list[dict[str, str]]:
         f"What does this program return?\n{_fence('python', task.program)}\n"
         f"It is called as `f(...)` with this between the parentheses:\n"
         f"{_fence('input', task.inputs)}\n"
-        "Give the return value as a Python literal in one block ```output ... ```.")
+        "Give the return value as a Python literal in one block ```output ... ```."
+    )
   if task_type == "abduction":
     return _messages(
         f"Find an input for which this program returns the given output.\n"
         f"{_fence('python', task.program)}\nOutput:\n{_fence('output', task.output)}\n"
         "Give the input exactly as it would appear between the parentheses of `f(...)` (Python "
         "literals separated by commas; `(1, 2)` is one tuple argument) in one block "
-        "```input ... ```.")
-  pairs = "\n\n".join(f"Input:\n{_fence('input', i)}\nOutput:\n{_fence('output', o)}"
-                      for i, o in task.shown)
+        "```input ... ```."
+    )
+  pairs = "\n\n".join(
+      f"Input:\n{_fence('input', i)}\nOutput:\n{_fence('output', o)}" for i, o in task.shown
+  )
   return _messages(
       f"Write a Python function `f` that maps each input below to its output (the input is what "
       f"goes between the parentheses of `f(...)`). It will also be checked on other inputs.\n\n"
       f"{pairs}\n\nMessage from the task's author:\n{task.message}\n\n"
       "Give the complete program, defining `f` and using only the standard library, in one "
-      "block ```python ... ```.")
+      "block ```python ... ```."
+  )
 
 
 # ------------------------------------------------------------------------------------ parsing
 
-_ANSWER_RE = re.compile(r"\A\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)"
-                        r"</answer>\s*\Z", re.DOTALL)
+_ANSWER_RE = re.compile(
+    r"\A\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)" r"</answer>\s*\Z",
+    re.DOTALL,
+)
 _LOOSE_ANSWER_RE = re.compile(r"\A(?P<think>.*?)<answer>(?P<answer>.*?)</answer>\s*\Z", re.DOTALL)
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z_]*)[ \t]*\n(.*?)```", re.DOTALL)
-_LABELS = {"python": "python", "py": "python", "input": "input", "output": "output",
-           "message": "message"}
+_LABELS = {
+    "python": "python",
+    "py": "python",
+    "input": "input",
+    "output": "output",
+    "message": "message",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,8 +270,7 @@ def _single(answer: str | None, label: str) -> str | None:
   return blocks[0]
 
 
-def parse_proposal(task_type: str, response: str, *, require_think: bool = True
-                   ) -> Proposal | None:
+def parse_proposal(task_type: str, response: str, *, require_think: bool = True) -> Proposal | None:
   """The proposal in `response`, or None when malformed.
 
   deduction/abduction: exactly one ```python and one ```input block. induction: one or more
@@ -315,9 +337,13 @@ def _static_reason(program: str, inputs: Sequence[str]) -> str | None:
   return None
 
 
-def validate_triplets(proposals: Sequence[tuple[str, str]], executor: Executor, *,
-                      timeout_s: float = TIMEOUT_S,
-                      max_output_chars: int = MAX_OUTPUT_CHARS) -> list[Validation]:
+def validate_triplets(
+    proposals: Sequence[tuple[str, str]],
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+    max_output_chars: int = MAX_OUTPUT_CHARS,
+) -> list[Validation]:
   """Validates deduction/abduction proposals (program, input): the program parses, defines
   `f`, passes the policy (no randomness, clocks, I/O), runs within `timeout_s`, gives the same
   output in two separate processes, and its output is a literal of bounded size."""
@@ -330,11 +356,15 @@ def validate_triplets(proposals: Sequence[tuple[str, str]], executor: Executor, 
     else:
       jobs.append((program, inputs))
       where.append(k)
-  for k, (program, inputs), run in zip(where, jobs,
-                                       executor.validate_many(jobs, timeout_s=timeout_s)):
+  for k, (program, inputs), run in zip(
+      where, jobs, executor.validate_many(jobs, timeout_s=timeout_s)
+  ):
     reason = _accept(run, max_output_chars)
-    results[k] = (Validation(True, Triplet(program, inputs, run.output)) if reason is None
-                  else Validation(False, reason=reason))
+    results[k] = (
+        Validation(True, Triplet(program, inputs, run.output))
+        if reason is None
+        else Validation(False, reason=reason)
+    )
   return results
 
 
@@ -343,9 +373,16 @@ def validate_triplet(program: str, inputs: str, executor: Executor, **kwargs) ->
   return validate_triplets([(program, inputs)], executor, **kwargs)[0]
 
 
-def validate_induction(program: str, inputs: Sequence[str], message: str, executor: Executor, *,
-                       num_inputs: int = NUM_INDUCTION_INPUTS, timeout_s: float = TIMEOUT_S,
-                       max_output_chars: int = MAX_OUTPUT_CHARS) -> Validation:
+def validate_induction(
+    program: str,
+    inputs: Sequence[str],
+    message: str,
+    executor: Executor,
+    *,
+    num_inputs: int = NUM_INDUCTION_INPUTS,
+    timeout_s: float = TIMEOUT_S,
+    max_output_chars: int = MAX_OUTPUT_CHARS,
+) -> Validation:
   """Validates an induction proposal for `program`: a non-empty message of bounded size and at
   least `num_inputs` distinct inputs on which the program is valid (as in `validate_triplets`);
   the task keeps the first `num_inputs` of them, in order. Only the first `2 * num_inputs`
@@ -355,41 +392,63 @@ def validate_induction(program: str, inputs: Sequence[str], message: str, execut
   if not isinstance(message, str) or not message.strip():
     return Validation(False, reason="empty message")
   if len(message) > MAX_MESSAGE_CHARS:
-    return Validation(False, reason=f"message has {len(message)} characters "
-                                    f"(limit {MAX_MESSAGE_CHARS})")
+    return Validation(
+        False, reason=f"message has {len(message)} characters " f"(limit {MAX_MESSAGE_CHARS})"
+    )
   distinct = list(dict.fromkeys(text.strip() for text in inputs))
   if len(distinct) < num_inputs:
     return Validation(False, reason=f"{len(distinct)} distinct inputs (need {num_inputs})")
-  checks = validate_triplets([(program, text) for text in distinct[:2 * num_inputs]], executor,
-                             timeout_s=timeout_s, max_output_chars=max_output_chars)
+  checks = validate_triplets(
+      [(program, text) for text in distinct[: 2 * num_inputs]],
+      executor,
+      timeout_s=timeout_s,
+      max_output_chars=max_output_chars,
+  )
   pairs = [(c.task.inputs, c.task.output) for c in checks if c.valid]
   if len(pairs) < num_inputs:
     reasons = [c.reason for c in checks if not c.valid]
-    return Validation(False, reason=f"{len(pairs)} valid inputs (need {num_inputs}); "
-                                    f"first problem: {reasons[0]}")
+    return Validation(
+        False,
+        reason=f"{len(pairs)} valid inputs (need {num_inputs}); " f"first problem: {reasons[0]}",
+    )
   return Validation(True, InductionTask(program, message.strip(), tuple(pairs[:num_inputs])))
 
 
 # ------------------------------------------------------------------------------------ checks
 
 
-def check_deductions(items: Sequence[tuple[str, str, str | None]], executor: Executor, *,
-                     timeout_s: float = TIMEOUT_S) -> list[bool]:
+def check_deductions(
+    items: Sequence[tuple[str, str, str | None]],
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> list[bool]:
   """`check_deduction` for many (program, inputs, predicted_output), in one executor batch."""
   runs = executor.run_many([(p, i) for p, i, _ in items], timeout_s=timeout_s)
-  return [run.ok and isinstance(pred, str) and same_output(run.output, pred)
-          for (_, _, pred), run in zip(items, runs)]
+  return [
+      run.ok and isinstance(pred, str) and same_output(run.output, pred)
+      for (_, _, pred), run in zip(items, runs)
+  ]
 
 
-def check_deduction(program: str, inputs: str, predicted_output: str | None,
-                    executor: Executor, *, timeout_s: float = TIMEOUT_S) -> bool:
+def check_deduction(
+    program: str,
+    inputs: str,
+    predicted_output: str | None,
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> bool:
   """Whether `predicted_output` (a literal's text) equals the value `f(<inputs>)` returns."""
-  return check_deductions([(program, inputs, predicted_output)], executor,
-                          timeout_s=timeout_s)[0]
+  return check_deductions([(program, inputs, predicted_output)], executor, timeout_s=timeout_s)[0]
 
 
-def check_abductions(items: Sequence[tuple[str, str, str | None]], executor: Executor, *,
-                     timeout_s: float = TIMEOUT_S) -> list[bool]:
+def check_abductions(
+    items: Sequence[tuple[str, str, str | None]],
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> list[bool]:
   """`check_abduction` for many (program, output, predicted_inputs), in one executor batch."""
   usable = [k for k, (_, _, pred) in enumerate(items) if isinstance(pred, str)]
   runs = executor.run_many([(items[k][0], items[k][2]) for k in usable], timeout_s=timeout_s)
@@ -399,15 +458,24 @@ def check_abductions(items: Sequence[tuple[str, str, str | None]], executor: Exe
   return correct
 
 
-def check_abduction(program: str, output: str, predicted_inputs: str | None,
-                    executor: Executor, *, timeout_s: float = TIMEOUT_S) -> bool:
+def check_abduction(
+    program: str,
+    output: str,
+    predicted_inputs: str | None,
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> bool:
   """Whether `f(<predicted_inputs>)` returns a value equal to `output` (any such input counts)."""
-  return check_abductions([(program, output, predicted_inputs)], executor,
-                          timeout_s=timeout_s)[0]
+  return check_abductions([(program, output, predicted_inputs)], executor, timeout_s=timeout_s)[0]
 
 
-def check_inductions(items: Sequence[tuple[str | None, Sequence[tuple[str, str]]]],
-                     executor: Executor, *, timeout_s: float = TIMEOUT_S) -> list[bool]:
+def check_inductions(
+    items: Sequence[tuple[str | None, Sequence[tuple[str, str]]]],
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> list[bool]:
   """`check_induction` for many (predicted_program, pairs), in one executor batch."""
   jobs, owner = [], []
   correct = [False] * len(items)
@@ -424,8 +492,13 @@ def check_inductions(items: Sequence[tuple[str | None, Sequence[tuple[str, str]]
   return correct
 
 
-def check_induction(predicted_program: str | None, pairs: Sequence[tuple[str, str]],
-                    executor: Executor, *, timeout_s: float = TIMEOUT_S) -> bool:
+def check_induction(
+    predicted_program: str | None,
+    pairs: Sequence[tuple[str, str]],
+    executor: Executor,
+    *,
+    timeout_s: float = TIMEOUT_S,
+) -> bool:
   """Whether `predicted_program` passes the policy (with the determinism bans) and reproduces
   every (inputs, output) pair; no pairs is never correct."""
   return check_inductions([(predicted_program, pairs)], executor, timeout_s=timeout_s)[0]

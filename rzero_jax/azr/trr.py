@@ -7,8 +7,12 @@ from typing import Hashable, Sequence
 import numpy as np
 
 
-def task_relative_advantages(rewards: Sequence[float], task_types: Sequence[Hashable],
-                             roles: Sequence[Hashable], eps: float = 1e-6) -> np.ndarray:
+def task_relative_advantages(
+    rewards: Sequence[float],
+    task_types: Sequence[Hashable],
+    roles: Sequence[Hashable],
+    eps: float = 1e-6,
+) -> np.ndarray:
   """`(r - mean) / (std + eps)` within each (task type, role) group, with the population std.
 
   Rewards, task types and roles are aligned per sequence (any order; groups need not be
@@ -20,8 +24,10 @@ def task_relative_advantages(rewards: Sequence[float], task_types: Sequence[Hash
   if not np.all(np.isfinite(r)):
     raise ValueError("rewards must be finite (found NaN or inf).")
   if not len(task_types) == len(roles) == r.size:
-    raise ValueError(f"rewards, task_types and roles differ in length: {r.size}, "
-                     f"{len(task_types)}, {len(roles)}.")
+    raise ValueError(
+        f"rewards, task_types and roles differ in length: {r.size}, "
+        f"{len(task_types)}, {len(roles)}."
+    )
   if eps < 0:
     raise ValueError(f"eps must be >= 0, got {eps}.")
   groups: dict[tuple, list[int]] = {}

@@ -22,22 +22,46 @@ from rzero_jax.models.config import ModelConfig
 from rzero_jax.models import decoder
 from rzero_jax.models.decoder import CACHE_AXES, param_axes, param_shapes, split_lora
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 MODELS = {
-    "Qwen3-4B": ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=2560,
-                            intermediate_size=9728, num_layers=36, num_heads=32, num_kv_heads=8,
-                            head_dim=128, qk_norm=True, tie_embeddings=True),
-    "Qwen3-8B": ModelConfig(model_type="qwen3", vocab_size=151936, hidden_size=4096,
-                            intermediate_size=12288, num_layers=36, num_heads=32, num_kv_heads=8,
-                            head_dim=128, qk_norm=True, tie_embeddings=False),
+    "Qwen3-4B": ModelConfig(
+        model_type="qwen3",
+        vocab_size=151936,
+        hidden_size=2560,
+        intermediate_size=9728,
+        num_layers=36,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        qk_norm=True,
+        tie_embeddings=True,
+    ),
+    "Qwen3-8B": ModelConfig(
+        model_type="qwen3",
+        vocab_size=151936,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_layers=36,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        qk_norm=True,
+        tie_embeddings=False,
+    ),
 }
 
 # (devices, strategy, mesh spec) rows of the table.
 LAYOUTS = (
-    (8, "dp", "data:8"), (8, "fsdp", "fsdp:8"), (8, "tp", "tensor:8"), (8, "fsdp_tp", "fsdp:4,tensor:2"),
-    (16, "dp", "data:16"), (16, "fsdp", "fsdp:16"), (16, "tp", "data:2,tensor:8"),
-    (16, "fsdp_tp", "fsdp:8,tensor:2"), (16, "tp", "tensor:16"),
+    (8, "dp", "data:8"),
+    (8, "fsdp", "fsdp:8"),
+    (8, "tp", "tensor:8"),
+    (8, "fsdp_tp", "fsdp:4,tensor:2"),
+    (16, "dp", "data:16"),
+    (16, "fsdp", "fsdp:16"),
+    (16, "tp", "data:2,tensor:8"),
+    (16, "fsdp_tp", "fsdp:8,tensor:2"),
+    (16, "tp", "tensor:16"),
 )
 
 # The R-Zero table adds one device (a single 16 GiB Colab TPU chip or one GPU).
@@ -55,7 +79,9 @@ class DeviceBytes:
   kv_cache: int
 
 
-def shard_elements(shape: Sequence[int], spec: jax.sharding.PartitionSpec, sizes: dict[str, int]) -> int:
+def shard_elements(
+    shape: Sequence[int], spec: jax.sharding.PartitionSpec, sizes: dict[str, int]
+) -> int:
   """Elements of the largest shard of an array of `shape` laid out as `spec`."""
   out = 1
   for i, dim in enumerate(shape):
@@ -70,22 +96,39 @@ def _elements(cfg: ModelConfig, rules, sizes: dict[str, int]) -> tuple[int, int]
   is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)  # noqa: E731
   counts = jax.tree.map(
       lambda axes, shape: shard_elements(
-          shape, sharding.logical_to_spec(axes, rules, sizes, shape, weight=True), sizes),
-      param_axes(cfg), param_shapes(cfg), is_leaf=is_axes)
+          shape, sharding.logical_to_spec(axes, rules, sizes, shape, weight=True), sizes
+      ),
+      param_axes(cfg),
+      param_shapes(cfg),
+      is_leaf=is_axes,
+  )
   base, adapters = split_lora(counts)
   return sum(jax.tree.leaves(base)), sum(jax.tree.leaves(adapters))
 
 
-def device_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, batch: int, length: int,
-                 param_bytes: int = 2, cache_bytes: int = 2) -> DeviceBytes:
+def device_bytes(
+    cfg: ModelConfig,
+    strategy: str,
+    sizes: dict[str, int],
+    *,
+    batch: int,
+    length: int,
+    param_bytes: int = 2,
+    cache_bytes: int = 2,
+) -> DeviceBytes:
   """Per-device bytes of `cfg` under `strategy` on a mesh with axis `sizes`."""
   rules = sharding.get_rules(strategy)
   elements, _ = _elements(cfg, rules, sizes)
   cache_shape = decoder.cache_shape(cfg, batch, length)
-  cache = shard_elements(cache_shape, sharding.logical_to_spec(CACHE_AXES, rules, sizes, cache_shape),
-                         sizes)
-  return DeviceBytes(weights=elements * param_bytes, adam=elements * 8, master=elements * 4,
-                     kv_cache=2 * cache * cache_bytes)
+  cache = shard_elements(
+      cache_shape, sharding.logical_to_spec(CACHE_AXES, rules, sizes, cache_shape), sizes
+  )
+  return DeviceBytes(
+      weights=elements * param_bytes,
+      adam=elements * 8,
+      master=elements * 4,
+      kv_cache=2 * cache * cache_bytes,
+  )
 
 
 def table(batch: int, length: int) -> str:
@@ -98,11 +141,14 @@ def table(batch: int, length: int) -> str:
   ]
   for name, cfg in MODELS.items():
     for devices, strategy, spec in LAYOUTS:
-      b = device_bytes(cfg, strategy, sharding.parse_mesh_spec(spec, devices), batch=batch,
-                       length=length)
-      lines.append(f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(b.weights)} | {gib(b.master)} | "
-                   f"{gib(b.adam)} | {gib(b.kv_cache)} | {gib(b.master + b.adam)} | "
-                   f"{gib(b.weights + b.kv_cache)} |")
+      b = device_bytes(
+          cfg, strategy, sharding.parse_mesh_spec(spec, devices), batch=batch, length=length
+      )
+      lines.append(
+          f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(b.weights)} | {gib(b.master)} | "
+          f"{gib(b.adam)} | {gib(b.kv_cache)} | {gib(b.master + b.adam)} | "
+          f"{gib(b.weights + b.kv_cache)} |"
+      )
   return "\n".join(lines)
 
 
@@ -116,46 +162,64 @@ def rzero_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, lora_
   base, _ = _elements(cfg, rules, sizes)
   if not lora_rank:
     per_role = base * (4 + 8)
-    return {"base": 0, "roles": 2 * per_role, "reference": base * 4,
-            "total": 2 * per_role + base * 4}
+    return {
+        "base": 0,
+        "roles": 2 * per_role,
+        "reference": base * 4,
+        "total": 2 * per_role + base * 4,
+    }
   _, adapters = _elements(dataclasses.replace(cfg, lora_rank=lora_rank), rules, sizes)
   per_role = adapters * (4 + 8)
-  return {"base": base * 2, "roles": 2 * per_role, "reference": adapters * 4,
-          "total": base * 2 + 2 * per_role + adapters * 4}
+  return {
+      "base": base * 2,
+      "roles": 2 * per_role,
+      "reference": adapters * 4,
+      "total": base * 2 + 2 * per_role + adapters * 4,
+  }
 
 
 def rzero_table(lora_rank: int) -> str:
   """Markdown: an R-Zero run's trained state per device, full fine-tuning next to LoRA."""
   gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
-  lines = [f"| Model | Devices | Strategy | Mesh | Full FT: 2 x (f32 w + m + v) + f32 ref | "
-           f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+      f"| Model | Devices | Strategy | Mesh | Full FT: 2 x (f32 w + m + v) + f32 ref | "
+      f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters |",
+      "|---|---|---|---|---|---|",
+  ]
   for name, cfg in MODELS.items():
     for devices, strategy, spec in RZERO_LAYOUTS:
       sizes = sharding.parse_mesh_spec(spec, devices)
       full = rzero_bytes(cfg, strategy, sizes, lora_rank=0)
       lora = rzero_bytes(cfg, strategy, sizes, lora_rank=lora_rank)
-      lines.append(f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(full['total'])} | "
-                   f"{gib(lora['total'])} |")
+      lines.append(
+          f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(full['total'])} | "
+          f"{gib(lora['total'])} |"
+      )
   return "\n".join(lines)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=64, help="KV cache rows")
-  parser.add_argument("--length", type=int, default=6144, help="KV cache length (prompt + completion)")
+  parser.add_argument(
+      "--length", type=int, default=6144, help="KV cache length (prompt + completion)"
+  )
   parser.add_argument("--lora_rank", type=int, default=64, help="LoRA rank of the R-Zero table")
   args = parser.parse_args()
   logging.getLogger("rzero_jax.sharding").setLevel(logging.ERROR)  # fallbacks show in the numbers
   for name, cfg in MODELS.items():
     print(f"{name}: {cfg.num_params() / 1e9:.2f}B parameters")
   print()
-  print(f"GiB per device (most loaded device), KV cache for {args.batch} sequences x {args.length} tokens:")
+  print(
+      f"GiB per device (most loaded device), KV cache for {args.batch} sequences x {args.length} tokens:"
+  )
   print()
   print(table(args.batch, args.length))
   print()
-  print("GiB per device of an R-Zero run's trained state (both roles + KL reference), full "
-        "fine-tuning vs LoRA on every projection (+ the sampler's KV cache above):")
+  print(
+      "GiB per device of an R-Zero run's trained state (both roles + KL reference), full "
+      "fine-tuning vs LoRA on every projection (+ the sampler's KV cache above):"
+  )
   print()
   print(rzero_table(args.lora_rank))
 

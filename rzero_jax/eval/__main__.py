@@ -12,31 +12,57 @@ import sys
 
 from absl import app, flags, logging
 
-_MODEL = flags.DEFINE_string("model", None, "Local HF checkpoint directory (config.json, "
-                             "*.safetensors, tokenizer files).")
-_BENCHMARKS = flags.DEFINE_list("benchmarks", None, "Comma-separated benchmark names, e.g. "
-                                "math500,gsm8k,aime24 (see README 'Evaluation').")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory (or single file) with the benchmark "
-                                "files <name>.jsonl/.json/.parquet; default: the Hugging Face hub.")
-_LIMIT = flags.DEFINE_integer("limit", None, "Evaluate only the first N items of each benchmark.",
-                              lower_bound=1)
-_SAMPLES = flags.DEFINE_integer("samples", 1, "Samples per item: 1 is greedy; k > 1 reports "
-                                "avg@k and pass@k at --temperature.", lower_bound=1)
-_TEMPERATURE = flags.DEFINE_float("temperature", None, "Sampling temperature (default 0 for "
-                                  "--samples=1, else 0.6).", lower_bound=0.0)
-_TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling threshold.", lower_bound=0.0,
-                            upper_bound=1.0)
-_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 4096, "Generation budget per response "
-                                       "(capped by the model's context).", lower_bound=1)
+_MODEL = flags.DEFINE_string(
+    "model", None, "Local HF checkpoint directory (config.json, " "*.safetensors, tokenizer files)."
+)
+_BENCHMARKS = flags.DEFINE_list(
+    "benchmarks",
+    None,
+    "Comma-separated benchmark names, e.g. " "math500,gsm8k,aime24 (see README 'Evaluation').",
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir",
+    None,
+    "Directory (or single file) with the benchmark "
+    "files <name>.jsonl/.json/.parquet; default: the Hugging Face hub.",
+)
+_LIMIT = flags.DEFINE_integer(
+    "limit", None, "Evaluate only the first N items of each benchmark.", lower_bound=1
+)
+_SAMPLES = flags.DEFINE_integer(
+    "samples",
+    1,
+    "Samples per item: 1 is greedy; k > 1 reports " "avg@k and pass@k at --temperature.",
+    lower_bound=1,
+)
+_TEMPERATURE = flags.DEFINE_float(
+    "temperature",
+    None,
+    "Sampling temperature (default 0 for " "--samples=1, else 0.6).",
+    lower_bound=0.0,
+)
+_TOP_P = flags.DEFINE_float(
+    "top_p", 1.0, "Nucleus sampling threshold.", lower_bound=0.0, upper_bound=1.0
+)
+_MAX_NEW_TOKENS = flags.DEFINE_integer(
+    "max_new_tokens",
+    4096,
+    "Generation budget per response " "(capped by the model's context).",
+    lower_bound=1,
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per generate call.", lower_bound=1)
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Parameter dtype (bfloat16, float32).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0)
-_MESH = flags.DEFINE_string("mesh", None, "Device mesh, e.g. 'data:-1' or 'fsdp:4,tensor:2'; "
-                            "default: one device, unsharded.")
+_MESH = flags.DEFINE_string(
+    "mesh",
+    None,
+    "Device mesh, e.g. 'data:-1' or 'fsdp:4,tensor:2'; " "default: one device, unsharded.",
+)
 _STRATEGY = flags.DEFINE_string("strategy", None, "Sharding strategy (dp, fsdp, tp, fsdp_tp).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (results.json, <benchmark>.jsonl).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "Multi-host coordinator host:port (GPU/CPU clusters).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host coordinator host:port (GPU/CPU clusters)."
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 
@@ -67,31 +93,53 @@ def _check_flags() -> None:
 def run() -> dict:
   """Everything after flag parsing; raises ValueError/OSError for the one-line error path."""
   from rzero_jax.eval import runner
+
   _check_flags()
   items = runner.load_all(_BENCHMARKS.value, _DATA_DIR.value, _LIMIT.value)
   from rzero_jax import sharding
-  sharding.initialize_distributed(coordinator_address=_COORDINATOR.value,
-                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+
+  sharding.initialize_distributed(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+  )
   mesh = sharding.make_mesh(_MESH.value) if _MESH.value else None
   if mesh is not None:
     sharding.make_plan(mesh, _STRATEGY.value)  # a bad strategy fails before the model loads
   from rzero_jax.models import load_pretrained, load_tokenizer
+
   tokenizer = load_tokenizer(_MODEL.value)
-  cfg, params = load_pretrained(_MODEL.value, dtype=_DTYPE.value, mesh=mesh,
-                                strategy=_STRATEGY.value)
+  cfg, params = load_pretrained(
+      _MODEL.value, dtype=_DTYPE.value, mesh=mesh, strategy=_STRATEGY.value
+  )
   main = sharding.is_main_process()
-  result = runner.evaluate(cfg, params, tokenizer, list(items), items=items,
-                           samples=_SAMPLES.value, temperature=_TEMPERATURE.value,
-                           top_p=_TOP_P.value, max_new_tokens=_MAX_NEW_TOKENS.value,
-                           batch_size=_BATCH_SIZE.value, mesh=mesh, strategy=_STRATEGY.value,
-                           seed=_SEED.value, progress=main)
+  result = runner.evaluate(
+      cfg,
+      params,
+      tokenizer,
+      list(items),
+      items=items,
+      samples=_SAMPLES.value,
+      temperature=_TEMPERATURE.value,
+      top_p=_TOP_P.value,
+      max_new_tokens=_MAX_NEW_TOKENS.value,
+      batch_size=_BATCH_SIZE.value,
+      mesh=mesh,
+      strategy=_STRATEGY.value,
+      seed=_SEED.value,
+      progress=main,
+  )
   if main:
     name = os.path.basename(os.path.normpath(_MODEL.value))
     print(runner.format_table(result, name), flush=True)
-    print(f"{sum(len(v) for v in items.values())} items in {result['seconds']:.1f} s "
-          f"({result['items_per_s']:.2f} items/s)", flush=True)
-    runner.write_results(_OUT.value, result, {"model": os.path.abspath(_MODEL.value),
-                                              "data_dir": _DATA_DIR.value})
+    print(
+        f"{sum(len(v) for v in items.values())} items in {result['seconds']:.1f} s "
+        f"({result['items_per_s']:.2f} items/s)",
+        flush=True,
+    )
+    runner.write_results(
+        _OUT.value, result, {"model": os.path.abspath(_MODEL.value), "data_dir": _DATA_DIR.value}
+    )
     print(f"wrote {os.path.join(_OUT.value, 'results.json')}", flush=True)
   return result
 

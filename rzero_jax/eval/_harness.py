@@ -123,7 +123,7 @@ def decode(data):
     return [decode(v) for v in data]
   if not _isinstance(data, dict):
     return data
-  (tag, body), = data.items()
+  ((tag, body),) = data.items()
   if tag == "t":
     return tuple(decode(v) for v in body)
   if tag == "s":
@@ -176,8 +176,7 @@ def run_job(job):
     start = _perf()
     try:
       if args is None:
-        args = [eval(compile(e, "<input>", "eval"), dict(namespace))
-                for e in job["arg_exprs"]]
+        args = [eval(compile(e, "<input>", "eval"), dict(namespace)) for e in job["arg_exprs"]]
       out = fn(*args)
       seconds = _perf() - start
       row = ["ok", encode_output(out), seconds]

@@ -26,16 +26,17 @@ class BenchmarkError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
   name: str
-  kind: str                   # math | choice | bbeh | code | crux_o | crux_i
+  kind: str  # math | choice | bbeh | code | crux_o | crux_i
   hub_id: str
   hub_config: str | None
   split: str
-  files: tuple[str, ...]      # file stems looked for in a data directory
-  fields: str                 # what the item is built from (README table)
+  files: tuple[str, ...]  # file stems looked for in a data directory
+  fields: str  # what the item is built from (README table)
   normalize: Callable[[dict, int], dict]
 
 
 # ---------------------------------------------------------------- field helpers
+
 
 def _first(row: dict, *keys: str, default: Any = None) -> Any:
   for k in keys:
@@ -69,6 +70,7 @@ def _math(answer_of: Callable[[dict], Any]) -> Callable[[dict, int], dict]:
     if answer is None:
       raise BenchmarkError(f"row {index} has no gold answer (fields: {sorted(row)})")
     return {"id": _id(row, index), "question": _question(row), "answer": gold_text(answer)}
+
   return normalize
 
 
@@ -111,8 +113,12 @@ def _choice(row: dict, index: int) -> dict:
     answer = LETTERS[int(position)] if position is not None else None
   if answer is None:
     raise BenchmarkError(f"row {index} has no answer letter (fields: {sorted(row)})")
-  item = {"id": _id(row, index), "question": _question(row), "options": [str(o) for o in options],
-          "answer": answer.strip().upper()}
+  item = {
+      "id": _id(row, index),
+      "question": _question(row),
+      "options": [str(o) for o in options],
+      "answer": answer.strip().upper(),
+  }
   category = _first(row, "category", "discipline", "field", "subfield")
   if category is not None:
     item["category"] = str(category)
@@ -129,8 +135,19 @@ def _bbeh(row: dict, index: int) -> dict:
   return item
 
 
-_CODE_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input",
-                "plus_input", "atol", "test", "test_list", "test_imports", "code")
+_CODE_FIELDS = (
+    "task_id",
+    "prompt",
+    "entry_point",
+    "canonical_solution",
+    "base_input",
+    "plus_input",
+    "atol",
+    "test",
+    "test_list",
+    "test_imports",
+    "code",
+)
 
 
 def tests_from_script(test: str) -> tuple[list, list, float] | None:
@@ -138,20 +155,29 @@ def tests_from_script(test: str) -> tuple[list, list, float] | None:
   holds ``inputs = [...]``, ``results = [...]`` and ``assertion(candidate(*inp), exp, ATOL)``;
   None when the script does not have that shape (it is then run as a whole)."""
   import ast
+
   try:
     tree = ast.parse(test)
   except (SyntaxError, ValueError, RecursionError, MemoryError):
     return None
   found: dict[str, Any] = {}
   for node in ast.walk(tree):
-    if (isinstance(node, ast.Assign) and len(node.targets) == 1
-        and isinstance(node.targets[0], ast.Name) and node.targets[0].id in ("inputs", "results")):
+    if (
+        isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in ("inputs", "results")
+    ):
       try:
         found[node.targets[0].id] = ast.literal_eval(node.value)
       except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         return None
-    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-          and node.func.id == "assertion" and len(node.args) == 3):
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "assertion"
+        and len(node.args) == 3
+    ):
       try:
         found["atol"] = float(ast.literal_eval(node.args[2]))
       except (ValueError, TypeError, SyntaxError):
@@ -189,6 +215,7 @@ def _evalplus(prefix: str) -> Callable[[dict, int], dict]:
       raise BenchmarkError(f"row {index} has neither base_input/plus_input nor a test script")
     item.update(id=item["task_id"], question=item["prompt"])
     return item
+
   return normalize
 
 
@@ -196,8 +223,13 @@ def _crux(row: dict, index: int) -> dict:
   for key in ("code", "input", "output"):
     if not isinstance(row.get(key), str):
       raise BenchmarkError(f"row {index} has no CRUXEval {key!r} (fields: {sorted(row)})")
-  return {"id": _id(row, index), "question": row["code"], "code": row["code"],
-          "input": row["input"], "output": row["output"]}
+  return {
+      "id": _id(row, index),
+      "question": row["code"],
+      "code": row["code"],
+      "input": row["input"],
+      "output": row["output"],
+  }
 
 
 def _crux_o(row: dict, index: int) -> dict:
@@ -214,51 +246,168 @@ def _crux_i(row: dict, index: int) -> dict:
 
 # ---------------------------------------------------------------- registry
 
+
 def _b(name, kind, hub_id, config, split, files, fields, normalize) -> Benchmark:
   return Benchmark(name, kind, hub_id, config, split, tuple(files), fields, normalize)
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    _b("math500", "math", "HuggingFaceH4/MATH-500", None, "test", ["math500", "math_500"],
-       "problem; gold `answer`", _math(_plain_answer)),
-    _b("gsm8k", "math", "openai/gsm8k", "main", "test", ["gsm8k"],
-       "question; gold after `####` in `answer`, commas removed", _math(_gsm8k_answer)),
-    _b("amc23", "math", "zwhe99/amc23", None, "test", ["amc23"],
-       "problem/question; gold `answer` (27.0 -> 27)", _math(_plain_answer)),
-    _b("aime24", "math", "HuggingFaceH4/aime_2024", None, "train", ["aime24", "aime_2024"],
-       "problem; gold `answer`", _math(_plain_answer)),
-    _b("aime25", "math", "yentinglin/aime_2025", "default", "train", ["aime25", "aime_2025"],
-       "problem; gold `answer`", _math(_plain_answer)),
-    _b("minerva_math", "math", "zwhe99/simplerl-minerva-math", None, "test",
-       ["minerva_math", "minerva"],
-       "problem; gold = last `\\boxed{}` of `solution` (else `answer`)",
-       _math(_minerva_answer)),
-    _b("olympiadbench", "math", "zwhe99/simplerl-OlympiadBench", None, "test",
-       ["olympiadbench", "olympiad_bench"], "question; gold `final_answer[0]` without `$`",
-       _math(_olympiad_answer)),
-    _b("mmlu_pro", "choice", "TIGER-Lab/MMLU-Pro", None, "test", ["mmlu_pro", "mmlupro"],
-       "question, options (<= 10); gold letter `answer`", _choice),
-    _b("supergpqa", "choice", "m-a-p/SuperGPQA", None, "train", ["supergpqa"],
-       "question, options; gold `answer_letter`", _choice),
-    _b("bbeh", "bbeh", "MrLight/bbeh-eval", None, "train", ["bbeh"],
-       "question; gold `answer` (BBEH fuzzy match)", _bbeh),
-    _b("humaneval_plus", "code", "evalplus/humanevalplus", None, "test",
-       ["humaneval_plus", "humanevalplus", "HumanEvalPlus"],
-       "prompt, entry_point, canonical_solution, base_input + plus_input, atol (or hub `test`)",
-       _evalplus("HumanEval")),
-    _b("mbpp_plus", "code", "evalplus/mbppplus", None, "test",
-       ["mbpp_plus", "mbppplus", "MbppPlus"],
-       "prompt, entry_point, canonical_solution, base_input + plus_input, atol (or hub `test`)",
-       _evalplus("Mbpp")),
-    _b("cruxeval_o", "crux_o", "cruxeval-org/cruxeval", None, "test", ["cruxeval_o", "cruxeval"],
-       "code, input; gold `output`", _crux_o),
-    _b("cruxeval_i", "crux_i", "cruxeval-org/cruxeval", None, "test", ["cruxeval_i", "cruxeval"],
-       "code, output; any input with f(input) == output", _crux_i),
-]}
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        _b(
+            "math500",
+            "math",
+            "HuggingFaceH4/MATH-500",
+            None,
+            "test",
+            ["math500", "math_500"],
+            "problem; gold `answer`",
+            _math(_plain_answer),
+        ),
+        _b(
+            "gsm8k",
+            "math",
+            "openai/gsm8k",
+            "main",
+            "test",
+            ["gsm8k"],
+            "question; gold after `####` in `answer`, commas removed",
+            _math(_gsm8k_answer),
+        ),
+        _b(
+            "amc23",
+            "math",
+            "zwhe99/amc23",
+            None,
+            "test",
+            ["amc23"],
+            "problem/question; gold `answer` (27.0 -> 27)",
+            _math(_plain_answer),
+        ),
+        _b(
+            "aime24",
+            "math",
+            "HuggingFaceH4/aime_2024",
+            None,
+            "train",
+            ["aime24", "aime_2024"],
+            "problem; gold `answer`",
+            _math(_plain_answer),
+        ),
+        _b(
+            "aime25",
+            "math",
+            "yentinglin/aime_2025",
+            "default",
+            "train",
+            ["aime25", "aime_2025"],
+            "problem; gold `answer`",
+            _math(_plain_answer),
+        ),
+        _b(
+            "minerva_math",
+            "math",
+            "zwhe99/simplerl-minerva-math",
+            None,
+            "test",
+            ["minerva_math", "minerva"],
+            "problem; gold = last `\\boxed{}` of `solution` (else `answer`)",
+            _math(_minerva_answer),
+        ),
+        _b(
+            "olympiadbench",
+            "math",
+            "zwhe99/simplerl-OlympiadBench",
+            None,
+            "test",
+            ["olympiadbench", "olympiad_bench"],
+            "question; gold `final_answer[0]` without `$`",
+            _math(_olympiad_answer),
+        ),
+        _b(
+            "mmlu_pro",
+            "choice",
+            "TIGER-Lab/MMLU-Pro",
+            None,
+            "test",
+            ["mmlu_pro", "mmlupro"],
+            "question, options (<= 10); gold letter `answer`",
+            _choice,
+        ),
+        _b(
+            "supergpqa",
+            "choice",
+            "m-a-p/SuperGPQA",
+            None,
+            "train",
+            ["supergpqa"],
+            "question, options; gold `answer_letter`",
+            _choice,
+        ),
+        _b(
+            "bbeh",
+            "bbeh",
+            "MrLight/bbeh-eval",
+            None,
+            "train",
+            ["bbeh"],
+            "question; gold `answer` (BBEH fuzzy match)",
+            _bbeh,
+        ),
+        _b(
+            "humaneval_plus",
+            "code",
+            "evalplus/humanevalplus",
+            None,
+            "test",
+            ["humaneval_plus", "humanevalplus", "HumanEvalPlus"],
+            "prompt, entry_point, canonical_solution, base_input + plus_input, atol (or hub `test`)",
+            _evalplus("HumanEval"),
+        ),
+        _b(
+            "mbpp_plus",
+            "code",
+            "evalplus/mbppplus",
+            None,
+            "test",
+            ["mbpp_plus", "mbppplus", "MbppPlus"],
+            "prompt, entry_point, canonical_solution, base_input + plus_input, atol (or hub `test`)",
+            _evalplus("Mbpp"),
+        ),
+        _b(
+            "cruxeval_o",
+            "crux_o",
+            "cruxeval-org/cruxeval",
+            None,
+            "test",
+            ["cruxeval_o", "cruxeval"],
+            "code, input; gold `output`",
+            _crux_o,
+        ),
+        _b(
+            "cruxeval_i",
+            "crux_i",
+            "cruxeval-org/cruxeval",
+            None,
+            "test",
+            ["cruxeval_i", "cruxeval"],
+            "code, output; any input with f(input) == output",
+            _crux_i,
+        ),
+    ]
+}
 
-ALIASES = {"mbppplus": "mbpp_plus", "humanevalplus": "humaneval_plus", "minerva": "minerva_math",
-           "olympiad": "olympiadbench", "math_500": "math500", "mmlupro": "mmlu_pro",
-           "aime_2024": "aime24", "aime_2025": "aime25", "cruxeval": "cruxeval_o"}
+ALIASES = {
+    "mbppplus": "mbpp_plus",
+    "humanevalplus": "humaneval_plus",
+    "minerva": "minerva_math",
+    "olympiad": "olympiadbench",
+    "math_500": "math500",
+    "mmlupro": "mmlu_pro",
+    "aime_2024": "aime24",
+    "aime_2025": "aime25",
+    "cruxeval": "cruxeval_o",
+}
 MATH_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.kind == "math")
 
 
@@ -267,14 +416,17 @@ def resolve(name: str) -> Benchmark:
   key = str(name).strip().lower().replace("-", "_")
   key = ALIASES.get(key, key)
   if key == "livecodebench":
-    raise BenchmarkError("benchmark 'livecodebench' is not supported yet (optional in issue 16); "
-                         f"choose from {', '.join(BENCHMARKS)}")
+    raise BenchmarkError(
+        "benchmark 'livecodebench' is not supported yet (optional in issue 16); "
+        f"choose from {', '.join(BENCHMARKS)}"
+    )
   if key not in BENCHMARKS:
     raise BenchmarkError(f"unknown benchmark {name!r}: choose from {', '.join(BENCHMARKS)}")
   return BENCHMARKS[key]
 
 
 # ---------------------------------------------------------------- reading
+
 
 def find_file(bench: Benchmark, directory: str) -> str | None:
   """``<stem>.jsonl|json|parquet`` for the benchmark's file stems in ``directory``, if any."""
@@ -296,6 +448,7 @@ def read_rows(path: str) -> list[dict]:
   try:
     if lower.endswith(".parquet"):
       import datasets
+
       rows = datasets.load_dataset("parquet", data_files=path, split="train").to_list()
     elif lower.endswith(".jsonl"):
       with open(path, encoding="utf-8") as f:
@@ -319,15 +472,19 @@ def read_rows(path: str) -> list[dict]:
 
 
 def _hub_rows(bench: Benchmark) -> list[dict]:
-  how = (f"benchmark {bench.name!r} needs {bench.hub_id} from the Hugging Face Hub, which is not "
-         f"reachable: on a connected machine run python -c \"import datasets; datasets.load_dataset("
-         f"'{bench.hub_id}'{', ' + repr(bench.hub_config) if bench.hub_config else ''}, "
-         f"split='{bench.split}').to_json('DIR/{bench.files[0]}.jsonl')\" and pass --data_dir=DIR")
+  how = (
+      f"benchmark {bench.name!r} needs {bench.hub_id} from the Hugging Face Hub, which is not "
+      f'reachable: on a connected machine run python -c "import datasets; datasets.load_dataset('
+      f"'{bench.hub_id}'{', ' + repr(bench.hub_config) if bench.hub_config else ''}, "
+      f"split='{bench.split}').to_json('DIR/{bench.files[0]}.jsonl')\" and pass --data_dir=DIR"
+  )
   if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
-      "HF_DATASETS_OFFLINE", "0") not in ("", "0"):
+      "HF_DATASETS_OFFLINE", "0"
+  ) not in ("", "0"):
     raise BenchmarkError(how)
   try:
     import datasets
+
     args = (bench.hub_id, bench.hub_config) if bench.hub_config else (bench.hub_id,)
     return datasets.load_dataset(*args, split=bench.split).to_list()
   except Exception as e:  # noqa: BLE001 - network, auth or format: one line either way

@@ -23,9 +23,9 @@ import numpy as np
 from rzero_jax.eval import _harness
 
 _HARNESS = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")).read()
-MIN_TEST_S = 1.0          # per-test CPU-time limit floor (EvalPlus --min-time-limit)
-TIME_FACTOR = 8.0         # per-test limit = max(MIN_TEST_S, TIME_FACTOR * canonical time)
-MAX_RUN_S = 60.0          # one sandboxed run (all tests of a task) is killed after this
+MIN_TEST_S = 1.0  # per-test CPU-time limit floor (EvalPlus --min-time-limit)
+TIME_FACTOR = 8.0  # per-test limit = max(MIN_TEST_S, TIME_FACTOR * canonical time)
+MAX_RUN_S = 60.0  # one sandboxed run (all tests of a task) is killed after this
 MEMORY_MB = 2048
 OUTPUT_LIMIT = 1 << 24
 
@@ -45,6 +45,7 @@ def executor():
     if _EXECUTOR is None or _EXECUTOR_PID != os.getpid():
       import warnings
       from rzero_jax.verify.executor import Executor
+
       workers = max(1, min(os.cpu_count() or 1, 8))
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # degraded isolation is logged once
@@ -66,8 +67,9 @@ atexit.register(shutdown)
 
 
 def _program(job: dict) -> str:
-  return (_HARNESS + "\n\nJOB = " + repr(json.dumps(job)) + "\n\n"
-          "def f(*_):\n  return main(JOB)\n")  # any inputs convention calls it
+  return (
+      _HARNESS + "\n\nJOB = " + repr(json.dumps(job)) + "\n\n" "def f(*_):\n  return main(JOB)\n"
+  )  # any inputs convention calls it
 
 
 def run_jobs(jobs: Sequence[dict], timeouts: Sequence[float]) -> list[list | None]:
@@ -79,8 +81,9 @@ def run_jobs(jobs: Sequence[dict], timeouts: Sequence[float]) -> list[list | Non
     groups.setdefault(min(MAX_RUN_S, max(1.0, math.ceil(t))), []).append(i)
   ex = executor()
   for timeout, indices in groups.items():
-    replies = ex.run_many([(_program(jobs[i]), "()") for i in indices], timeout_s=timeout,
-                          static_checks=False)
+    replies = ex.run_many(
+        [(_program(jobs[i]), "()") for i in indices], timeout_s=timeout, static_checks=False
+    )
     for i, reply in zip(indices, replies):
       if reply.ok:
         try:
@@ -92,6 +95,7 @@ def run_jobs(jobs: Sequence[dict], timeouts: Sequence[float]) -> list[list | Non
 
 def _literal_str(text: str) -> str:
   import ast
+
   value = ast.literal_eval(text)
   if not isinstance(value, str):
     raise ValueError("harness output is not a string")
@@ -99,6 +103,7 @@ def _literal_str(text: str) -> str:
 
 
 # ---------------------------------------------------------------- EvalPlus
+
 
 def _to_tuples(value: Any) -> Any:
   return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
@@ -108,8 +113,30 @@ def _restore_mbpp(number: int, inp: list) -> list:
   """Python types that MBPP+'s JSON lost (tuples, sets, complex), for the tasks that use them;
   the same per-task table as EvalPlus's loader."""
   tuples = lambda xs: [tuple(x) for x in xs]  # noqa: E731
-  if number in (2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596,
-                616, 630, 726, 740, 744, 809):
+  if number in (
+      2,
+      116,
+      132,
+      143,
+      222,
+      261,
+      273,
+      394,
+      399,
+      421,
+      424,
+      429,
+      470,
+      560,
+      579,
+      596,
+      616,
+      630,
+      726,
+      740,
+      744,
+      809,
+  ):
     return tuples(inp)
   if number in (63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780):
     return [tuples(arg) for arg in inp]
@@ -160,8 +187,9 @@ def _poly(xs: Sequence[float], x: float) -> float:
   return sum(c * math.pow(x, i) for i, c in enumerate(xs))
 
 
-def outputs_match(out: Any, expected: Any, *, atol: float, entry_point: str,
-                  args: Sequence[Any]) -> bool:
+def outputs_match(
+    out: Any, expected: Any, *, atol: float, entry_point: str, args: Sequence[Any]
+) -> bool:
   """EvalPlus's per-test oracle on decoded values (both already plain Python data)."""
   try:
     if entry_point == "find_zero":  # HumanEval/32: any root is right
@@ -189,8 +217,13 @@ def outputs_match(out: Any, expected: Any, *, atol: float, entry_point: str,
 
 def _key(item: dict, inputs: list) -> str:
   h = hashlib.sha1()
-  for part in (str(item.get("id")), item.get("prompt", ""), item.get("canonical_solution", ""),
-               item.get("entry_point", ""), len(inputs)):
+  for part in (
+      str(item.get("id")),
+      item.get("prompt", ""),
+      item.get("canonical_solution", ""),
+      item.get("entry_point", ""),
+      len(inputs),
+  ):
     h.update(repr(part).encode())
   return h.hexdigest()
 
@@ -201,10 +234,15 @@ def reference_program(item: dict) -> str:
   return (item.get("prompt", "") or "") + (item.get("canonical_solution", "") or "")
 
 
-def _call_job(program: str, entry: str, inputs: Sequence[list], limits=None,
-              stop_on_failure: bool = True) -> dict:
-  job = {"call": program, "entry": entry, "inputs": [_harness.encode(list(a)) for a in inputs],
-         "stop_on_failure": stop_on_failure}
+def _call_job(
+    program: str, entry: str, inputs: Sequence[list], limits=None, stop_on_failure: bool = True
+) -> dict:
+  job = {
+      "call": program,
+      "entry": entry,
+      "inputs": [_harness.encode(list(a)) for a in inputs],
+      "stop_on_failure": stop_on_failure,
+  }
   if limits is not None:
     job["limits"] = list(limits)
   return job
@@ -215,8 +253,15 @@ def _reference_rows(items: Sequence[dict], spans: list[tuple[int, int, int]]) ->
   halves and retried, down to single inputs (which then count as a timeout)."""
   rows: dict[tuple[int, int, int], list] = {}
   while spans:
-    jobs = [_call_job(reference_program(items[i]), items[i]["entry_point"],
-                      task_inputs(items[i])[a:b], stop_on_failure=False) for i, a, b in spans]
+    jobs = [
+        _call_job(
+            reference_program(items[i]),
+            items[i]["entry_point"],
+            task_inputs(items[i])[a:b],
+            stop_on_failure=False,
+        )
+        for i, a, b in spans
+    ]
     retry = []
     for span, result in zip(spans, run_jobs(jobs, [MAX_RUN_S] * len(jobs))):
       i, a, b = span
@@ -249,8 +294,10 @@ def expected_outputs(items: Sequence[dict]) -> list[tuple[list, list[float]]]:
     item = items[i]
     got = sorted((a, r) for (j, a, _), r in rows.items() if j == i)
     flat = [row for _, r in got for row in r]
-    outs = [(_harness.decode(v) if s == "ok" else _harness.Opaque("error: " + str(v)))
-            for s, v, _ in flat]
+    outs = [
+        (_harness.decode(v) if s == "ok" else _harness.Opaque("error: " + str(v)))
+        for s, v, _ in flat
+    ]
     if item["entry_point"] in OUTPUT_NOT_NONE:  # EvalPlus keeps only "is not None"
       outs = [o if _failed(o) else o is not None for o in outs]
     _EXPECTED[key] = (outs, [float(t) for _, _, t in flat])
@@ -308,8 +355,7 @@ def evalplus_scores(items: Sequence[dict], codes: Sequence[str | None]) -> list[
       where.append((i, a, b))
   passed = {i: True for i, _, _ in where}
   for (i, a, b), rows in zip(where, run_jobs(jobs, timeouts)):
-    if passed[i] and not _all_pass(items[i], expected[i][0][a:b], task_inputs(items[i])[a:b],
-                                   rows):
+    if passed[i] and not _all_pass(items[i], expected[i][0][a:b], task_inputs(items[i])[a:b], rows):
       passed[i] = False
   return [float(passed.get(i, False)) for i in range(len(items))]
 
@@ -327,8 +373,9 @@ def _all_pass(item: dict, expected: list, inputs: list, rows: list | None) -> bo
   return True
 
 
-def test_script_scores(items: Sequence[dict], codes: Sequence[str | None],
-                       timeout_s: float = 30.0) -> list[float]:
+def test_script_scores(
+    items: Sequence[dict], codes: Sequence[str | None], timeout_s: float = 30.0
+) -> list[float]:
   """For the hub's script format (a ``test`` field with ``check(candidate)``): 1.0 when the
   solution followed by the test script runs without error in the sandbox."""
   jobs, where = [], []
@@ -340,8 +387,13 @@ def test_script_scores(items: Sequence[dict], codes: Sequence[str | None],
     script += "\n\n" + item["test"] + "\n"
     if entry and "def check(" in item["test"]:
       script += f"\ncheck({entry})\n"
-    jobs.append({"call": script + "\ndef __passed__():\n  return True\n", "entry": "__passed__",
-                 "inputs": [[]]})
+    jobs.append(
+        {
+            "call": script + "\ndef __passed__():\n  return True\n",
+            "entry": "__passed__",
+            "inputs": [[]],
+        }
+    )
     where.append(i)
   scores = [0.0] * len(items)
   for i, rows in zip(where, run_jobs(jobs, [timeout_s] * len(jobs))):
@@ -351,11 +403,13 @@ def test_script_scores(items: Sequence[dict], codes: Sequence[str | None],
 
 # ---------------------------------------------------------------- CRUXEval
 
+
 def parse_call_args(text: str) -> tuple | list[str] | None:
   """The positional arguments written inside ``f(...)`` (``"1, 2"`` is two, ``"(1, 2)"`` one): a
   tuple of values when all are literals, else the list of argument expressions (evaluated later
   in the sandbox); None when ``text`` is not an argument list or has keywords or starred args."""
   import ast
+
   text = (text or "").strip()
   if not text:
     return ()
@@ -364,8 +418,11 @@ def parse_call_args(text: str) -> tuple | list[str] | None:
     node = ast.parse(source, mode="eval").body
   except (SyntaxError, ValueError, RecursionError, MemoryError):
     return None
-  if (not isinstance(node, ast.Call) or node.keywords
-      or any(isinstance(a, ast.Starred) for a in node.args)):
+  if (
+      not isinstance(node, ast.Call)
+      or node.keywords
+      or any(isinstance(a, ast.Starred) for a in node.args)
+  ):
     return None
   try:
     return tuple(ast.literal_eval(a) for a in node.args)
@@ -376,14 +433,16 @@ def parse_call_args(text: str) -> tuple | list[str] | None:
 def literal_value(text: str) -> tuple[bool, Any]:
   """(True, value) when ``text`` is a Python literal, else (False, None)."""
   import ast
+
   try:
     return True, ast.literal_eval((text or "").strip())
   except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
     return False, None
 
 
-def call_outputs(jobs: Sequence[tuple[str, str, tuple | list[str]]],
-                 timeout_s: float = 3.0) -> list[tuple[bool, Any]]:
+def call_outputs(
+    jobs: Sequence[tuple[str, str, tuple | list[str]]], timeout_s: float = 3.0
+) -> list[tuple[bool, Any]]:
   """For each (program, entry, args): (ran, decoded output) of ``entry(*args)`` in the sandbox;
   ``args`` is a tuple of values or a list of argument expressions (``parse_call_args``)."""
   harness_jobs = []

@@ -19,8 +19,9 @@ from rzero_jax.eval.scoring import extract, score_many
 DEFAULT_SAMPLE_TEMPERATURE = 0.6
 
 
-def load_all(names: Sequence[str], data_dir: str | None = None,
-             limit: int | None = None) -> dict[str, list[dict]]:
+def load_all(
+    names: Sequence[str], data_dir: str | None = None, limit: int | None = None
+) -> dict[str, list[dict]]:
   """Items of every named benchmark (first ``limit`` of each), loaded before anything runs so that a
   bad name or missing file fails first. Canonical names, duplicates dropped."""
   if limit is not None and limit < 1:
@@ -34,6 +35,7 @@ def load_all(names: Sequence[str], data_dir: str | None = None,
 
 
 # ---------------------------------------------------------------- progress
+
 
 class Progress:
   """A one-line progress bar with rate and ETA on stderr (silent when disabled)."""
@@ -51,8 +53,10 @@ class Progress:
     rate = self.done / max(elapsed, 1e-9)
     eta = (self.total - self.done) / rate if rate > 0 else 0.0
     filled = int(30 * self.done / self.total)
-    line = (f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} items "
-            f"{rate:.2f} items/s ETA {_clock(eta)} {label:<16}")
+    line = (
+        f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} items "
+        f"{rate:.2f} items/s ETA {_clock(eta)} {label:<16}"
+    )
     self.stream.write(line)
     if self.done >= self.total:
       self.stream.write(f"\n")
@@ -66,10 +70,12 @@ def _clock(seconds: float) -> str:
 
 # ---------------------------------------------------------------- multi-host
 
+
 def process_shard(n: int, index: int | None = None, count: int | None = None) -> range:
   """This process's contiguous share of ``n`` scoring jobs (deterministic, balanced)."""
   if index is None or count is None:
     import jax
+
     index, count = jax.process_index(), jax.process_count()
   return range(n * index // count, n * (index + 1) // count)
 
@@ -77,47 +83,95 @@ def process_shard(n: int, index: int | None = None, count: int | None = None) ->
 def _gather_scores(local: np.ndarray, shard: range, n: int) -> np.ndarray:
   """Every process's scores, on every process (NaN marks rows another process scored)."""
   import jax
+
   full = np.full((n,), np.nan, np.float32)
-  full[shard.start:shard.stop] = local
+  full[shard.start : shard.stop] = local
   if jax.process_count() == 1:
     return full
   from jax.experimental import multihost_utils
+
   every = np.asarray(multihost_utils.process_allgather(full))
   return np.nanmax(np.where(np.isnan(every), -np.inf, every), axis=0)
 
 
 # ---------------------------------------------------------------- generation
 
-def _prompt_ids(tokenizer, name: str, items: list[dict], context: int,
-                messages_fn: Callable[[str, dict], list[dict]]) -> list[list[int]]:
+
+def _prompt_ids(
+    tokenizer,
+    name: str,
+    items: list[dict],
+    context: int,
+    messages_fn: Callable[[str, dict], list[dict]],
+) -> list[list[int]]:
   from rzero_jax.models.tokenizer import encode_chat
+
   ids = []
   for item in items:
     tokens = encode_chat(tokenizer, messages_fn(name, item))
-    ids.append(tokens[-(context - 1):] if len(tokens) > context - 1 else tokens)
+    ids.append(tokens[-(context - 1) :] if len(tokens) > context - 1 else tokens)
   return ids
 
 
-def _generate(cfg, params, tokenizer, prompt_ids: list[list[int]], *, samples: int,
-              temperature: float, top_p: float, max_new_tokens: int, seed: int, mesh, strategy,
-              stop_ids) -> list[list[str]]:
+def _generate(
+    cfg,
+    params,
+    tokenizer,
+    prompt_ids: list[list[int]],
+    *,
+    samples: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    seed: int,
+    mesh,
+    strategy,
+    stop_ids,
+) -> list[list[str]]:
   from rzero_jax.sampling import generate
+
   room = max(1, min(max_new_tokens, cfg.max_position_embeddings - max(map(len, prompt_ids))))
-  out = generate(cfg, params, prompt_ids, max_new_tokens=room, temperature=temperature,
-                 top_p=top_p, num_samples=samples, stop_token_ids=stop_ids, seed=seed, mesh=mesh,
-                 strategy=strategy)
+  out = generate(
+      cfg,
+      params,
+      prompt_ids,
+      max_new_tokens=room,
+      temperature=temperature,
+      top_p=top_p,
+      num_samples=samples,
+      stop_token_ids=stop_ids,
+      seed=seed,
+      mesh=mesh,
+      strategy=strategy,
+  )
   texts = [tokenizer.decode(t, skip_special_tokens=True) for t in out.tokens]
-  return [texts[i * samples:(i + 1) * samples] for i in range(len(prompt_ids))]
+  return [texts[i * samples : (i + 1) * samples] for i in range(len(prompt_ids))]
 
 
 # ---------------------------------------------------------------- evaluation
 
-def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str | None = None,
-             limit: int | None = None, samples: int = 1, temperature: float | None = None,
-             top_p: float = 1.0, max_new_tokens: int = 4096, batch_size: int = 64, mesh=None,
-             strategy=None, seed: int = 0, items: dict[str, list[dict]] | None = None,
-             progress: bool = False, keep_records: bool = True,
-             messages_fn: Callable[[str, dict], list[dict]] | None = None) -> dict:
+
+def evaluate(
+    cfg,
+    params,
+    tokenizer,
+    benchmarks: Sequence[str],
+    *,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    samples: int = 1,
+    temperature: float | None = None,
+    top_p: float = 1.0,
+    max_new_tokens: int = 4096,
+    batch_size: int = 64,
+    mesh=None,
+    strategy=None,
+    seed: int = 0,
+    items: dict[str, list[dict]] | None = None,
+    progress: bool = False,
+    keep_records: bool = True,
+    messages_fn: Callable[[str, dict], list[dict]] | None = None,
+) -> dict:
   """Evaluates one model on ``benchmarks``; every process calls it with the same arguments.
 
   Items come from ``items`` (name -> ``load_benchmark`` items) or are loaded from ``data_dir`` / the
@@ -141,6 +195,7 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
   before generating anything.
   """
   from rzero_jax.models.tokenizer import stop_token_ids
+
   if samples < 1:
     raise ValueError(f"samples must be >= 1, got {samples}")
   if batch_size < 1:
@@ -159,37 +214,55 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
   start = time.perf_counter()
   result: dict[str, Any] = {"benchmarks": {}, "records": {}}
   for b_index, (name, bench_items) in enumerate(items.items()):
-    prompts = _prompt_ids(tokenizer, name, bench_items, cfg.max_position_embeddings,
-                          messages_fn or messages)
+    prompts = _prompt_ids(
+        tokenizer, name, bench_items, cfg.max_position_embeddings, messages_fn or messages
+    )
     order = sorted(range(len(bench_items)), key=lambda i: (len(prompts[i]), i))
     responses: list[list[str]] = [[] for _ in bench_items]
     scores = np.zeros((len(bench_items), samples), np.float32)
     for c, k in enumerate(range(0, len(order), batch_size)):
-      chunk = order[k:k + batch_size]
-      texts = _generate(cfg, params, tokenizer, [prompts[i] for i in chunk], samples=samples,
-                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                        seed=(seed * 1_000_003 + b_index * 10_007 + c) % (2**32), mesh=mesh,
-                        strategy=strategy, stop_ids=stop_ids)
+      chunk = order[k : k + batch_size]
+      texts = _generate(
+          cfg,
+          params,
+          tokenizer,
+          [prompts[i] for i in chunk],
+          samples=samples,
+          temperature=temperature,
+          top_p=top_p,
+          max_new_tokens=max_new_tokens,
+          seed=(seed * 1_000_003 + b_index * 10_007 + c) % (2**32),
+          mesh=mesh,
+          strategy=strategy,
+          stop_ids=stop_ids,
+      )
       flat = [(i, s) for i in chunk for s in range(samples)]
       for i, t in zip(chunk, texts):
         responses[i] = t
       shard = process_shard(len(flat))
-      local = score_many(name, [bench_items[flat[j][0]] for j in shard],
-                         [responses[flat[j][0]][flat[j][1]] for j in shard])
+      local = score_many(
+          name,
+          [bench_items[flat[j][0]] for j in shard],
+          [responses[flat[j][0]][flat[j][1]] for j in shard],
+      )
       gathered = _gather_scores(np.asarray(local, np.float32), shard, len(flat))
       for (i, s), value in zip(flat, gathered):
         scores[i, s] = value
       bar.update(len(chunk), name)
     per_item = scores.mean(axis=1) if len(bench_items) else np.zeros((0,))
-    entry: dict[str, Any] = {"score": float(per_item.mean()) if len(bench_items) else 0.0,
-                             "items": len(bench_items), "samples": samples}
+    entry: dict[str, Any] = {
+        "score": float(per_item.mean()) if len(bench_items) else 0.0,
+        "items": len(bench_items),
+        "samples": samples,
+    }
     if samples > 1:
       entry["pass@k"] = float((scores.max(axis=1) >= 1).mean()) if len(bench_items) else 0.0
     result["benchmarks"][name] = entry
     if keep_records:
       result["records"][name] = [
           _record(name, item, tokenizer, prompts[i], responses[i], scores[i])
-          for i, item in enumerate(bench_items)]
+          for i, item in enumerate(bench_items)
+      ]
   seconds = time.perf_counter() - start
   values = {n: e["score"] for n, e in result["benchmarks"].items()}
   math_values = [v for n, v in values.items() if n in MATH_BENCHMARKS]
@@ -197,15 +270,22 @@ def evaluate(cfg, params, tokenizer, benchmarks: Sequence[str], *, data_dir: str
   result["overall"] = float(np.mean(list(values.values()))) if values else None
   result["seconds"] = seconds
   result["items_per_s"] = total / max(seconds, 1e-9)
-  result["settings"] = {"samples": samples, "temperature": temperature, "top_p": top_p,
-                        "max_new_tokens": max_new_tokens, "limit": limit, "seed": seed}
+  result["settings"] = {
+      "samples": samples,
+      "temperature": temperature,
+      "top_p": top_p,
+      "max_new_tokens": max_new_tokens,
+      "limit": limit,
+      "seed": seed,
+  }
   if not keep_records:
     result.pop("records")
   return result
 
 
-def _record(name: str, item: dict, tokenizer, prompt: list[int], responses: list[str],
-            scores: np.ndarray) -> dict:
+def _record(
+    name: str, item: dict, tokenizer, prompt: list[int], responses: list[str], scores: np.ndarray
+) -> dict:
   kind = BENCHMARKS[name].kind
   gold = item.get("answer")
   if kind == "code":
@@ -215,13 +295,18 @@ def _record(name: str, item: dict, tokenizer, prompt: list[int], responses: list
   if len(responses) == 1:
     record.update(response=responses[0], extracted=extracted[0], score=float(scores[0]))
   else:
-    record.update(responses=responses, extracted=extracted, scores=[float(s) for s in scores],
-                  score=float(np.mean(scores)))
+    record.update(
+        responses=responses,
+        extracted=extracted,
+        scores=[float(s) for s in scores],
+        score=float(np.mean(scores)),
+    )
   record["gold"] = gold
   return record
 
 
 # ---------------------------------------------------------------- reporting
+
 
 def flat_metrics(result: dict, prefix: str = "eval/") -> dict[str, float]:
   """Scalars for TensorBoard / summary.json: ``eval/<benchmark>`` (and ``eval/<benchmark>/pass@k``),
@@ -245,15 +330,24 @@ def format_table(result: dict, model: str = "model") -> str:
   """The papers' layout: one row per model, a column per benchmark, then math avg and overall."""
   names = list(result["benchmarks"])
   header = ["model"] + names + ["math avg", "overall"]
-  row = [model] + [_pct(result["benchmarks"][n]["score"]) for n in names] + [
-      _pct(result.get("math_average")), _pct(result.get("overall"))]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-           "| " + " | ".join(row) + " |"]
+  row = (
+      [model]
+      + [_pct(result["benchmarks"][n]["score"]) for n in names]
+      + [_pct(result.get("math_average")), _pct(result.get("overall"))]
+  )
+  lines = [
+      "| " + " | ".join(header) + " |",
+      "|" + "---|" * len(header),
+      "| " + " | ".join(row) + " |",
+  ]
   passes = [n for n in names if "pass@k" in result["benchmarks"][n]]
   if passes:
     k = result["benchmarks"][passes[0]]["samples"]
-    lines.append(f"(avg@{k}; pass@{k}: " + ", ".join(
-        f"{n} {_pct(result['benchmarks'][n]['pass@k'])}" for n in passes) + ")")
+    lines.append(
+        f"(avg@{k}; pass@{k}: "
+        + ", ".join(f"{n} {_pct(result['benchmarks'][n]['pass@k'])}" for n in passes)
+        + ")"
+    )
   return "\n".join(lines)
 
 
@@ -275,8 +369,10 @@ def write_results(out_dir: str, result: dict, extra: dict | None = None) -> None
   each written atomically (temp file, then ``os.replace``)."""
   os.makedirs(out_dir, exist_ok=True)
   for name, records in result.get("records", {}).items():
-    _atomic_write(os.path.join(out_dir, f"{name}.jsonl"),
-                  "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    _atomic_write(
+        os.path.join(out_dir, f"{name}.jsonl"),
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+    )
   summary = {k: v for k, v in result.items() if k != "records"}
   summary.update(extra or {})
   _atomic_write(os.path.join(out_dir, "results.json"), json.dumps(summary, indent=2) + "\n")

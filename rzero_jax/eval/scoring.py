@@ -24,8 +24,11 @@ GRADE_TIMEOUT_S = 5.0
 # ---------------------------------------------------------------- extraction
 
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
-_ANSWER_LINE = re.compile(r"(?:answer\s*(?:is|:)|final\s+answer\s*(?:is|:)?)\s*:?\s*"
-                          r"(?:\*\*|\$|\\\(|\s)*\(?([A-Z])\)?(?![A-Za-z])", re.I)
+_ANSWER_LINE = re.compile(
+    r"(?:answer\s*(?:is|:)|final\s+answer\s*(?:is|:)?)\s*:?\s*"
+    r"(?:\*\*|\$|\\\(|\s)*\(?([A-Z])\)?(?![A-Za-z])",
+    re.I,
+)
 
 
 def choice_letter(response: str, num_options: int = 10) -> str | None:
@@ -33,7 +36,7 @@ def choice_letter(response: str, num_options: int = 10) -> str | None:
   None when there is none (such a response scores 0)."""
   if not isinstance(response, str):
     return None
-  valid = LETTERS[:max(1, min(num_options, len(LETTERS)))]
+  valid = LETTERS[: max(1, min(num_options, len(LETTERS)))]
   boxed = extract_boxed(response[-MAX_RESPONSE_CHARS:])
   if boxed is not None:
     text = _TEXT.sub(r"\1", boxed).strip()
@@ -63,8 +66,12 @@ def bbeh_prediction(response: str) -> str:
   lower-cased, LaTeX wrappers, ``**`` and a final period removed, first line only."""
   boxed = extract_boxed(response)
   answer = boxed if boxed is not None else response.strip()
-  for prefix in ("The answer is:", "The final answer is ", "The final answer is: ",
-                 "The answer is "):
+  for prefix in (
+      "The answer is:",
+      "The final answer is ",
+      "The final answer is: ",
+      "The answer is ",
+  ):
     if prefix in answer:
       answer = answer.split(prefix)[-1].strip()
   if answer.endswith("."):
@@ -120,6 +127,7 @@ def code_block(response: str) -> str | None:
 def _split_assertion(text: str) -> tuple[str, str] | None:
   """(call arguments, expected) of the last ``[assert] f(ARGS) == EXPECTED`` line in ``text``."""
   import ast
+
   for line in reversed(text.strip().splitlines()):
     line = line.strip()
     if not line.startswith(("assert", "f(")):
@@ -129,8 +137,13 @@ def _split_assertion(text: str) -> tuple[str, str] | None:
     except (SyntaxError, ValueError, RecursionError, MemoryError, IndexError):
       continue
     test = node.test if isinstance(node, ast.Assert) else getattr(node, "value", None)
-    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
-        and isinstance(test.left, ast.Call) and not test.left.keywords):
+    if (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Eq)
+        and isinstance(test.left, ast.Call)
+        and not test.left.keywords
+    ):
       args = ", ".join(ast.get_source_segment(line, a) or "" for a in test.left.args)
       return args, ast.get_source_segment(line, test.comparators[0]) or ""
   return None
@@ -176,6 +189,7 @@ def extract(name: str, item: dict, response: str) -> str | None:
 
 # ---------------------------------------------------------------- scoring
 
+
 def _as_item(name: str, item: dict) -> dict:
   """``item`` as ``load_benchmark`` returns it (a raw file row is normalised first)."""
   bench = resolve(name)
@@ -196,8 +210,9 @@ def score_many(name: str, items: Sequence[dict], responses: Sequence[str]) -> li
   items = [_as_item(name, it) for it in items]
   answers = [extract(name, it, r) for it, r in zip(items, responses)]
   if kind == "math":
-    ok = equivalent_many([(a, it["answer"]) for a, it in zip(answers, items)],
-                         timeout_s=GRADE_TIMEOUT_S)
+    ok = equivalent_many(
+        [(a, it["answer"]) for a, it in zip(answers, items)], timeout_s=GRADE_TIMEOUT_S
+    )
     return [float(x) for x in ok]
   if kind == "choice":
     return [float(a is not None and a == it["answer"]) for a, it in zip(answers, items)]
@@ -268,5 +283,13 @@ def score(name: str, item: dict, response: str) -> float:
   return score_many(name, [item], [response])[0]
 
 
-__all__ = ["score", "score_many", "extract", "choice_letter", "bbeh_match", "bbeh_prediction",
-           "code_block", "crux_answer"]
+__all__ = [
+    "score",
+    "score_many",
+    "extract",
+    "choice_letter",
+    "bbeh_match",
+    "bbeh_prediction",
+    "code_block",
+    "crux_answer",
+]

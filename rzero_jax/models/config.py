@@ -21,7 +21,9 @@ def resolve_dtype(name: str | Any) -> Any:
   if not isinstance(name, str):
     name = jnp.dtype(name).name
   if name not in DTYPES:
-    raise ValueError(f"Unknown dtype {name!r}: use one of {sorted(DTYPES)} (e.g. dtype='bfloat16').")
+    raise ValueError(
+        f"Unknown dtype {name!r}: use one of {sorted(DTYPES)} (e.g. dtype='bfloat16')."
+    )
   return DTYPES[name]
 
 
@@ -70,21 +72,27 @@ class ModelConfig:
     if self.model_type not in SUPPORTED_MODEL_TYPES:
       raise ValueError(
           f"Unsupported model_type {self.model_type!r}: rzero_jax supports {SUPPORTED_MODEL_TYPES} "
-          "(Qwen3, Qwen2/2.5, Llama-3.x / OctoThinker). Convert the checkpoint to one of these families.")
+          "(Qwen3, Qwen2/2.5, Llama-3.x / OctoThinker). Convert the checkpoint to one of these families."
+      )
     if self.rope_type not in SUPPORTED_ROPE_TYPES:
       raise ValueError(
           f"Unsupported rope scaling type {self.rope_type!r}: supported are {SUPPORTED_ROPE_TYPES}. "
-          "Remove `rope_scaling` from config.json or use a checkpoint with a supported scaling.")
+          "Remove `rope_scaling` from config.json or use a checkpoint with a supported scaling."
+      )
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"num_attention_heads ({self.num_heads}) must be a multiple of "
-                       f"num_key_value_heads ({self.num_kv_heads}).")
+      raise ValueError(
+          f"num_attention_heads ({self.num_heads}) must be a multiple of "
+          f"num_key_value_heads ({self.num_kv_heads})."
+      )
     resolve_dtype(self.dtype)
     if self.lora_rank < 0:
       raise ValueError(f"lora_rank must be >= 0 (0 = no adapters), got {self.lora_rank}.")
     unknown = [t for t in self.lora_targets if t not in LORA_TARGET_NAMES]
     if unknown or (self.lora_rank and not self.lora_targets):
-      raise ValueError(f"lora_targets {tuple(self.lora_targets)} must be a non-empty subset of "
-                       f"{LORA_TARGET_NAMES}.")
+      raise ValueError(
+          f"lora_targets {tuple(self.lora_targets)} must be a non-empty subset of "
+          f"{LORA_TARGET_NAMES}."
+      )
 
   @property
   def compute_dtype(self):
@@ -132,16 +140,19 @@ class ModelConfig:
     if self.rope_type != "default":
       scaling: dict[str, Any] = {"rope_type": self.rope_type, "factor": self.rope_factor}
       if self.rope_type == "llama3":
-        scaling.update(low_freq_factor=self.rope_low_freq_factor,
-                       high_freq_factor=self.rope_high_freq_factor,
-                       original_max_position_embeddings=self.rope_original_max_position)
+        scaling.update(
+            low_freq_factor=self.rope_low_freq_factor,
+            high_freq_factor=self.rope_high_freq_factor,
+            original_max_position_embeddings=self.rope_original_max_position,
+        )
       out["rope_scaling"] = scaling
     for key, value in (("bos_token_id", self.bos_token_id), ("pad_token_id", self.pad_token_id)):
       if value is not None:
         out[key] = value
     if self.eos_token_id:
-      out["eos_token_id"] = (self.eos_token_id[0] if len(self.eos_token_id) == 1
-                             else list(self.eos_token_id))
+      out["eos_token_id"] = (
+          self.eos_token_id[0] if len(self.eos_token_id) == 1 else list(self.eos_token_id)
+      )
     return out
 
 
@@ -160,7 +171,8 @@ def _rope_fields(hf: dict[str, Any]) -> dict[str, Any]:
     fields.update(
         rope_low_freq_factor=float(merged["low_freq_factor"]),
         rope_high_freq_factor=float(merged["high_freq_factor"]),
-        rope_original_max_position=int(merged["original_max_position_embeddings"]))
+        rope_original_max_position=int(merged["original_max_position_embeddings"]),
+    )
   return fields
 
 
@@ -176,12 +188,17 @@ def config_from_hf_dict(hf: dict[str, Any], *, dtype: str = "float32") -> ModelC
   if model_type not in SUPPORTED_MODEL_TYPES:
     raise ValueError(
         f"Unsupported model_type {model_type!r} in config.json: rzero_jax supports "
-        f"{SUPPORTED_MODEL_TYPES} (Qwen3, Qwen2/2.5, Llama-3.x / OctoThinker).")
+        f"{SUPPORTED_MODEL_TYPES} (Qwen3, Qwen2/2.5, Llama-3.x / OctoThinker)."
+    )
   if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"Unsupported hidden_act {hf['hidden_act']!r}: only 'silu' (SwiGLU) is supported.")
+    raise ValueError(
+        f"Unsupported hidden_act {hf['hidden_act']!r}: only 'silu' (SwiGLU) is supported."
+    )
   if model_type in ("qwen2", "qwen3") and hf.get("use_sliding_window", False):
-    raise ValueError(f"{model_type} sliding-window attention is not supported: set "
-                     "use_sliding_window=false in config.json.")
+    raise ValueError(
+        f"{model_type} sliding-window attention is not supported: set "
+        "use_sliding_window=false in config.json."
+    )
   num_heads = int(hf["num_attention_heads"])
   hidden = int(hf["hidden_size"])
   # transformers' defaults when config.json leaves these out: Qwen3Config.head_dim = 128, and
@@ -219,7 +236,8 @@ def load_config(path: str, *, dtype: str = "float32") -> ModelConfig:
   if not os.path.exists(config_path):
     raise FileNotFoundError(
         f"No config.json in {directory!r}: point at a Hugging Face model directory that holds "
-        "config.json next to its *.safetensors files (e.g. the output of save_pretrained).")
+        "config.json next to its *.safetensors files (e.g. the output of save_pretrained)."
+    )
   with open(config_path) as f:
     return config_from_hf_dict(json.load(f), dtype=dtype)
 
@@ -227,8 +245,9 @@ def load_config(path: str, *, dtype: str = "float32") -> ModelConfig:
 def rope_inv_freq(cfg: ModelConfig) -> Any:
   """Inverse rotary frequencies [head_dim // 2] in float32, with the configured scaling applied."""
   import numpy as np
+
   exponents = np.arange(0, cfg.head_dim, 2, dtype=np.int64).astype(np.float32) / cfg.head_dim
-  inv_freq = 1.0 / (cfg.rope_theta ** exponents)
+  inv_freq = 1.0 / (cfg.rope_theta**exponents)
   if cfg.rope_type == "linear":
     inv_freq = inv_freq / cfg.rope_factor
   elif cfg.rope_type == "llama3":
@@ -236,8 +255,9 @@ def rope_inv_freq(cfg: ModelConfig) -> Any:
     high_wavelen = cfg.rope_original_max_position / cfg.rope_high_freq_factor
     wavelen = 2 * math.pi / inv_freq
     scaled = np.where(wavelen > low_wavelen, inv_freq / cfg.rope_factor, inv_freq)
-    smooth = ((cfg.rope_original_max_position / wavelen - cfg.rope_low_freq_factor)
-              / (cfg.rope_high_freq_factor - cfg.rope_low_freq_factor))
+    smooth = (cfg.rope_original_max_position / wavelen - cfg.rope_low_freq_factor) / (
+        cfg.rope_high_freq_factor - cfg.rope_low_freq_factor
+    )
     smoothed = (1 - smooth) * scaled / cfg.rope_factor + smooth * scaled
     medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
     inv_freq = np.where(medium, smoothed, scaled)

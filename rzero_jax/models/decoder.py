@@ -20,18 +20,44 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
-from rzero_jax.models.modules import (CACHE_AXES, LORA_TARGETS, Decoder, build_model,
-                                      default_positions)
+from rzero_jax.models.modules import (
+    CACHE_AXES,
+    LORA_TARGETS,
+    Decoder,
+    build_model,
+    default_positions,
+)
 from rzero_jax import sharding
 from rzero_jax.sharding import ShardingPlan
 
 Params = dict[str, Any]
 
-__all__ = ["CACHE_AXES", "Decoder", "build_model", "default_positions", "forward",
-           "forward_with_cache", "hidden_states", "hidden_with_cache", "unembed", "param_axes",
-           "param_shapes", "init_params", "init_cache", "cache_shape", "unstack_layers",
-           "unstack_cache", "param_shardings", "shard_params", "base_config", "init_lora",
-           "split_lora", "combine_params", "merge_lora", "is_lora_name"]
+__all__ = [
+    "CACHE_AXES",
+    "Decoder",
+    "build_model",
+    "default_positions",
+    "forward",
+    "forward_with_cache",
+    "hidden_states",
+    "hidden_with_cache",
+    "unembed",
+    "param_axes",
+    "param_shapes",
+    "init_params",
+    "init_cache",
+    "cache_shape",
+    "unstack_layers",
+    "unstack_cache",
+    "param_shardings",
+    "shard_params",
+    "base_config",
+    "init_lora",
+    "split_lora",
+    "combine_params",
+    "merge_lora",
+    "is_lora_name",
+]
 
 
 def _is_axes(x: Any) -> bool:
@@ -49,8 +75,9 @@ def _abstract(cfg: ModelConfig) -> Any:
 def param_axes(cfg: ModelConfig) -> Params:
   """Logical axis names of every parameter, in the params' tree structure (from the module)."""
   specs = nn.get_partition_spec(_abstract(cfg))
-  return jax.tree.map(lambda spec: tuple(spec), specs,
-                      is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  return jax.tree.map(
+      lambda spec: tuple(spec), specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  )
 
 
 def param_shapes(cfg: ModelConfig) -> Params:
@@ -58,8 +85,9 @@ def param_shapes(cfg: ModelConfig) -> Params:
   return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(_abstract(cfg)))
 
 
-def init_params(cfg: ModelConfig, key: jax.Array, *, dtype: str = "float32",
-                std: float = 0.02) -> Params:
+def init_params(
+    cfg: ModelConfig, key: jax.Array, *, dtype: str = "float32", std: float = 0.02
+) -> Params:
   """Random params from the module's initializers (normal(std) matrices, unit norms, zero biases,
   LoRA A normal(fan_in^-1/2) and B zero), e.g. for tests or pretraining."""
   model = build_model(dataclasses.replace(cfg, remat=False), init_std=std)
@@ -67,9 +95,15 @@ def init_params(cfg: ModelConfig, key: jax.Array, *, dtype: str = "float32",
   return jax.tree.map(lambda p: p.astype(resolve_dtype(dtype)), params)
 
 
-def forward(cfg: ModelConfig, params: Params, tokens: jax.Array,
-            attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
-            *, plan: ShardingPlan | None = None) -> jax.Array:
+def forward(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    attention_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    *,
+    plan: ShardingPlan | None = None,
+) -> jax.Array:
   """Logits [B, T, V] in float32.
 
   tokens [B, T] int; attention_mask [B, T] (1 = real token, 0 = padding; default all ones);
@@ -78,22 +112,31 @@ def forward(cfg: ModelConfig, params: Params, tokens: jax.Array,
   return build_model(cfg, plan).apply({"params": params}, tokens, attention_mask, positions)
 
 
-def hidden_states(cfg: ModelConfig, params: Params, tokens: jax.Array,
-                  attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
-                  *, plan: ShardingPlan | None = None) -> jax.Array:
+def hidden_states(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    attention_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    *,
+    plan: ShardingPlan | None = None,
+) -> jax.Array:
   """Last-layer hidden states [B, T, D] (before the final norm) for a full-sequence pass."""
-  return build_model(cfg, plan).apply({"params": params}, tokens, attention_mask, positions,
-                                      hidden=True)
+  return build_model(cfg, plan).apply(
+      {"params": params}, tokens, attention_mask, positions, hidden=True
+  )
 
 
-def unembed(cfg: ModelConfig, params: Params, x: jax.Array,
-            plan: ShardingPlan | None = None) -> jax.Array:
+def unembed(
+    cfg: ModelConfig, params: Params, x: jax.Array, plan: ShardingPlan | None = None
+) -> jax.Array:
   """Final norm and output projection of hidden states [B, T, D]; float32 logits."""
   return build_model(cfg, plan).apply({"params": params}, x, method="unembed")
 
 
 # ---------------------------------------------------------------------------------------------
 # KV cache: a preallocated [layers, batch, kv_heads, length, head_dim] buffer per "k" and "v".
+
 
 def cache_shape(cfg: ModelConfig, batch: int, length: int) -> tuple[int, ...]:
   """Shape of each of the cache's "k" and "v" arrays (logical axes `CACHE_AXES`)."""
@@ -121,9 +164,17 @@ def unstack_cache(cache: Params) -> Params:
   return {name: list(value) for name, value in cache.items()}
 
 
-def hidden_with_cache(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
-                      cache: Params, index: jax.Array, kv_valid: jax.Array,
-                      *, plan: ShardingPlan | None = None) -> tuple[jax.Array, Params]:
+def hidden_with_cache(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array,
+    cache: Params,
+    index: jax.Array,
+    kv_valid: jax.Array,
+    *,
+    plan: ShardingPlan | None = None,
+) -> tuple[jax.Array, Params]:
   """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T).
 
   kv_valid [B, S] marks cache slots that hold real (non-padding) tokens once this call has written;
@@ -132,20 +183,38 @@ def hidden_with_cache(cfg: ModelConfig, params: Params, tokens: jax.Array, posit
   `cfg.scan_layers` off); the cache comes back in the form it came in. Returns (last-layer hidden
   states [B, T, D] before the final norm, cache).
   """
-  return build_model(cfg, plan).apply({"params": params}, tokens, None, positions, cache=cache,
-                                      index=index, kv_valid=kv_valid, hidden=True)
+  return build_model(cfg, plan).apply(
+      {"params": params},
+      tokens,
+      None,
+      positions,
+      cache=cache,
+      index=index,
+      kv_valid=kv_valid,
+      hidden=True,
+  )
 
 
-def forward_with_cache(cfg: ModelConfig, params: Params, tokens: jax.Array, positions: jax.Array,
-                       cache: Params, index: jax.Array, kv_valid: jax.Array,
-                       *, plan: ShardingPlan | None = None) -> tuple[jax.Array, Params]:
+def forward_with_cache(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array,
+    cache: Params,
+    index: jax.Array,
+    kv_valid: jax.Array,
+    *,
+    plan: ShardingPlan | None = None,
+) -> tuple[jax.Array, Params]:
   """`hidden_with_cache` then the output projection: returns (float32 logits [B, T, V], cache)."""
-  return build_model(cfg, plan).apply({"params": params}, tokens, None, positions, cache=cache,
-                                      index=index, kv_valid=kv_valid)
+  return build_model(cfg, plan).apply(
+      {"params": params}, tokens, None, positions, cache=cache, index=index, kv_valid=kv_valid
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Shardings of the params, from the module's axis declarations.
+
 
 def param_shardings(cfg: ModelConfig, mesh: Mesh, strategy: Any) -> Params:
   """NamedSharding of every parameter of `cfg` (LoRA adapters included) under `strategy`."""
@@ -164,6 +233,7 @@ def shard_params(cfg: ModelConfig, params: Params, mesh: Mesh, strategy: Any) ->
 
 # ---------------------------------------------------------------------------------------------
 # LoRA: adapters are leaves `layers/{target}_lora_a` and `layers/{target}_lora_b` of the params.
+
 
 def is_lora_name(name: str) -> bool:
   return "_lora_" in name
@@ -203,7 +273,7 @@ def init_lora(cfg: ModelConfig, key: jax.Array, *, dtype: str = "float32") -> Pa
       fan_in = 1
       for size in shape[1:-1]:
         fan_in *= size
-      out[name] = (jax.random.normal(k, shape) * fan_in ** -0.5).astype(resolve_dtype(dtype))
+      out[name] = (jax.random.normal(k, shape) * fan_in**-0.5).astype(resolve_dtype(dtype))
     else:
       out[name] = jnp.zeros(shape, resolve_dtype(dtype))
   return {"layers": out}

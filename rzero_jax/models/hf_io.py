@@ -109,14 +109,17 @@ class _TensorSource:
         if not found:
           raise FileNotFoundError(
               f"No safetensors weights in {path!r}: expected {SINGLE_FILE} or {INDEX_FILE} with its "
-              "shards. Convert .bin checkpoints with transformers' save_pretrained(safe_serialization=True).")
+              "shards. Convert .bin checkpoints with transformers' save_pretrained(safe_serialization=True)."
+          )
         self._files = {}
         for fname in found:
           self._files.update(self._keys_of(os.path.join(path, fname)))
     else:
       if not os.path.exists(path):
-        raise FileNotFoundError(f"Checkpoint path {path!r} does not exist: give a HF model directory "
-                                "or a .safetensors file.")
+        raise FileNotFoundError(
+            f"Checkpoint path {path!r} does not exist: give a HF model directory "
+            "or a .safetensors file."
+        )
       self._files = self._keys_of(path)
     self._handles: dict[str, Any] = {}
 
@@ -125,9 +128,11 @@ class _TensorSource:
     try:
       return safe_open(file, framework="numpy")
     except Exception as e:  # safetensors raises its own error types (truncated / corrupt header)
-      raise ValueError(f"Cannot read safetensors file {file!r} ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else 'unreadable'}): it is truncated or "
-                       "corrupt; re-download or re-export the checkpoint.") from None
+      raise ValueError(
+          f"Cannot read safetensors file {file!r} ({type(e).__name__}: "
+          f"{str(e).splitlines()[0] if str(e) else 'unreadable'}): it is truncated or "
+          "corrupt; re-download or re-export the checkpoint."
+      ) from None
 
   @classmethod
   def _keys_of(cls, file: str) -> dict[str, str]:
@@ -139,23 +144,31 @@ class _TensorSource:
 
   def get(self, name: str, expected_shape: Sequence[int]) -> np.ndarray:
     if name not in self._files:
-      raise MissingTensorError(f"Checkpoint {self._where!r} is missing tensor {name!r}: it does not match "
-                       "its config.json (wrong family, layer count or bias/tying flags?). Re-export it.")
+      raise MissingTensorError(
+          f"Checkpoint {self._where!r} is missing tensor {name!r}: it does not match "
+          "its config.json (wrong family, layer count or bias/tying flags?). Re-export it."
+      )
     file = self._files[name]
     if file not in self._handles:
       if not os.path.exists(file):
-        raise FileNotFoundError(f"Shard {file!r} named in {INDEX_FILE} is missing: re-download or "
-                                "re-export the checkpoint.")
+        raise FileNotFoundError(
+            f"Shard {file!r} named in {INDEX_FILE} is missing: re-download or "
+            "re-export the checkpoint."
+        )
       self._handles[file] = self._open(file)
     try:
       array = self._handles[file].get_tensor(name)
     except Exception as e:
-      raise ValueError(f"Cannot read tensor {name!r} from {file!r} ({type(e).__name__}): the file "
-                       "is truncated or corrupt; re-download or re-export the checkpoint.") from None
+      raise ValueError(
+          f"Cannot read tensor {name!r} from {file!r} ({type(e).__name__}): the file "
+          "is truncated or corrupt; re-download or re-export the checkpoint."
+      ) from None
     if tuple(array.shape) != tuple(expected_shape):
-      raise ValueError(f"Tensor {name!r} in {file!r} has shape {tuple(array.shape)}, but config.json implies "
-                       f"{tuple(expected_shape)}: the weights and config.json disagree; fix the config "
-                       "(hidden_size, heads, head_dim, intermediate_size, vocab_size) or the weights.")
+      raise ValueError(
+          f"Tensor {name!r} in {file!r} has shape {tuple(array.shape)}, but config.json implies "
+          f"{tuple(expected_shape)}: the weights and config.json disagree; fix the config "
+          "(hidden_size, heads, head_dim, intermediate_size, vocab_size) or the weights."
+      )
     return array
 
   def close(self) -> None:
@@ -175,8 +188,13 @@ def _placer(plan: ShardingPlan | None, axes: tuple[str, ...]) -> Callable[[np.nd
   return place
 
 
-def load_pretrained(path: str, *, dtype: str = "bfloat16", mesh: jax.sharding.Mesh | None = None,
-                    strategy: Any = None) -> tuple[ModelConfig, Params]:
+def load_pretrained(
+    path: str,
+    *,
+    dtype: str = "bfloat16",
+    mesh: jax.sharding.Mesh | None = None,
+    strategy: Any = None,
+) -> tuple[ModelConfig, Params]:
   """Loads a HF Qwen3/Qwen2/Llama checkpoint into (ModelConfig, params).
 
   Tensors are read one at a time (memory-mapped), converted to `dtype` and placed straight onto
@@ -198,8 +216,10 @@ def load_pretrained(path: str, *, dtype: str = "bfloat16", mesh: jax.sharding.Me
     if cfg.tie_embeddings and "lm_head.weight" in source:
       stored = source.get("lm_head.weight", shapes["embed"])
       if not np.array_equal(stored, source.get("model.embed_tokens.weight", shapes["embed"])):
-        raise ValueError("config.json says tie_word_embeddings=true but the stored lm_head.weight "
-                         "differs from embed_tokens: set tie_word_embeddings to false in config.json.")
+        raise ValueError(
+            "config.json says tie_word_embeddings=true but the stored lm_head.weight "
+            "differs from embed_tokens: set tie_word_embeddings to false in config.json."
+        )
     for name, shape in shapes["layers"].items():
       hf_name, kind = _LAYER_KEYS[name]
       stacked = np.empty(shape, dtype=target)
@@ -239,8 +259,9 @@ def _sharded_files(path: str) -> list[str]:
   return [INDEX_FILE] + sorted(s for s in shards if os.path.exists(os.path.join(path, s)))
 
 
-def save_pretrained(cfg: ModelConfig, params: Params, path: str, *,
-                    extra_files: dict[str, str] | None = None) -> None:
+def save_pretrained(
+    cfg: ModelConfig, params: Params, path: str, *, extra_files: dict[str, str] | None = None
+) -> None:
   """Writes config.json + model.safetensors that `transformers` loads to the same logits (a LoRA
   model is written with its adapters merged into the weights).
 

@@ -100,9 +100,17 @@ def layer_weight_axes(name: str) -> tuple[str, ...]:
 
 
 def axis_sizes(cfg: ModelConfig) -> dict[str, int]:
-  return {"layers": cfg.num_layers, "embed": cfg.hidden_size, "act_embed": cfg.hidden_size,
-          "heads": cfg.num_heads, "kv_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
-          "mlp": cfg.intermediate_size, "vocab": cfg.vocab_size, "lora_rank": cfg.lora_rank}
+  return {
+      "layers": cfg.num_layers,
+      "embed": cfg.hidden_size,
+      "act_embed": cfg.hidden_size,
+      "heads": cfg.num_heads,
+      "kv_heads": cfg.num_kv_heads,
+      "head_dim": cfg.head_dim,
+      "mlp": cfg.intermediate_size,
+      "vocab": cfg.vocab_size,
+      "lora_rank": cfg.lora_rank,
+  }
 
 
 def _initializer(kind: str, std: float):
@@ -136,8 +144,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
   b, t, h, hd = q.shape
   kv_heads = k.shape[1]
   q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
-  scores = jnp.einsum("btkgd,bksd->bkgts", q, k.astype(q.dtype),
-                      preferred_element_type=jnp.float32) * (hd ** -0.5)
+  scores = jnp.einsum(
+      "btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32
+  ) * (hd**-0.5)
   scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
   probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
   out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(q.dtype))  # probs as the left operand
@@ -169,7 +178,7 @@ class DecoderLayer(nn.Module):
     else:  # LoRA: A random, B zero (the adapted model starts as the base model)
       axes = layer_weight_axes(name)
       fan_in = int(np.prod([axis_sizes(self.cfg)[a] for a in axes[:-1]]))
-      init = nn.initializers.normal(fan_in ** -0.5) if name.endswith("_a") else nn.initializers.zeros
+      init = nn.initializers.normal(fan_in**-0.5) if name.endswith("_a") else nn.initializers.zeros
     shape = tuple(axis_sizes(self.cfg)[a] for a in axes)
     return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
@@ -191,7 +200,7 @@ class DecoderLayer(nn.Module):
       x_axes, w_axes = inputs.split(",")
       split = LORA_TARGETS[name]
       contracted = "".join(c for c in w_axes[:split])
-      rest = x_axes[:len(x_axes) - len(contracted)]
+      rest = x_axes[: len(x_axes) - len(contracted)]
       a = self._w(f"{name}_lora_a").astype(dt)
       b = self._w(f"{name}_lora_b").astype(dt)
       low = jnp.einsum(f"{x_axes},{contracted}r->{rest}r", x, a)
@@ -216,9 +225,15 @@ class DecoderLayer(nn.Module):
     k = self._c(jnp.swapaxes(k, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
     v = self._c(jnp.swapaxes(v, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
     if cache is not None:
-      cache = {name: self._c(jax.lax.dynamic_update_slice(
-                   cache[name], new.astype(cache[name].dtype), (0, 0, index, 0)), CACHE_AXES[1:])
-               for name, new in (("k", k), ("v", v))}
+      cache = {
+          name: self._c(
+              jax.lax.dynamic_update_slice(
+                  cache[name], new.astype(cache[name].dtype), (0, 0, index, 0)
+              ),
+              CACHE_AXES[1:],
+          )
+          for name, new in (("k", k), ("v", v))
+      }
       k, v = cache["k"], cache["v"]
     attn = attention(q, k, v, mask)
     x = x + self._bias("o_bias", self._proj("o", "bthk,hkd->btd", attn))
@@ -251,14 +266,18 @@ class Decoder(nn.Module):
   def _layer_module(self):
     layer = DecoderLayer
     if self.cfg.remat:
-      layer = nn.remat(layer, policy=jax.checkpoint_policies.nothing_saveable,
-                       prevent_cse=not self.cfg.scan_layers)
+      layer = nn.remat(
+          layer,
+          policy=jax.checkpoint_policies.nothing_saveable,
+          prevent_cse=not self.cfg.scan_layers,
+      )
     return layer
 
   def _per_layer(self, cache) -> bool:
     """Per-layer lists (params or cache) always run the unrolled loop, whatever `scan_layers`."""
     return isinstance(self.variables["params"]["layers"], list) or (
-        cache is not None and isinstance(cache["k"], list))
+        cache is not None and isinstance(cache["k"], list)
+    )
 
   def _run_layers(self, x, cache, positions, mask, index):
     cfg = self.cfg
@@ -280,8 +299,11 @@ class Decoder(nn.Module):
     per_layer_cache = cache is not None and isinstance(cache["k"], list)
     outs = {"k": [], "v": []}
     for i in range(cfg.num_layers):
-      p = (stacked_params[i] if isinstance(stacked_params, list)
-           else jax.tree.map(lambda w: w[i], stacked_params))
+      p = (
+          stacked_params[i]
+          if isinstance(stacked_params, list)
+          else jax.tree.map(lambda w: w[i], stacked_params)
+      )
       c = None if cache is None else {n: v[i] for n, v in cache.items()}
       x, c = apply_layer(p, x, c)
       if c is not None:
@@ -296,18 +318,27 @@ class Decoder(nn.Module):
   def setup(self):
     cfg = self.cfg
     init = lambda kind, axes: nn.with_logical_partitioning(_initializer(kind, self.init_std), axes)
-    self.embed = self.param("embed", init("normal", ("vocab", "embed")),
-                            (cfg.vocab_size, cfg.hidden_size), jnp.float32)
-    self.final_norm = self.param("final_norm", init("ones", ("act_embed",)), (cfg.hidden_size,),
-                                 jnp.float32)
+    self.embed = self.param(
+        "embed", init("normal", ("vocab", "embed")), (cfg.vocab_size, cfg.hidden_size), jnp.float32
+    )
+    self.final_norm = self.param(
+        "final_norm", init("ones", ("act_embed",)), (cfg.hidden_size,), jnp.float32
+    )
     if not cfg.tie_embeddings:
-      self.lm_head = self.param("lm_head", init("normal", ("embed", "vocab")),
-                                (cfg.hidden_size, cfg.vocab_size), jnp.float32)
-    self.layers = nn.scan(self._layer_module(), variable_axes={"params": 0},
-                          split_rngs={"params": True},
-                          in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-                          length=cfg.num_layers,
-                          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.plan, self.init_std)
+      self.lm_head = self.param(
+          "lm_head",
+          init("normal", ("embed", "vocab")),
+          (cfg.hidden_size, cfg.vocab_size),
+          jnp.float32,
+      )
+    self.layers = nn.scan(
+        self._layer_module(),
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )(cfg, self.plan, self.init_std)
 
   def unembed(self, x: jax.Array) -> jax.Array:
     """Final norm and output projection: the matrix in its own dtype, float32 accumulation."""
@@ -318,13 +349,24 @@ class Decoder(nn.Module):
       logits = jnp.einsum("btd,dv->btv", x, self.lm_head, preferred_element_type=jnp.float32)
     return constrain(logits, ("batch", "length", "vocab"), self.plan)
 
-  def __call__(self, tokens, attention_mask=None, positions=None, *, cache=None, index=0,
-               kv_valid=None, hidden: bool = False):
+  def __call__(
+      self,
+      tokens,
+      attention_mask=None,
+      positions=None,
+      *,
+      cache=None,
+      index=0,
+      kv_valid=None,
+      hidden: bool = False,
+  ):
     cfg = self.cfg
     tokens = jnp.asarray(tokens)
     if tokens.ndim != 2:
-      raise ValueError(f"tokens must be a [batch, length] array of ids, got shape {tokens.shape}: "
-                       "wrap a single sequence as [ids].")
+      raise ValueError(
+          f"tokens must be a [batch, length] array of ids, got shape {tokens.shape}: "
+          "wrap a single sequence as [ids]."
+      )
     b, t = tokens.shape
     if attention_mask is None:
       attention_mask = jnp.ones((b, t), dtype=bool)
@@ -346,10 +388,9 @@ class Decoder(nn.Module):
     return out if cache is None else (out, cache)
 
 
-def build_model(cfg: ModelConfig, plan: ShardingPlan | None = None, *,
-                init_std: float = 0.02) -> Decoder:
+def build_model(
+    cfg: ModelConfig, plan: ShardingPlan | None = None, *, init_std: float = 0.02
+) -> Decoder:
   """The Flax module of `cfg`: `build_model(cfg).apply({"params": params}, tokens, attention_mask)`
   returns what `forward(cfg, params, tokens, attention_mask)` returns."""
   return Decoder(cfg, plan, init_std)
-
-

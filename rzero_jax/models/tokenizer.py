@@ -12,9 +12,12 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftex
 def load_tokenizer(path: str) -> Any:
   """Loads a `transformers.AutoTokenizer` from a local directory (never from the network)."""
   from transformers import AutoTokenizer
+
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"Tokenizer directory {path!r} does not exist: give the local HF model "
-                            "directory that holds tokenizer.json / tokenizer_config.json.")
+    raise FileNotFoundError(
+        f"Tokenizer directory {path!r} does not exist: give the local HF model "
+        "directory that holds tokenizer.json / tokenizer_config.json."
+    )
   return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
@@ -24,12 +27,14 @@ def render_plain(messages: Sequence[dict[str, str]], add_generation_prompt: bool
   return text + ("assistant:" if add_generation_prompt else "")
 
 
-def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
-                add_generation_prompt: bool = True) -> str:
+def render_chat(
+    tokenizer: Any, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
+) -> str:
   """Renders chat messages with the tokenizer's chat template, or the plain layout without one."""
   if getattr(tokenizer, "chat_template", None):
-    return tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
   return render_plain(messages, add_generation_prompt)
 
 
@@ -38,7 +43,9 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]
   return tokenizer.encode(render_chat(tokenizer, messages), add_special_tokens=False)
 
 
-def stop_token_ids(tokenizer: Any, eos_token_id: Sequence[int] | int | None = ()) -> tuple[int, ...]:
+def stop_token_ids(
+    tokenizer: Any, eos_token_id: Sequence[int] | int | None = ()
+) -> tuple[int, ...]:
   """Ids that end a completion: end of sequence and end of turn (e.g. `<|im_end|>`), never pad
   unless pad is itself one of those. `eos_token_id` adds the model config's ids."""
   ids: list[int] = []
@@ -60,8 +67,10 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if token in vocab:
       return int(vocab[token])
   if tokenizer.eos_token_id is None:
-    raise ValueError("The tokenizer has no end-of-turn or end-of-sequence token to end responses "
-                     "with: add one (e.g. <|im_end|>) to the tokenizer.")
+    raise ValueError(
+        "The tokenizer has no end-of-turn or end-of-sequence token to end responses "
+        "with: add one (e.g. <|im_end|>) to the tokenizer."
+    )
   return int(tokenizer.eos_token_id)
 
 

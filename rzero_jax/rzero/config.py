@@ -11,9 +11,19 @@ import ml_collections
 
 def _train(**overrides) -> ml_collections.ConfigDict:
   """Optimizer and GRPO loss settings of one role (fields of `rzero_jax.training.TrainConfig`)."""
-  base = dict(learning_rate=1e-6, weight_decay=1e-2, max_grad_norm=1.0, warmup_steps=0,
-              schedule="constant", clip_low=0.2, clip_high=0.28, kl_coef=1e-2, kl_estimator="k3",
-              agg="token-mean", micro_batch_size=8)
+  base = dict(
+      learning_rate=1e-6,
+      weight_decay=1e-2,
+      max_grad_norm=1.0,
+      warmup_steps=0,
+      schedule="constant",
+      clip_low=0.2,
+      clip_high=0.28,
+      kl_coef=1e-2,
+      kl_estimator="k3",
+      agg="token-mean",
+      micro_batch_size=8,
+  )
   base.update(overrides)
   return ml_collections.ConfigDict(base)
 
@@ -30,48 +40,73 @@ def _lora(**overrides) -> ml_collections.ConfigDict:
 def default_config() -> ml_collections.ConfigDict:
   """Paper-scale defaults (spec/rzero.md); `model_path` must be set by the experiment."""
   c = ml_collections.ConfigDict()
-  c.model_path = ""                # local HF checkpoint directory of the base model
-  c.base_model_builder = ""        # or "module:function", called with a cache dir, returns a path
-  c.tokenizer_path = ""            # defaults to the model directory
-  c.dtype = "bfloat16"             # compute dtype
-  c.param_dtype = "float32"        # master weights and AdamW state (bfloat16 loses lr-1e-6 updates)
+  c.model_path = ""  # local HF checkpoint directory of the base model
+  c.base_model_builder = ""  # or "module:function", called with a cache dir, returns a path
+  c.tokenizer_path = ""  # defaults to the model directory
+  c.dtype = "bfloat16"  # compute dtype
+  c.param_dtype = "float32"  # master weights and AdamW state (bfloat16 loses lr-1e-6 updates)
   c.seed = 0
   c.iterations = 3
   c.mesh = "data:-1"
-  c.checkpoint_every_steps = 5     # besides the end of every phase
-  c.export_hf = True               # write both roles in HF format after every iteration
-  c.reward_variant = "paper"       # or "released" (the reference code's rewards)
+  c.checkpoint_every_steps = 5  # besides the end of every phase
+  c.export_hf = True  # write both roles in HF format after every iteration
+  c.reward_variant = "paper"  # or "released" (the reference code's rewards)
   c.grade_timeout_s = 5.0
-  c.wandb_project = ""             # also log metrics to this Weights & Biases project (optional)
-  c.max_sample_batch = 512         # sequences per sampler call (chunks of a fixed shape)
+  c.wandb_project = ""  # also log metrics to this Weights & Biases project (optional)
+  c.max_sample_batch = 512  # sequences per sampler call (chunks of a fixed shape)
   c.recompute_old_logprobs = True  # old policy = the training forward pass before the update (as
-                                   # veRL), not the sampler's log-probs (logged as logprob_mismatch)
+  # veRL), not the sampler's log-probs (logged as logprob_mismatch)
   c.fresh_optimizer_each_phase = True  # AdamW state and schedule restart at every phase start (the
-                                       # reference runs each phase as a new training job)
+  # reference runs each phase as a new training job)
 
-  c.challenger = ml_collections.ConfigDict(dict(
-      strategy="fsdp", group_size=4, prompts_per_step=512, prompts_per_update=16, steps=5,
-      votes=10, max_prompt_tokens=512, max_new_tokens=4096, temperature=1.0, top_p=0.99,
-      tau=0.5, lam=1.0,
-      repetition_denominator="well_formed"))  # or "batch" (the reference: all rollouts of the step)
+  c.challenger = ml_collections.ConfigDict(
+      dict(
+          strategy="fsdp",
+          group_size=4,
+          prompts_per_step=512,
+          prompts_per_update=16,
+          steps=5,
+          votes=10,
+          max_prompt_tokens=512,
+          max_new_tokens=4096,
+          temperature=1.0,
+          top_p=0.99,
+          tau=0.5,
+          lam=1.0,
+          repetition_denominator="well_formed",
+      )
+  )  # or "batch" (the reference: all rollouts of the step)
   c.challenger.train = _train()
   c.challenger.lora = _lora()
-  c.solver = ml_collections.ConfigDict(dict(
-      strategy="fsdp", group_size=5, prompts_per_step=512, prompts_per_update=128, steps=15,
-      max_prompt_tokens=2048, max_new_tokens=4096, temperature=1.0, top_p=0.99))
+  c.solver = ml_collections.ConfigDict(
+      dict(
+          strategy="fsdp",
+          group_size=5,
+          prompts_per_step=512,
+          prompts_per_update=128,
+          steps=15,
+          max_prompt_tokens=2048,
+          max_new_tokens=4096,
+          temperature=1.0,
+          top_p=0.99,
+      )
+  )
   c.solver.train = _train()
   c.solver.lora = _lora()
-  c.dataset = ml_collections.ConfigDict(dict(
-      num_candidates=8000, votes=10, delta=0.25, temperature=1.0, top_p=0.99,
-      filter="paper"))  # or "released": 0.3 <= majority share of non-empty answers <= 0.8
-  c.eval = ml_collections.ConfigDict(dict(
-      heldout="",         # "module:function" returning [(question, answer)], or
-      heldout_jsonl="",   # a jsonl file of {"question", "answer"}
-      oracle="",          # optional "module:function(question) -> answer | None" (true labels)
-      max_new_tokens=4096,
-      benchmarks="",      # e.g. "math500,gsm8k": rzero_jax.eval after each iteration (Solver)
-      data_dir="",        # local benchmark files (else the Hugging Face hub)
-      limit=0))           # first N items of each benchmark (0 = all)
+  c.dataset = ml_collections.ConfigDict(
+      dict(num_candidates=8000, votes=10, delta=0.25, temperature=1.0, top_p=0.99, filter="paper")
+  )  # or "released": 0.3 <= majority share of non-empty answers <= 0.8
+  c.eval = ml_collections.ConfigDict(
+      dict(
+          heldout="",  # "module:function" returning [(question, answer)], or
+          heldout_jsonl="",  # a jsonl file of {"question", "answer"}
+          oracle="",  # optional "module:function(question) -> answer | None" (true labels)
+          max_new_tokens=4096,
+          benchmarks="",  # e.g. "math500,gsm8k": rzero_jax.eval after each iteration (Solver)
+          data_dir="",  # local benchmark files (else the Hugging Face hub)
+          limit=0,
+      )
+  )  # first N items of each benchmark (0 = all)
   return c
 
 

@@ -42,8 +42,9 @@ def answered_share(p_hat: float, answers: Sequence[str | None]) -> float:
   return p_hat * len(answers) / answered if answered else 0.0
 
 
-def keeps(p_hat: float, answers: Sequence[str | None], *, delta: float,
-          filter: str = "paper") -> bool:
+def keeps(
+    p_hat: float, answers: Sequence[str | None], *, delta: float, filter: str = "paper"
+) -> bool:
   """paper: `|p_hat - 1/2| <= delta`; released: 0.3 <= majority share of non-empty answers <= 0.8."""
   if filter == "paper":
     return in_band(p_hat, delta)
@@ -53,16 +54,24 @@ def keeps(p_hat: float, answers: Sequence[str | None], *, delta: float,
   raise ValueError(f"Unknown dataset filter {filter!r}: use one of {DATASET_FILTERS}.")
 
 
-def select_questions(questions: Sequence[str], labels: Sequence[str | None],
-                     p_hats: Sequence[float], answers: Sequence[Sequence[str | None]], *,
-                     delta: float, filter: str = "paper") -> list[dict[str, Any]]:
+def select_questions(
+    questions: Sequence[str],
+    labels: Sequence[str | None],
+    p_hats: Sequence[float],
+    answers: Sequence[Sequence[str | None]],
+    *,
+    delta: float,
+    filter: str = "paper",
+) -> list[dict[str, Any]]:
   """Records (question, pseudo-label, p_hat, all extracted answers) of the kept questions: those
   with a pseudo-label that pass `keeps` (paper: `|p_hat - 1/2| <= delta`)."""
   if not len(questions) == len(labels) == len(p_hats) == len(answers):
     raise ValueError("select_questions: questions, labels, p_hats and answers differ in length.")
-  return [{"question": q, "label": label, "p_hat": float(p), "answers": list(a)}
-          for q, label, p, a in zip(questions, labels, p_hats, answers)
-          if label is not None and keeps(p, a, delta=delta, filter=filter)]
+  return [
+      {"question": q, "label": label, "p_hat": float(p), "answers": list(a)}
+      for q, label, p, a in zip(questions, labels, p_hats, answers)
+      if label is not None and keeps(p, a, delta=delta, filter=filter)
+  ]
 
 
 def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:

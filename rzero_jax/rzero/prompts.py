@@ -9,10 +9,13 @@ CHALLENGER_SYSTEM = (
     "brand-new, non-trivial problem from any area of mathematics that only a few strong high-school "
     "students could solve, and work out its answer. Then output exactly one block of the form "
     "<question>...</question> containing the problem statement, followed by \\boxed{answer} with "
-    "its final answer, and nothing else.")
-CHALLENGER_USER = ("Write one new, hard math question now, as <question>...</question> followed by "
-                   "\\boxed{answer}.")
-SOLVER_SYSTEM = ("Solve the problem. Reason step by step, then put your final answer in \\boxed{}.")
+    "its final answer, and nothing else."
+)
+CHALLENGER_USER = (
+    "Write one new, hard math question now, as <question>...</question> followed by "
+    "\\boxed{answer}."
+)
+SOLVER_SYSTEM = "Solve the problem. Reason step by step, then put your final answer in \\boxed{}."
 
 MAX_QUESTION_CHARS = 4000
 _QUESTION_RE = re.compile(r"<question>(.*?)</question>", re.DOTALL)
@@ -20,8 +23,10 @@ _QUESTION_RE = re.compile(r"<question>(.*?)</question>", re.DOTALL)
 
 def challenger_messages() -> list[dict[str, str]]:
   """The fixed Challenger chat prompt."""
-  return [{"role": "system", "content": CHALLENGER_SYSTEM},
-          {"role": "user", "content": CHALLENGER_USER}]
+  return [
+      {"role": "system", "content": CHALLENGER_SYSTEM},
+      {"role": "user", "content": CHALLENGER_USER},
+  ]
 
 
 def solver_messages(question: str) -> list[dict[str, str]]:

@@ -27,8 +27,13 @@ def uncertainty_reward(p_hat: np.ndarray) -> np.ndarray:
   return 1.0 - 2.0 * np.abs(np.asarray(p_hat, np.float64) - 0.5)
 
 
-def repetition_penalties(questions: Sequence[str | None], *, tau: float = 0.5, lam: float = 1.0,
-                         denominator: str = "well_formed") -> tuple[np.ndarray, int]:
+def repetition_penalties(
+    questions: Sequence[str | None],
+    *,
+    tau: float = 0.5,
+    lam: float = 1.0,
+    denominator: str = "well_formed",
+) -> tuple[np.ndarray, int]:
   """Per-completion repetition penalty `lam * |cluster| / B` and the number of clusters.
 
   Well-formed questions (not None) are clustered by BLEU distance (average linkage, merging below
@@ -37,8 +42,9 @@ def repetition_penalties(questions: Sequence[str | None], *, tau: float = 0.5, l
   the step ("batch", the reference code's choice).
   """
   if denominator not in REPETITION_DENOMINATORS:
-    raise ValueError(f"Unknown repetition denominator {denominator!r}: use one of "
-                     f"{REPETITION_DENOMINATORS}.")
+    raise ValueError(
+        f"Unknown repetition denominator {denominator!r}: use one of " f"{REPETITION_DENOMINATORS}."
+    )
   valid = [i for i, q in enumerate(questions) if q is not None]
   penalty = np.zeros(len(questions))
   if not valid:
@@ -49,8 +55,13 @@ def repetition_penalties(questions: Sequence[str | None], *, tau: float = 0.5, l
   return penalty, len(set(labels.tolist()))
 
 
-def challenger_rewards(p_hat: Sequence[float], well_formed: Sequence[bool],
-                       repetition: Sequence[float], *, variant: str = "paper") -> np.ndarray:
+def challenger_rewards(
+    p_hat: Sequence[float],
+    well_formed: Sequence[bool],
+    repetition: Sequence[float],
+    *,
+    variant: str = "paper",
+) -> np.ndarray:
   """Per-completion Challenger rewards.
 
   paper:    `max(0, r_unc - r_rep)`, and 0 for a completion without a well-formed question.
@@ -76,8 +87,9 @@ def solver_well_formed(completion: str, *, variant: str = "paper") -> bool:
   return _THINK_THEN_BOXED.fullmatch(completion) is not None
 
 
-def solver_rewards(correct: Sequence[bool], well_formed: Sequence[bool], *,
-                   variant: str = "paper") -> np.ndarray:
+def solver_rewards(
+    correct: Sequence[bool], well_formed: Sequence[bool], *, variant: str = "paper"
+) -> np.ndarray:
   """paper: 1 when the answer is equivalent to the pseudo-label, else 0.
   released: `0.9 * correct + 0.1 * format` (format: see `solver_well_formed`)."""
   _check_variant(variant)

@@ -38,8 +38,9 @@ def _float_bisect(pred, shape: tuple[int, ...]) -> jax.Array:
 
 def top_k_threshold(probs: jax.Array, k: int) -> jax.Array:
   """The k-th largest probability per row [B, 1] (keep `probs >= threshold`)."""
-  return _float_bisect(lambda t: jnp.sum(probs >= t, axis=-1, keepdims=True) >= k,
-                       probs.shape[:-1] + (1,))
+  return _float_bisect(
+      lambda t: jnp.sum(probs >= t, axis=-1, keepdims=True) >= k, probs.shape[:-1] + (1,)
+  )
 
 
 def top_p_threshold(probs: jax.Array, top_p: float) -> jax.Array:
@@ -104,8 +105,10 @@ class Sampling:
 
   def __post_init__(self):
     if not self.temperature > 0:
-      raise ValueError(f"Sampling needs temperature > 0, got {self.temperature}; use Greedy() "
-                       "(temperature=0 in generate) for argmax decoding.")
+      raise ValueError(
+          f"Sampling needs temperature > 0, got {self.temperature}; use Greedy() "
+          "(temperature=0 in generate) for argmax decoding."
+      )
     if self.top_k < 0:
       raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}.")
     if not 0 < self.top_p <= 1:
@@ -130,8 +133,9 @@ class Sampling:
 Method = Greedy | Sampling
 
 
-def make_method(temperature: float = 1.0, top_p: float | None = 1.0,
-                top_k: int | None = 0) -> Method:
+def make_method(
+    temperature: float = 1.0, top_p: float | None = 1.0, top_k: int | None = 0
+) -> Method:
   """`Greedy()` for temperature 0 (top-k/top-p ignored), else `Sampling(...)` with plain Python
   numbers, so equal settings hash equal and share one compiled program. `top_k` None or 0 and
   `top_p` None or 1 disable those cuts."""

@@ -29,9 +29,17 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
-from rzero_jax.models.decoder import (CACHE_AXES, default_positions, forward_with_cache,
-                                      hidden_with_cache, init_cache, shard_params, unembed,
-                                      unstack_cache, unstack_layers)
+from rzero_jax.models.decoder import (
+    CACHE_AXES,
+    default_positions,
+    forward_with_cache,
+    hidden_with_cache,
+    init_cache,
+    shard_params,
+    unembed,
+    unstack_cache,
+    unstack_layers,
+)
 from rzero_jax.sampling.methods import Method, make_method
 from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 
@@ -89,17 +97,27 @@ def _batch_shards(plan: ShardingPlan | None) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "plan", "new_len", "cache_dtype"))
-def _prefill(params: Params, tokens: jax.Array, prompt_lens: jax.Array, source: jax.Array,
-             valid: jax.Array, *, cfg: ModelConfig, plan: ShardingPlan | None, new_len: int,
-             cache_dtype: str) -> DecodeState:
+def _prefill(
+    params: Params,
+    tokens: jax.Array,
+    prompt_lens: jax.Array,
+    source: jax.Array,
+    valid: jax.Array,
+    *,
+    cfg: ModelConfig,
+    plan: ShardingPlan | None,
+    new_len: int,
+    cache_dtype: str,
+) -> DecodeState:
   """Prefills the distinct left-padded prompts [Bp, P] and gathers the sample rows (`source` [B]
   indexes prompts; rows with `valid` False are batch padding)."""
   rows, prompt_len = tokens.shape
   tokens = constrain(tokens, ("batch", "length"), plan)
   mask = jnp.arange(prompt_len)[None, :] >= (prompt_len - prompt_lens)[:, None]
   cache = unstack_cache(init_cache(cfg, rows, prompt_len, cache_dtype))
-  x, cache = hidden_with_cache(cfg, params, tokens, default_positions(mask), cache, 0, mask,
-                               plan=plan)
+  x, cache = hidden_with_cache(
+      cfg, params, tokens, default_positions(mask), cache, 0, mask, plan=plan
+  )
   logits = unembed(cfg, params, x[:, -1:], plan)[source, 0]
   widen = ((0, 0), (0, 0), (0, new_len), (0, 0))
   cache = jax.tree.map(lambda c: constrain(jnp.pad(c[source], widen), CACHE_AXES[1:], plan), cache)
@@ -114,14 +132,25 @@ def _prefill(params: Params, tokens: jax.Array, prompt_lens: jax.Array, source: 
       logits=by_row(logits, ("batch", "vocab")),
       position=by_row(prompt_lens[source]),
       pad=by_row(prompt_len - prompt_lens[source]),
-      cache=cache)
+      cache=cache,
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "method", "plan", "pad_id"),
-                   donate_argnames=("state",))
-def _decode(params: Params, state: DecodeState, seed: jax.Array, max_new_tokens: jax.Array,
-            stop_ids: jax.Array, *, cfg: ModelConfig, method: Method, plan: ShardingPlan | None,
-            pad_id: int) -> DecodeState:
+@functools.partial(
+    jax.jit, static_argnames=("cfg", "method", "plan", "pad_id"), donate_argnames=("state",)
+)
+def _decode(
+    params: Params,
+    state: DecodeState,
+    seed: jax.Array,
+    max_new_tokens: jax.Array,
+    stop_ids: jax.Array,
+    *,
+    cfg: ModelConfig,
+    method: Method,
+    plan: ShardingPlan | None,
+    pad_id: int,
+) -> DecodeState:
   """Samples a token from the state's logits and feeds it, until every row is done or
   `max_new_tokens` tokens exist (the last iteration's forward pass goes unused). `stop_ids` is
   padded with -1."""
@@ -129,8 +158,9 @@ def _decode(params: Params, state: DecodeState, seed: jax.Array, max_new_tokens:
   prompt_len = state.cache["k"][0].shape[2] - new_len
   slots = jnp.arange(prompt_len + new_len)
   params = unstack_layers(params)
-  row_keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(seed),
-                                                     jnp.arange(state.done.shape[0]))
+  row_keys = jax.vmap(jax.random.fold_in, (None, 0))(
+      jax.random.key(seed), jnp.arange(state.done.shape[0])
+  )
 
   def cond(s: DecodeState) -> jax.Array:
     return (s.step < max_new_tokens) & ~jnp.all(s.done)
@@ -141,14 +171,28 @@ def _decode(params: Params, state: DecodeState, seed: jax.Array, max_new_tokens:
     token = jnp.where(s.done, pad_id, token)
     write = lambda buf, x: jax.lax.dynamic_update_slice(buf, x[:, None], (0, s.step))
     kv_valid = slots[None, :] >= s.pad[:, None]
-    logits, cache = forward_with_cache(cfg, params, token[:, None], s.position[:, None], s.cache,
-                                       prompt_len + s.step, kv_valid, plan=plan)
+    logits, cache = forward_with_cache(
+        cfg,
+        params,
+        token[:, None],
+        s.position[:, None],
+        s.cache,
+        prompt_len + s.step,
+        kv_valid,
+        plan=plan,
+    )
     stopped = jnp.any(token[:, None] == stop_ids[None, :], axis=1)
     return DecodeState(
-        step=s.step + 1, tokens=write(s.tokens, token),
+        step=s.step + 1,
+        tokens=write(s.tokens, token),
         logprobs=write(s.logprobs, jnp.where(s.done, 0.0, logprob)),
-        lengths=jnp.where(s.done, s.lengths, s.step + 1), done=s.done | stopped,
-        logits=logits[:, 0], position=s.position + 1, pad=s.pad, cache=cache)
+        lengths=jnp.where(s.done, s.lengths, s.step + 1),
+        done=s.done | stopped,
+        logits=logits[:, 0],
+        position=s.position + 1,
+        pad=s.pad,
+        cache=cache,
+    )
 
   return jax.lax.while_loop(cond, body, state)
 
@@ -158,8 +202,9 @@ def _place_params(cfg: ModelConfig, params: Params, plan: ShardingPlan | None) -
   if plan is None:
     return params
   devices = set(plan.mesh.devices.flat)
-  if all(isinstance(x, jax.Array) and x.sharding.device_set == devices
-         for x in jax.tree.leaves(params)):
+  if all(
+      isinstance(x, jax.Array) and x.sharding.device_set == devices for x in jax.tree.leaves(params)
+  ):
     return params
   return shard_params(cfg, params, plan.mesh, plan.rules)
 
@@ -170,8 +215,13 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def _validate(cfg: ModelConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-              num_samples: int, seed: int) -> None:
+def _validate(
+    cfg: ModelConfig,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    num_samples: int,
+    seed: int,
+) -> None:
   if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
   if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
@@ -180,22 +230,41 @@ def _validate(cfg: ModelConfig, prompts: Sequence[Sequence[int]], max_new_tokens
     raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
   for i, prompt in enumerate(prompts):
     if len(prompt) == 0:
-      raise ValueError(f"Prompt {i} is empty: every prompt needs at least one token (e.g. BOS or "
-                       "the chat template's prefix).")
+      raise ValueError(
+          f"Prompt {i} is empty: every prompt needs at least one token (e.g. BOS or "
+          "the chat template's prefix)."
+      )
     if len(prompt) > cfg.max_position_embeddings:
-      raise ValueError(f"Prompt {i} has {len(prompt)} tokens, more than the model's context of "
-                       f"{cfg.max_position_embeddings}: truncate it (keep the end) first.")
+      raise ValueError(
+          f"Prompt {i} has {len(prompt)} tokens, more than the model's context of "
+          f"{cfg.max_position_embeddings}: truncate it (keep the end) first."
+      )
     ids = np.asarray(prompt)
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or (
-        ids.max() >= cfg.vocab_size):
+    if (
+        ids.ndim != 1
+        or not np.issubdtype(ids.dtype, np.integer)
+        or ids.min() < 0
+        or (ids.max() >= cfg.vocab_size)
+    ):
       raise ValueError(f"Prompt {i} must be a flat list of token ids in [0, {cfg.vocab_size}).")
 
 
-def generate(cfg: ModelConfig, params: Params, prompts: list[list[int]], *, max_new_tokens: int,
-             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, num_samples: int = 1,
-             stop_token_ids: Sequence[int] | int = (), seed: int = 0, mesh: Mesh | None = None,
-             strategy: str | Sequence | None = None,
-             cache_dtype: str | None = None) -> SampleOutput:
+def generate(
+    cfg: ModelConfig,
+    params: Params,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    num_samples: int = 1,
+    stop_token_ids: Sequence[int] | int = (),
+    seed: int = 0,
+    mesh: Mesh | None = None,
+    strategy: str | Sequence | None = None,
+    cache_dtype: str | None = None,
+) -> SampleOutput:
   """Samples `num_samples` completions per prompt (greedy when temperature == 0).
 
   Generation stops at any of `stop_token_ids` (one id or several; kept in the output) or after
@@ -210,8 +279,9 @@ def generate(cfg: ModelConfig, params: Params, prompts: list[list[int]], *, max_
   pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
   if num == 0:
     empty = np.zeros((0, 0))
-    return SampleOutput([], [], [], empty.astype(np.int32), empty.astype(np.float32),
-                        np.zeros((0,), np.int32))
+    return SampleOutput(
+        [], [], [], empty.astype(np.int32), empty.astype(np.float32), np.zeros((0,), np.int32)
+    )
   plan = make_plan(mesh, strategy)
   params = _place_params(cfg, params, plan)
   shards = _batch_shards(plan)
@@ -222,21 +292,38 @@ def generate(cfg: ModelConfig, params: Params, prompts: list[list[int]], *, max_
 
   tokens = np.zeros((prompt_rows, prompt_len), np.int32)
   for i, prompt in enumerate(prompts):
-    tokens[i, prompt_len - len(prompt):] = prompt
+    tokens[i, prompt_len - len(prompt) :] = prompt
   prompt_lens = np.ones((prompt_rows,), np.int32)  # padding rows: one token, never read
-  prompt_lens[:len(prompts)] = lens
+  prompt_lens[: len(prompts)] = lens
   source = np.zeros((batch,), np.int32)
   source[:num] = np.repeat(np.arange(len(prompts)), num_samples)
-  state = _prefill(params, tokens, prompt_lens, source, np.arange(batch) < num, cfg=cfg, plan=plan,
-                   new_len=_bucket(max_new_tokens, MIN_LENGTH_BUCKET),
-                   cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name)
+  state = _prefill(
+      params,
+      tokens,
+      prompt_lens,
+      source,
+      np.arange(batch) < num,
+      cfg=cfg,
+      plan=plan,
+      new_len=_bucket(max_new_tokens, MIN_LENGTH_BUCKET),
+      cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name,
+  )
   if isinstance(stop_token_ids, (int, np.integer)):
     stop_token_ids = (stop_token_ids,)
   stops = [int(t) for t in stop_token_ids]
   stop_ids = np.full((_bucket(len(stops), 4),), -1, np.int32)
-  stop_ids[:len(stops)] = stops
-  state = _decode(params, state, np.uint32(seed), np.int32(max_new_tokens), stop_ids, cfg=cfg,
-                  method=method, plan=plan, pad_id=pad_id)
+  stop_ids[: len(stops)] = stops
+  state = _decode(
+      params,
+      state,
+      np.uint32(seed),
+      np.int32(max_new_tokens),
+      stop_ids,
+      cfg=cfg,
+      method=method,
+      plan=plan,
+      pad_id=pad_id,
+  )
 
   lengths = _to_host(state.lengths)[:num]
   width = int(lengths.max())
@@ -247,4 +334,7 @@ def generate(cfg: ModelConfig, params: Params, prompts: list[list[int]], *, max_
       tokens=[row[:n].tolist() for row, n in zip(token_array, lengths)],
       logprobs=[row[:n].tolist() for row, n in zip(logprob_array, lengths)],
       finished=finished.tolist(),
-      token_array=token_array, logprob_array=logprob_array, lengths=lengths)
+      token_array=token_array,
+      logprob_array=logprob_array,
+      lengths=lengths,
+  )

@@ -7,8 +7,17 @@ HF export, summary), deterministic seeds and one-line run errors.
 """
 
 from rzero_jax.selfplay.roles import Completions, Role, make_role, sample, update
-from rzero_jax.selfplay.runner import (RunError, Runner, atomic_json, derive_seed,
-                                       resolve_callable)
+from rzero_jax.selfplay.runner import (RunError, Runner, atomic_json, derive_seed, resolve_callable)
 
-__all__ = ["Completions", "Role", "make_role", "sample", "update", "RunError", "Runner",
-           "atomic_json", "derive_seed", "resolve_callable"]
+__all__ = [
+    "Completions",
+    "Role",
+    "make_role",
+    "sample",
+    "update",
+    "RunError",
+    "Runner",
+    "atomic_json",
+    "derive_seed",
+    "resolve_callable",
+]

@@ -21,8 +21,7 @@ from rzero_jax.models import combine_params, init_lora
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
 from rzero_jax.sampling import generate
 from rzero_jax.selfplay.util import RunError, derive_seed
-from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn,
-                                make_train_step)
+from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn, make_train_step)
 
 
 class Completions(NamedTuple):
@@ -72,8 +71,9 @@ def lora_rank(settings: ml_collections.ConfigDict) -> int:
 
 def train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: str) -> TrainConfig:
   """The TrainConfig of `config.<role>` (its `train` fields plus temperature and dtype)."""
-  fields = dict(role_cfg.train.to_dict(), temperature=float(role_cfg.temperature),
-                param_dtype=param_dtype)
+  fields = dict(
+      role_cfg.train.to_dict(), temperature=float(role_cfg.temperature), param_dtype=param_dtype
+  )
   try:
     return TrainConfig(**fields)
   except TypeError as e:
@@ -81,8 +81,17 @@ def train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: st
     raise RunError(f"Bad config.{role}.train: {e}. Valid fields: {valid}.") from e
 
 
-def make_role(name: str, settings: ml_collections.ConfigDict, model_cfg: Any, base_params: Any,
-              *, mesh: Any, param_dtype: str, donate: bool, seed: int = 0) -> Role:
+def make_role(
+    name: str,
+    settings: ml_collections.ConfigDict,
+    model_cfg: Any,
+    base_params: Any,
+    *,
+    mesh: Any,
+    param_dtype: str,
+    donate: bool,
+    seed: int = 0,
+) -> Role:
   """A role whose train state starts from `base_params` (already on the mesh); with `donate` the
   state takes over their buffers (`base_params` is then unusable). With `config.<name>.lora.rank`
   > 0 the state holds fresh adapters (from `seed`) over the shared, frozen `base_params`."""
@@ -91,34 +100,72 @@ def make_role(name: str, settings: ml_collections.ConfigDict, model_cfg: Any, ba
   base, trained = None, base_params
   if lora_rank(settings):
     lora = settings.lora
-    model_cfg = dataclasses.replace(model_cfg, lora_rank=int(lora.rank),
-                                    lora_alpha=float(lora.alpha), lora_targets=tuple(lora.targets))
+    model_cfg = dataclasses.replace(
+        model_cfg,
+        lora_rank=int(lora.rank),
+        lora_alpha=float(lora.alpha),
+        lora_targets=tuple(lora.targets),
+    )
     base, donate = base_params, False
     key = jax.random.key(derive_seed(seed, LORA_SEED_TAG, name))
     trained = init_lora(model_cfg, key, dtype=param_dtype)
-  state = init_train_state(model_cfg, train_cfg, trained, mesh=mesh, strategy=strategy,
-                           donate=donate)
-  return Role(name, settings, strategy, sharding.make_plan(mesh, strategy), train_cfg, state,
-              make_train_step(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
-              make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy), model_cfg, base)
+  state = init_train_state(
+      model_cfg, train_cfg, trained, mesh=mesh, strategy=strategy, donate=donate
+  )
+  return Role(
+      name,
+      settings,
+      strategy,
+      sharding.make_plan(mesh, strategy),
+      train_cfg,
+      state,
+      make_train_step(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
+      make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
+      model_cfg,
+      base,
+  )
 
 
-def sample(model_cfg: Any, role: Role, prompt_ids: Sequence[Sequence[int]], *, num_samples: int,
-           seed: int, temperature: float, top_p: float, max_new_tokens: int, max_batch: int,
-           stop_ids: Any, mesh: Any) -> Completions:
+def sample(
+    model_cfg: Any,
+    role: Role,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    num_samples: int,
+    seed: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    max_batch: int,
+    stop_ids: Any,
+    mesh: Any,
+) -> Completions:
   """`num_samples` completions per prompt, in chunks of at most `max_batch` sequences (a fixed
   chunk shape compiles once); chunk k samples with `derive_seed(seed, k)`. `model_cfg` is unused
   (each role samples with its own config, LoRA included); kept for callers."""
   per_chunk = max(1, max_batch // num_samples)
   parts = []
   for k in range(0, len(prompt_ids), per_chunk):
-    parts.append(generate(role.model_cfg, role.params, list(prompt_ids[k:k + per_chunk]),
-                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                          num_samples=num_samples, stop_token_ids=stop_ids,
-                          seed=derive_seed(seed, k), mesh=mesh, strategy=role.strategy))
-  return Completions(tokens=[t for p in parts for t in p.tokens],
-                     logprobs=[lp for p in parts for lp in p.logprobs],
-                     finished=[f for p in parts for f in p.finished])
+    parts.append(
+        generate(
+            role.model_cfg,
+            role.params,
+            list(prompt_ids[k : k + per_chunk]),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            num_samples=num_samples,
+            stop_token_ids=stop_ids,
+            seed=derive_seed(seed, k),
+            mesh=mesh,
+            strategy=role.strategy,
+        )
+    )
+  return Completions(
+      tokens=[t for p in parts for t in p.tokens],
+      logprobs=[lp for p in parts for lp in p.logprobs],
+      finished=[f for p in parts for f in p.finished],
+  )
 
 
 @jax.jit
@@ -128,15 +175,32 @@ def _masked_abs_diff(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
   return jax.numpy.stack([jax.numpy.sum(jax.numpy.abs(a - b) * mask), jax.numpy.sum(mask)])
 
 
-def update(role: Role, seq_prompts: Sequence[Sequence[int]], out: Completions,
-           advantages: np.ndarray, *, mini_batch_size: int, prompt_len: int, completion_len: int,
-           pad_id: int, ref_params: Any = None, recompute_old_logprobs: bool = True) -> dict:
+def update(
+    role: Role,
+    seq_prompts: Sequence[Sequence[int]],
+    out: Completions,
+    advantages: np.ndarray,
+    *,
+    mini_batch_size: int,
+    prompt_len: int,
+    completion_len: int,
+    pad_id: int,
+    ref_params: Any = None,
+    recompute_old_logprobs: bool = True,
+) -> dict:
   """One policy update of `role` over a rollout step: sequence i is `seq_prompts[i]` followed by
   `out.tokens[i]` with advantage `advantages[i]`; consecutive mini-batches of `mini_batch_size`
   sequences, one optimizer step each. Returns the mean of the train-step metrics, the number of
   skipped steps and (with `recompute_old_logprobs`) the sampler-vs-trainer log-prob mismatch."""
-  batch = build_batch(seq_prompts, out.tokens, out.logprobs, np.asarray(advantages),
-                      prompt_len=prompt_len, completion_len=completion_len, pad_id=pad_id)
+  batch = build_batch(
+      seq_prompts,
+      out.tokens,
+      out.logprobs,
+      np.asarray(advantages),
+      prompt_len=prompt_len,
+      completion_len=completion_len,
+      pad_id=pad_id,
+  )
   minis = []
   for mini in split_minibatches(batch, mini_batch_size):
     rows = sharding.process_rows(role.plan, len(mini["tokens"]))
@@ -148,8 +212,9 @@ def update(role: Role, seq_prompts: Sequence[Sequence[int]], out: Completions,
       mismatch.append(_masked_abs_diff(mini["old_logprobs"], recomputed, mini["loss_mask"]))
       mini["old_logprobs"] = recomputed
     if role.train_cfg.kl_coef:
-      mini["ref_logprobs"] = role.logprob_fn(role.full(ref_params), mini["tokens"],
-                                             mini["attention_mask"])
+      mini["ref_logprobs"] = role.logprob_fn(
+          role.full(ref_params), mini["tokens"], mini["attention_mask"]
+      )
   metrics: list[dict] = []
   for mini in minis:
     role.state, m = role.train_step(role.state, mini, role.base)

@@ -27,12 +27,24 @@ from rzero_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from rzero_jax.models.tokenizer import pad_token_id, stop_token_ids
 from rzero_jax.selfplay import roles as roles_lib
 from rzero_jax.selfplay.roles import Completions, Role
-from rzero_jax.selfplay.util import (RunError, atomic_json, copy_tree, derive_seed,
-                                     resolve_callable)
+from rzero_jax.selfplay.util import (
+    RunError,
+    atomic_json,
+    copy_tree,
+    derive_seed,
+    resolve_callable,
+)
 from rzero_jax.training import init_train_state
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "vocab.json", "merges.txt", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+)
 
 __all__ = ["Runner", "RunError", "derive_seed", "resolve_callable", "atomic_json"]
 
@@ -46,8 +58,7 @@ class Runner:
   turns them into roles with `make_role` (the last one should donate them).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str,
-               role_names: Sequence[str]):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, role_names: Sequence[str]):
     self.config, self.workdir = config, os.path.abspath(workdir)
     self.main = sharding.is_main_process()
     self.timing: dict[str, float] = {}
@@ -70,23 +81,31 @@ class Runner:
     lora = [roles_lib.lora_rank(config[name]) > 0 for name in role_names]
     all_lora, self.any_lora = all(lora), any(lora)
     self.cfg, self.base = load_pretrained(
-        self.model_path, dtype=config.dtype if all_lora else config.param_dtype, mesh=self.mesh,
-        strategy=config[role_names[0]].strategy)
+        self.model_path,
+        dtype=config.dtype if all_lora else config.param_dtype,
+        mesh=self.mesh,
+        strategy=config[role_names[0]].strategy,
+    )
     self.cfg = dataclasses.replace(self.cfg, dtype=config.dtype)
     self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
     self.pad_id = pad_token_id(self.tokenizer)
     self.ref_params, self.ref_role = None, None
-    self.writer = MetricWriter(os.path.join(self.workdir, "tb"), enabled=self.main,
-                               wandb_project=config.get("wandb_project", ""),
-                               wandb_config=config.to_dict())
+    self.writer = MetricWriter(
+        os.path.join(self.workdir, "tb"),
+        enabled=self.main,
+        wandb_project=config.get("wandb_project", ""),
+        wandb_config=config.to_dict(),
+    )
     self.ckpt: RunCheckpointer | None = None
 
   def _model_path(self) -> str:
     c = self.config
     if c.model_path:
       if not os.path.exists(c.model_path):
-        raise RunError(f"config.model_path {c.model_path!r} does not exist: point it at a local "
-                       "HF checkpoint directory (config.json + *.safetensors + tokenizer files).")
+        raise RunError(
+            f"config.model_path {c.model_path!r} does not exist: point it at a local "
+            "HF checkpoint directory (config.json + *.safetensors + tokenizer files)."
+        )
       return c.model_path
     if c.base_model_builder:
       cache = os.path.join(os.path.dirname(self.workdir), ".rzero_cache")
@@ -99,9 +118,16 @@ class Runner:
     """A role `name` (settings `config.<name>`) starting from the base weights; with `donate`
     it takes over their buffers and the base is dropped (never while a LoRA role shares it)."""
     donate = donate and not self.any_lora
-    role = roles_lib.make_role(name, self.config[name], self.cfg, self.base, mesh=self.mesh,
-                               param_dtype=self.config.param_dtype, donate=donate,
-                               seed=self.config.seed)
+    role = roles_lib.make_role(
+        name,
+        self.config[name],
+        self.cfg,
+        self.base,
+        mesh=self.mesh,
+        param_dtype=self.config.param_dtype,
+        donate=donate,
+        seed=self.config.seed,
+    )
     if donate:
       self.base = None
     return role
@@ -114,8 +140,14 @@ class Runner:
     if self.keeps_reference():
       self.ref_params, self.ref_role = copy_tree(role.state.params), role.name
     if self.config.get("fresh_optimizer_each_phase", False):
-      role.state = init_train_state(role.model_cfg, role.train_cfg, role.state.params,
-                                    mesh=self.mesh, strategy=role.strategy, donate=True)
+      role.state = init_train_state(
+          role.model_cfg,
+          role.train_cfg,
+          role.state.params,
+          mesh=self.mesh,
+          strategy=role.strategy,
+          donate=True,
+      )
 
   def keeps_reference(self) -> bool:
     """Whether a KL reference is held (R-Zero always keeps one; see subclasses)."""
@@ -123,15 +155,33 @@ class Runner:
 
   # ----- sampling, grading, update ---------------------------------------------------------------
 
-  def sample(self, role: Role, prompt_ids: Sequence[Sequence[int]], *, num_samples: int,
-             seed: int, temperature: float, top_p: float, max_new_tokens: int) -> Completions:
+  def sample(
+      self,
+      role: Role,
+      prompt_ids: Sequence[Sequence[int]],
+      *,
+      num_samples: int,
+      seed: int,
+      temperature: float,
+      top_p: float,
+      max_new_tokens: int,
+  ) -> Completions:
     """`roles.sample` with the run's model, mesh, stop tokens and `config.max_sample_batch`;
     timed as sampling (also sets `tokens_per_s`)."""
     t0 = time.perf_counter()
-    out = roles_lib.sample(self.cfg, role, prompt_ids, num_samples=num_samples, seed=seed,
-                           temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                           max_batch=self.config.max_sample_batch, stop_ids=self.stop_ids,
-                           mesh=self.mesh)
+    out = roles_lib.sample(
+        self.cfg,
+        role,
+        prompt_ids,
+        num_samples=num_samples,
+        seed=seed,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        max_batch=self.config.max_sample_batch,
+        stop_ids=self.stop_ids,
+        mesh=self.mesh,
+    )
     seconds = time.perf_counter() - t0
     self.timing["sampling_s"] = self.timing.get("sampling_s", 0.0) + seconds
     self.tokens_per_s = sum(len(t) for t in out.tokens) / max(seconds, 1e-9)
@@ -145,15 +195,34 @@ class Runner:
     its result with every process; timed as grading."""
     return roles_lib.timed(self.timing, "grading_s", lambda: sharding.decided_on_main(decide))
 
-  def update(self, role: Role, seq_prompts: Sequence[Sequence[int]], out: Completions,
-             advantages: np.ndarray, *, mini_batch_size: int) -> dict:
+  def update(
+      self,
+      role: Role,
+      seq_prompts: Sequence[Sequence[int]],
+      out: Completions,
+      advantages: np.ndarray,
+      *,
+      mini_batch_size: int,
+  ) -> dict:
     """`roles.update` with the role's prompt/completion lengths, the KL reference and
     `config.recompute_old_logprobs`; timed as training."""
     s = role.settings
-    return roles_lib.timed(self.timing, "training_s", lambda: roles_lib.update(
-        role, seq_prompts, out, advantages, mini_batch_size=mini_batch_size,
-        prompt_len=s.max_prompt_tokens, completion_len=s.max_new_tokens, pad_id=self.pad_id,
-        ref_params=self.ref_params, recompute_old_logprobs=self.config.recompute_old_logprobs))
+    return roles_lib.timed(
+        self.timing,
+        "training_s",
+        lambda: roles_lib.update(
+            role,
+            seq_prompts,
+            out,
+            advantages,
+            mini_batch_size=mini_batch_size,
+            prompt_len=s.max_prompt_tokens,
+            completion_len=s.max_new_tokens,
+            pad_id=self.pad_id,
+            ref_params=self.ref_params,
+            recompute_old_logprobs=self.config.recompute_old_logprobs,
+        ),
+    )
 
   # ----- checkpoints: train states + the loop position -------------------------------------------
 
@@ -199,14 +268,22 @@ class Runner:
     `config.export_hf = False`."""
     if not self.config.export_hf:
       return
-    files = {f: os.path.join(self.model_path, f) for f in TOKENIZER_FILES
-             if os.path.exists(os.path.join(self.model_path, f))}
+    files = {
+        f: os.path.join(self.model_path, f)
+        for f in TOKENIZER_FILES
+        if os.path.exists(os.path.join(self.model_path, f))
+    }
     for role in roles:
       host_params = jax.tree.map(
-          lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), role.params)
+          lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), role.params
+      )
       if self.main:
-        save_pretrained(role.model_cfg, host_params,
-                        os.path.join(self.workdir, "export", subdir, role.name), extra_files=files)
+        save_pretrained(
+            role.model_cfg,
+            host_params,
+            os.path.join(self.workdir, "export", subdir, role.name),
+            extra_files=files,
+        )
 
   def benchmark_scores(self, role: Role, tb_step: int) -> dict[str, float] | None:
     """`role` on `config.eval.benchmarks` (`rzero_jax.eval`, greedy; `eval.data_dir`,
@@ -217,10 +294,19 @@ class Runner:
     if not names:
       return None
     from rzero_jax import eval as eval_lib
-    result = eval_lib.evaluate(role.model_cfg, role.params, self.tokenizer, names,
-                               data_dir=e.get("data_dir") or None, limit=e.get("limit") or None,
-                               max_new_tokens=e.max_new_tokens, mesh=self.mesh,
-                               strategy=role.strategy, keep_records=False)
+
+    result = eval_lib.evaluate(
+        role.model_cfg,
+        role.params,
+        self.tokenizer,
+        names,
+        data_dir=e.get("data_dir") or None,
+        limit=e.get("limit") or None,
+        max_new_tokens=e.max_new_tokens,
+        mesh=self.mesh,
+        strategy=role.strategy,
+        keep_records=False,
+    )
     scores = eval_lib.flat_metrics(result)
     self.writer.scalars(tb_step, scores)
     self.log(" ".join(f"{k}={v:.3f}" for k, v in scores.items()))
@@ -254,6 +340,7 @@ def benchmark_names(config: ml_collections.ConfigDict) -> list[str]:
 def validate_benchmarks(config: ml_collections.ConfigDict) -> None:
   """Fails up front (one line) on an unknown name in `config.eval.benchmarks`."""
   from rzero_jax.eval import BenchmarkError, resolve
+
   for name in benchmark_names(config):
     try:
       resolve(name)

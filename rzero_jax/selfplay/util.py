@@ -14,8 +14,16 @@ import numpy as np
 
 # Named loop positions that enter seeds; the indices are fixed forever (they decide every run's
 # random numbers), so new names are only ever appended.
-PHASE_IDS = {"challenger": 0, "dataset": 1, "solver": 2, "done": 3, "seeding": 4, "train": 5,
-             "learnability": 6, "evaluate": 7}
+PHASE_IDS = {
+    "challenger": 0,
+    "dataset": 1,
+    "solver": 2,
+    "done": 3,
+    "seeding": 4,
+    "train": 5,
+    "learnability": 6,
+    "evaluate": 7,
+}
 
 
 class RunError(RuntimeError):
@@ -25,8 +33,9 @@ class RunError(RuntimeError):
 def derive_seed(seed: int, *parts: Any) -> int:
   """A 31-bit seed derived from the run seed and a loop position, e.g. (iteration, phase, step);
   phase names are mapped through `PHASE_IDS`."""
-  words = [seed] + [PHASE_IDS[p] if isinstance(p, str) and p in PHASE_IDS else int(p)
-                    for p in parts]
+  words = [seed] + [
+      PHASE_IDS[p] if isinstance(p, str) and p in PHASE_IDS else int(p) for p in parts
+  ]
   return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
 
 

@@ -19,8 +19,9 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean")
 LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped to [-20, 20] before exp, so exp never overflows
 
 
-def group_advantages(rewards: jax.Array, group_size: int, *, eps: float = 1e-6,
-                     normalize_std: bool = True) -> jax.Array:
+def group_advantages(
+    rewards: jax.Array, group_size: int, *, eps: float = 1e-6, normalize_std: bool = True
+) -> jax.Array:
   """`(r - group mean) / (group std (ddof=1) + eps)` for rewards [num_groups * group_size]
   (or any shape with that many elements, e.g. [num_groups, group_size]; the result has its shape).
 
@@ -31,15 +32,19 @@ def group_advantages(rewards: jax.Array, group_size: int, *, eps: float = 1e-6,
   """
   rewards = jnp.asarray(rewards, jnp.float32)
   if rewards.ndim == 0 or rewards.size % group_size:
-    raise ValueError(f"rewards must hold a multiple of group_size={group_size} values; got "
-                     f"shape {rewards.shape}. Order rewards prompt by prompt, group_size per prompt.")
+    raise ValueError(
+        f"rewards must hold a multiple of group_size={group_size} values; got "
+        f"shape {rewards.shape}. Order rewards prompt by prompt, group_size per prompt."
+    )
   grouped = rewards.reshape(-1, group_size)
   grouped = grouped - grouped[:, :1]
   centered = grouped - grouped.mean(axis=1, keepdims=True)
   if normalize_std:
     if group_size < 2:
-      raise ValueError("normalize_std needs group_size >= 2 (the std uses ddof=1); "
-                       "use normalize_std=False for single samples.")
+      raise ValueError(
+          "normalize_std needs group_size >= 2 (the std uses ddof=1); "
+          "use normalize_std=False for single samples."
+      )
     centered = centered / (grouped.std(axis=1, ddof=1, keepdims=True) + eps)
   return centered.reshape(rewards.shape)
 
@@ -73,8 +78,12 @@ def loss_denominators(mask: jax.Array) -> tuple[jax.Array, jax.Array]:
   return tokens, seqs
 
 
-def aggregate(values: jax.Array, mask: jax.Array, agg: str,
-              denominators: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+def aggregate(
+    values: jax.Array,
+    mask: jax.Array,
+    agg: str,
+    denominators: tuple[jax.Array, jax.Array] | None = None,
+) -> jax.Array:
   """Masked mean of per-token `values` [B, T] by `agg` (see module docstring)."""
   mask = jnp.asarray(mask, jnp.float32)
   tokens, seqs = loss_denominators(mask) if denominators is None else denominators
@@ -87,13 +96,23 @@ def aggregate(values: jax.Array, mask: jax.Array, agg: str,
   raise ValueError(f"Unknown agg {agg!r}: choose one of {AGGREGATIONS}.")
 
 
-def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.Array | None,
-                advantages: jax.Array, mask: jax.Array, *, clip_low: float = 0.2,
-                clip_high: float = 0.28, dual_clip: float | None = None, kl_coef: float = 0.0,
-                kl_estimator: str = "k3", agg: str = "token-mean", entropy: jax.Array | None = None,
-                entropy_coef: float = 0.0,
-                denominators: tuple[jax.Array, jax.Array] | None = None
-                ) -> tuple[jax.Array, dict[str, Any]]:
+def policy_loss(
+    logprobs: jax.Array,
+    old_logprobs: jax.Array,
+    ref_logprobs: jax.Array | None,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    dual_clip: float | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    agg: str = "token-mean",
+    entropy: jax.Array | None = None,
+    entropy_coef: float = 0.0,
+    denominators: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[jax.Array, dict[str, Any]]:
   """The GRPO loss on [B, T] per-token log-probs; `advantages` is [B] (or [B, T]).
 
   Per token: ratio = exp(clamp(logp - old, -20, 20)),
@@ -115,13 +134,16 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.
   logprobs = logprobs.astype(jnp.float32)
   adv = jnp.asarray(advantages, jnp.float32)
   adv = adv[:, None] if adv.ndim == 1 else adv
-  ratio = jnp.exp(jnp.clip(logprobs - old_logprobs.astype(jnp.float32),
-                           -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+  ratio = jnp.exp(
+      jnp.clip(logprobs - old_logprobs.astype(jnp.float32), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+  )
   pg_unclipped = -adv * ratio
   pg_clipped = -adv * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
   pg = jnp.maximum(pg_unclipped, pg_clipped)
   token_mean = lambda x: aggregate(x, mask, "token-mean", denominators)
-  metrics: dict[str, Any] = {"clip_frac": token_mean((pg_clipped > pg_unclipped).astype(jnp.float32))}
+  metrics: dict[str, Any] = {
+      "clip_frac": token_mean((pg_clipped > pg_unclipped).astype(jnp.float32))
+  }
   if dual_clip is not None:
     dual = -adv * dual_clip
     metrics["dual_clip_frac"] = token_mean(((adv < 0) & (dual < pg)).astype(jnp.float32))
@@ -130,12 +152,18 @@ def policy_loss(logprobs: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.
   loss = pg_loss
   if ref_logprobs is None:
     if kl_coef:
-      raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs: compute them with the reference "
-                       "policy (make_logprob_fn) or set kl_coef=0.")
+      raise ValueError(
+          f"kl_coef={kl_coef} needs ref_logprobs: compute them with the reference "
+          "policy (make_logprob_fn) or set kl_coef=0."
+      )
     kl = jnp.zeros((), jnp.float32)
   else:
-    kl = aggregate(kl_penalty(logprobs, ref_logprobs.astype(jnp.float32), kl_estimator), mask, agg,
-                   denominators)
+    kl = aggregate(
+        kl_penalty(logprobs, ref_logprobs.astype(jnp.float32), kl_estimator),
+        mask,
+        agg,
+        denominators,
+    )
     loss = loss + kl_coef * kl
   metrics.update(pg_loss=pg_loss, kl=kl)
   if entropy is not None:

@@ -25,8 +25,9 @@ def _shift(per_position: jax.Array, attention_mask: jax.Array) -> jax.Array:
   return jnp.where(attention_mask.astype(bool), shifted, 0.0)
 
 
-def logprobs_from_logits(logits: jax.Array, tokens: jax.Array, attention_mask: jax.Array,
-                         temperature: float = 1.0) -> jax.Array:
+def logprobs_from_logits(
+    logits: jax.Array, tokens: jax.Array, attention_mask: jax.Array, temperature: float = 1.0
+) -> jax.Array:
   """[B, T] log-probs of `tokens` under softmax(logits / temperature), aligned as in the module doc.
 
   Computed as logit[token] - logsumexp(logits) so no [B, T, V] log-softmax is materialised.
@@ -37,8 +38,9 @@ def logprobs_from_logits(logits: jax.Array, tokens: jax.Array, attention_mask: j
   return _shift(picked - jax.nn.logsumexp(scaled, axis=-1), attention_mask)
 
 
-def entropy_from_logits(logits: jax.Array, attention_mask: jax.Array,
-                        temperature: float = 1.0) -> jax.Array:
+def entropy_from_logits(
+    logits: jax.Array, attention_mask: jax.Array, temperature: float = 1.0
+) -> jax.Array:
   """[B, T] entropy of the distribution that predicts token t, aligned as in the module doc."""
   scaled = logits.astype(jnp.float32) / temperature
   lse = jax.nn.logsumexp(scaled, axis=-1)
@@ -46,8 +48,15 @@ def entropy_from_logits(logits: jax.Array, attention_mask: jax.Array,
   return _shift(entropy, attention_mask)
 
 
-def token_logprobs(cfg: ModelConfig, params: Params, tokens: jax.Array, attention_mask: jax.Array,
-                   *, temperature: float = 1.0, plan: ShardingPlan | None = None) -> jax.Array:
+def token_logprobs(
+    cfg: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    temperature: float = 1.0,
+    plan: ShardingPlan | None = None,
+) -> jax.Array:
   """[B, T] log-probs: out[:, t] = log softmax(logits[:, t-1] / temperature)[tokens[:, t]], out[:, 0] = 0."""
   logits = forward(cfg, params, tokens, attention_mask, plan=plan)
   return logprobs_from_logits(logits, tokens, attention_mask, temperature)
@@ -67,9 +76,14 @@ def merge_micro_batches(x: jax.Array) -> jax.Array:
   return jnp.swapaxes(x, 0, 1).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
-def make_logprob_fn(model_cfg: ModelConfig, train_cfg: TrainConfig | float = 1.0,
-                    mesh: jax.sharding.Mesh | None = None, strategy: Any = None, *,
-                    chunk_size: int | None = None) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
+def make_logprob_fn(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig | float = 1.0,
+    mesh: jax.sharding.Mesh | None = None,
+    strategy: Any = None,
+    *,
+    chunk_size: int | None = None,
+) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
   """A jitted `(params, tokens, attention_mask) -> [B, T] float32 log-probs` for old/ref log-probs.
 
   `train_cfg` is a `TrainConfig` (its temperature, compute dtype and micro-batch size are used) or a
@@ -97,8 +111,9 @@ def make_logprob_fn(model_cfg: ModelConfig, train_cfg: TrainConfig | float = 1.0
       tokens, mask = (constrain(x, ("batch", "length"), plan) for x in chunk)
       return token_logprobs(cfg, params, tokens, mask, temperature=temperature, plan=plan)
 
-    out = jax.lax.map(one_chunk, (split_micro_batches(tokens, num),
-                                  split_micro_batches(attention_mask, num)))
+    out = jax.lax.map(
+        one_chunk, (split_micro_batches(tokens, num), split_micro_batches(attention_mask, num))
+    )
     return merge_micro_batches(out)[:b]
 
   return logprob_fn

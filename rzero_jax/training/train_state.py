@@ -64,10 +64,14 @@ class TrainConfig:
     if self.schedule not in SCHEDULES:
       raise ValueError(f"Unknown schedule {self.schedule!r}: choose one of {SCHEDULES}.")
     if self.schedule != "constant" and self.total_steps <= self.warmup_steps:
-      raise ValueError(f"schedule={self.schedule!r} decays until total_steps, which must exceed "
-                       f"warmup_steps ({self.warmup_steps}); got total_steps={self.total_steps}.")
+      raise ValueError(
+          f"schedule={self.schedule!r} decays until total_steps, which must exceed "
+          f"warmup_steps ({self.warmup_steps}); got total_steps={self.total_steps}."
+      )
     if self.kl_estimator not in KL_ESTIMATORS:
-      raise ValueError(f"Unknown kl_estimator {self.kl_estimator!r}: choose one of {KL_ESTIMATORS}.")
+      raise ValueError(
+          f"Unknown kl_estimator {self.kl_estimator!r}: choose one of {KL_ESTIMATORS}."
+      )
     if self.agg not in AGGREGATIONS:
       raise ValueError(f"Unknown agg {self.agg!r}: choose one of {AGGREGATIONS}.")
     if self.dual_clip is not None and self.dual_clip <= 1.0:
@@ -75,7 +79,9 @@ class TrainConfig:
     if self.micro_batch_size is not None and self.micro_batch_size < 1:
       raise ValueError(f"micro_batch_size must be positive or None; got {self.micro_batch_size}.")
     if self.temperature <= 0:
-      raise ValueError(f"temperature must be > 0 (the sampler's temperature); got {self.temperature}.")
+      raise ValueError(
+          f"temperature must be > 0 (the sampler's temperature); got {self.temperature}."
+      )
     resolve_dtype(self.param_dtype)
     if self.compute_dtype is not None:
       resolve_dtype(self.compute_dtype)
@@ -94,20 +100,30 @@ def make_schedule(train_cfg: TrainConfig) -> optax.Schedule:
   if train_cfg.schedule == "constant":
     if not warmup:
       return optax.constant_schedule(lr)
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
-                                 optax.constant_schedule(lr)], [warmup])
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup]
+    )
   end = lr * train_cfg.min_lr_ratio
   if train_cfg.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, train_cfg.total_steps, end)
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
-                               optax.linear_schedule(lr, end, train_cfg.total_steps - warmup)],
-                              [warmup])
+  return optax.join_schedules(
+      [
+          optax.linear_schedule(0.0, lr, warmup),
+          optax.linear_schedule(lr, end, train_cfg.total_steps - warmup),
+      ],
+      [warmup],
+  )
 
 
 def make_optimizer(train_cfg: TrainConfig) -> optax.GradientTransformation:
   """Global-norm clipping, then AdamW (decoupled weight decay on every parameter, as torch AdamW)."""
-  adamw = optax.adamw(make_schedule(train_cfg), b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps,
-                      weight_decay=train_cfg.weight_decay)
+  adamw = optax.adamw(
+      make_schedule(train_cfg),
+      b1=train_cfg.b1,
+      b2=train_cfg.b2,
+      eps=train_cfg.eps,
+      weight_decay=train_cfg.weight_decay,
+  )
   if train_cfg.max_grad_norm is None:
     return adamw
   return optax.chain(optax.clip_by_global_norm(train_cfg.max_grad_norm), adamw)
@@ -129,26 +145,40 @@ def trainable(model_cfg: ModelConfig, tree: Params) -> Params:
   return split_lora(tree)[1] if model_cfg.lora_rank else split_lora(tree)[0]
 
 
-def optimizer_state_shardings(optimizer: optax.GradientTransformation, params: Params,
-                              shardings: Params, mesh: jax.sharding.Mesh) -> Any:
+def optimizer_state_shardings(
+    optimizer: optax.GradientTransformation,
+    params: Params,
+    shardings: Params,
+    mesh: jax.sharding.Mesh,
+) -> Any:
   """Shardings of `optimizer`'s state for `params` (arrays or shapes): every leaf that mirrors a
   parameter (AdamW's moments) takes that parameter's sharding, everything else (counts) is
   replicated (`optax.tree_map_params`)."""
   replicated = NamedSharding(mesh, PartitionSpec())
-  return optax.tree_map_params(optimizer, lambda _, sharding: sharding,
-                               jax.eval_shape(optimizer.init, params), shardings,
-                               transform_non_params=lambda _: replicated)
+  return optax.tree_map_params(
+      optimizer,
+      lambda _, sharding: sharding,
+      jax.eval_shape(optimizer.init, params),
+      shardings,
+      transform_non_params=lambda _: replicated,
+  )
 
 
-def state_shardings(model_cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPlan) -> TrainState:
+def state_shardings(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPlan
+) -> TrainState:
   """Shardings of a TrainState: the trained params (all, or the LoRA adapters) by their logical
   axes, optimizer moments like their params, counters replicated."""
   params = trainable(model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
-  shapes = jax.tree.map(lambda shape: jax.ShapeDtypeStruct(shape, resolve_dtype(train_cfg.param_dtype)),
-                        trainable(model_cfg, param_shapes(model_cfg)),
-                        is_leaf=lambda x: isinstance(x, tuple))
+  shapes = jax.tree.map(
+      lambda shape: jax.ShapeDtypeStruct(shape, resolve_dtype(train_cfg.param_dtype)),
+      trainable(model_cfg, param_shapes(model_cfg)),
+      is_leaf=lambda x: isinstance(x, tuple),
+  )
   opt_state = optimizer_state_shardings(make_optimizer(train_cfg), shapes, params, plan.mesh)
-  return TrainState(params=params, opt_state=opt_state, step=NamedSharding(plan.mesh, PartitionSpec()))
+  return TrainState(
+      params=params, opt_state=opt_state, step=NamedSharding(plan.mesh, PartitionSpec())
+  )
 
 
 def warn_low_precision_master_weights(param_dtype: str, learning_rate: float) -> None:
@@ -160,12 +190,21 @@ def warn_low_precision_master_weights(param_dtype: str, learning_rate: float) ->
         f"param_dtype={dtype.name}: master weights and AdamW state in {dtype.name} round away "
         f"updates below ~{2.0 ** -(jnp.finfo(dtype).nmant + 1):.1e} of a weight, so at "
         f"learning_rate={learning_rate:g} most updates are lost. Use param_dtype='float32' (the "
-        "default) unless memory forces it.", RuntimeWarning, stacklevel=2)
+        "default) unless memory forces it.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
-def init_train_state(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params,
-                     mesh: jax.sharding.Mesh | None = None, strategy: Any = None, *,
-                     donate: bool = False) -> TrainState:
+def init_train_state(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    params: Params,
+    mesh: jax.sharding.Mesh | None = None,
+    strategy: Any = None,
+    *,
+    donate: bool = False,
+) -> TrainState:
   """A fresh TrainState over the trained params (the whole model, or with `model_cfg.lora_rank` > 0
   only the adapters `{"layers": {..._lora_a/b}}`, e.g. from `init_lora`; the frozen base is passed
   to the train step separately): params cast to `param_dtype` (float32 master weights by default) and, with
@@ -179,7 +218,9 @@ def init_train_state(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Par
 
   def init(params):
     params = jax.tree.map(lambda p: p.astype(dtype), params)
-    return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+    return TrainState(
+        params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32)
+    )
 
   out_shardings = None if plan is None else state_shardings(model_cfg, train_cfg, plan)
   return jax.jit(init, out_shardings=out_shardings, donate_argnums=(0,) if donate else ())(params)

@@ -23,10 +23,20 @@ from rzero_jax.models.config import ModelConfig
 from rzero_jax.models.decoder import Params, combine_params, forward, param_shardings
 from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 from rzero_jax.training.grpo import loss_denominators, policy_loss
-from rzero_jax.training.logprobs import (entropy_from_logits, logprobs_from_logits,
-                                         split_micro_batches)
-from rzero_jax.training.train_state import (TrainConfig, TrainState, compute_config, make_optimizer,
-                                            make_schedule, state_shardings, trainable)
+from rzero_jax.training.logprobs import (
+    entropy_from_logits,
+    logprobs_from_logits,
+    split_micro_batches,
+)
+from rzero_jax.training.train_state import (
+    TrainConfig,
+    TrainState,
+    compute_config,
+    make_optimizer,
+    make_schedule,
+    state_shardings,
+    trainable,
+)
 
 Batch = dict[str, jax.Array]
 REQUIRED_KEYS = ("tokens", "attention_mask", "loss_mask", "advantages")
@@ -36,22 +46,34 @@ OPTIONAL_KEYS = ("old_logprobs", "ref_logprobs")
 def _check_batch(batch: Batch, train_cfg: TrainConfig) -> int:
   missing = [k for k in REQUIRED_KEYS if k not in batch]
   if missing:
-    raise ValueError(f"GRPO batch is missing {missing}: it needs {REQUIRED_KEYS} (+ old_logprobs, "
-                     "ref_logprobs); see rzero_jax.training.train_step for the format.")
+    raise ValueError(
+        f"GRPO batch is missing {missing}: it needs {REQUIRED_KEYS} (+ old_logprobs, "
+        "ref_logprobs); see rzero_jax.training.train_step for the format."
+    )
   if train_cfg.kl_coef and "ref_logprobs" not in batch:
-    raise ValueError(f"kl_coef={train_cfg.kl_coef} needs batch['ref_logprobs'] (the reference "
-                     "policy's log-probs from make_logprob_fn); or set kl_coef=0.")
+    raise ValueError(
+        f"kl_coef={train_cfg.kl_coef} needs batch['ref_logprobs'] (the reference "
+        "policy's log-probs from make_logprob_fn); or set kl_coef=0."
+    )
   b = batch["tokens"].shape[0]
   size = train_cfg.micro_batch_size or b
   if b % size:
-    raise ValueError(f"Batch of {b} sequences is not a multiple of micro_batch_size={size}: pad the "
-                     "batch with empty rows (loss_mask 0) or change micro_batch_size.")
+    raise ValueError(
+        f"Batch of {b} sequences is not a multiple of micro_batch_size={size}: pad the "
+        "batch with empty rows (loss_mask 0) or change micro_batch_size."
+    )
   return b // size
 
 
-def _micro_batch_loss(cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPlan | None,
-                      params: Params, mb: Batch, denominators: tuple[jax.Array, jax.Array]):
-  mb = {k: constrain(v, ("batch", "length")[:v.ndim], plan) for k, v in mb.items()}
+def _micro_batch_loss(
+    cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    plan: ShardingPlan | None,
+    params: Params,
+    mb: Batch,
+    denominators: tuple[jax.Array, jax.Array],
+):
+  mb = {k: constrain(v, ("batch", "length")[: v.ndim], plan) for k, v in mb.items()}
   logits = forward(cfg, params, mb["tokens"], mb["attention_mask"], plan=plan)
   logprobs = logprobs_from_logits(logits, mb["tokens"], mb["attention_mask"], train_cfg.temperature)
   entropy = entropy_from_logits(logits, mb["attention_mask"], train_cfg.temperature)
@@ -59,15 +81,32 @@ def _micro_batch_loss(cfg: ModelConfig, train_cfg: TrainConfig, plan: ShardingPl
     entropy = jax.lax.stop_gradient(entropy)
   old = mb.get("old_logprobs", jax.lax.stop_gradient(logprobs))
   return policy_loss(
-      logprobs, old, mb.get("ref_logprobs"), mb["advantages"], mb["loss_mask"],
-      clip_low=train_cfg.clip_low, clip_high=train_cfg.clip_high, dual_clip=train_cfg.dual_clip,
-      kl_coef=train_cfg.kl_coef, kl_estimator=train_cfg.kl_estimator, agg=train_cfg.agg,
-      entropy=entropy, entropy_coef=train_cfg.entropy_coef, denominators=denominators)
+      logprobs,
+      old,
+      mb.get("ref_logprobs"),
+      mb["advantages"],
+      mb["loss_mask"],
+      clip_low=train_cfg.clip_low,
+      clip_high=train_cfg.clip_high,
+      dual_clip=train_cfg.dual_clip,
+      kl_coef=train_cfg.kl_coef,
+      kl_estimator=train_cfg.kl_estimator,
+      agg=train_cfg.agg,
+      entropy=entropy,
+      entropy_coef=train_cfg.entropy_coef,
+      denominators=denominators,
+  )
 
 
-def compute_grads(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params, batch: Batch,
-                  *, plan: ShardingPlan | None = None, base: Params | None = None
-                  ) -> tuple[jax.Array, Params, dict[str, Any]]:
+def compute_grads(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    params: Params,
+    batch: Batch,
+    *,
+    plan: ShardingPlan | None = None,
+    base: Params | None = None,
+) -> tuple[jax.Array, Params, dict[str, Any]]:
   """(loss, grads, metrics) of the GRPO loss on the whole batch, accumulated over micro-batches.
 
   `params` are the trained params; with LoRA (`model_cfg.lora_rank` > 0) they are the adapters and
@@ -81,10 +120,16 @@ def compute_grads(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params
   cfg = compute_config(model_cfg, train_cfg)
   denominators = loss_denominators(batch["loss_mask"])
   grad_fn = jax.value_and_grad(
-      lambda p, mb: _micro_batch_loss(cfg, train_cfg, plan, combine_params(base, p), mb,
-                                      denominators), has_aux=True)
-  shardings = None if plan is None else trainable(
-      model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
+      lambda p, mb: _micro_batch_loss(
+          cfg, train_cfg, plan, combine_params(base, p), mb, denominators
+      ),
+      has_aux=True,
+  )
+  shardings = (
+      None
+      if plan is None
+      else trainable(model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
+  )
 
   def zeros_like_params():
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
@@ -97,20 +142,29 @@ def compute_grads(model_cfg: ModelConfig, train_cfg: TrainConfig, params: Params
     acc_metrics = jax.tree.map(jnp.add, acc_metrics, metrics)
     return (acc_loss + loss, acc_grads, acc_metrics), None
 
-  micro_batches = {k: split_micro_batches(jnp.asarray(batch[k]), num)
-                   for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in batch}
+  micro_batches = {
+      k: split_micro_batches(jnp.asarray(batch[k]), num)
+      for k in REQUIRED_KEYS + OPTIONAL_KEYS
+      if k in batch
+  }
   first = jax.tree.map(lambda x: x[0], micro_batches)
   metric_shapes = jax.eval_shape(lambda: grad_fn(params, first)[0][1])
-  init = (jnp.zeros((), jnp.float32), zeros_like_params(),
-          jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes))
+  init = (
+      jnp.zeros((), jnp.float32),
+      zeros_like_params(),
+      jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes),
+  )
   (loss, grads, metrics), _ = jax.lax.scan(body, init, micro_batches)
   metrics = {**metrics, "num_tokens": batch["loss_mask"].astype(jnp.float32).sum()}
   return loss, grads, metrics
 
 
-def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig,
-                    mesh: jax.sharding.Mesh | None = None, strategy: Any = None
-                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    mesh: jax.sharding.Mesh | None = None,
+    strategy: Any = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
   """One jitted `(state, batch, base=None) -> (state, metrics)` GRPO update for a role; `state` is
   donated. With LoRA (`model_cfg.lora_rank` > 0) `state` holds the adapters and `base` is the
   frozen base params (shared, not donated); only the adapters and their AdamW state change.
@@ -125,13 +179,17 @@ def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig,
   optimizer = make_optimizer(train_cfg)
   schedule = make_schedule(train_cfg)
 
-  def step(state: TrainState, batch: Batch, base: Params | None = None
-           ) -> tuple[TrainState, dict[str, jax.Array]]:
+  def step(
+      state: TrainState, batch: Batch, base: Params | None = None
+  ) -> tuple[TrainState, dict[str, jax.Array]]:
     if bool(model_cfg.lora_rank) != (base is not None):
-      raise ValueError("A LoRA train step (lora_rank > 0) takes the frozen base params as `base`; "
-                       "a full fine-tuning step takes none.")
-    loss, grads, metrics = compute_grads(model_cfg, train_cfg, state.params, batch, plan=plan,
-                                         base=base)
+      raise ValueError(
+          "A LoRA train step (lora_rank > 0) takes the frozen base params as `base`; "
+          "a full fine-tuning step takes none."
+      )
+    loss, grads, metrics = compute_grads(
+        model_cfg, train_cfg, state.params, batch, plan=plan, base=base
+    )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
@@ -141,11 +199,18 @@ def make_train_step(model_cfg: ModelConfig, train_cfg: TrainConfig,
     # would change the optimizer state's structure (existing checkpoints), and `state.step` must
     # not advance on a skipped step so it keeps matching the schedule.
     keep = lambda new, old: jnp.where(finite, new, old)
-    new_state = TrainState(params=jax.tree.map(keep, params, state.params),
-                           opt_state=jax.tree.map(keep, opt_state, state.opt_state),
-                           step=state.step + finite.astype(state.step.dtype))
-    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
-               "learning_rate": schedule(state.step), "skipped": 1 - finite.astype(jnp.int32)}
+    new_state = TrainState(
+        params=jax.tree.map(keep, params, state.params),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        step=state.step + finite.astype(state.step.dtype),
+    )
+    metrics = {
+        **metrics,
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "learning_rate": schedule(state.step),
+        "skipped": 1 - finite.astype(jnp.int32),
+    }
     return new_state, metrics
 
   out_shardings = None if plan is None else (state_shardings(model_cfg, train_cfg, plan), None)

@@ -37,7 +37,7 @@ def write_frame(fd: int, obj: Any) -> None:
   data = json.dumps(obj).encode()
   view = memoryview(_HEADER.pack(len(data)) + data)
   while view:
-    view = view[os.write(fd, view):]
+    view = view[os.write(fd, view) :]
 
 
 def read_frame(fd: int) -> Any | None:
@@ -68,8 +68,15 @@ class _Worker:
   def __init__(self, argv: Sequence[str], env: dict[str, str], cwd: str | None):
     self.stderr = tempfile.TemporaryFile()
     self.proc = subprocess.Popen(
-        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-        env=env, cwd=cwd, close_fds=True, start_new_session=True)
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=self.stderr,
+        env=env,
+        cwd=cwd,
+        close_fds=True,
+        start_new_session=True,
+    )
     self.buf = bytearray()
     self.ready = False
     self.info: Any = None
@@ -96,8 +103,8 @@ class _Worker:
         return None
       if len(self.buf) < _HEADER.size + size:
         break
-      body = bytes(self.buf[_HEADER.size:_HEADER.size + size])
-      del self.buf[:_HEADER.size + size]
+      body = bytes(self.buf[_HEADER.size : _HEADER.size + size])
+      del self.buf[: _HEADER.size + size]
       try:
         frames.append(json.loads(body))
       except ValueError:
@@ -126,8 +133,15 @@ class WorkerPool:
   Calls to ``map`` are serialised by a lock; one call keeps every worker busy.
   """
 
-  def __init__(self, argv: Sequence[str], size: int, *, env: dict[str, str] | None = None,
-               cwd: str | None = None, start_timeout_s: float = 120.0):
+  def __init__(
+      self,
+      argv: Sequence[str],
+      size: int,
+      *,
+      env: dict[str, str] | None = None,
+      cwd: str | None = None,
+      start_timeout_s: float = 120.0,
+  ):
     if size < 1:
       raise ValueError(f"pool size must be >= 1, got {size}")
     self._argv = list(argv)
@@ -164,8 +178,9 @@ class WorkerPool:
       raise ValueError(f"{len(requests)} requests but {len(timeouts_s)} timeouts")
     return self._locked_run(requests, timeouts_s)
 
-  def _locked_run(self, requests: Sequence[Any], timeouts_s: Sequence[float],
-                  until_ready: bool = False) -> list[Any]:
+  def _locked_run(
+      self, requests: Sequence[Any], timeouts_s: Sequence[float], until_ready: bool = False
+  ) -> list[Any]:
     if self.closed:
       raise RuntimeError("worker pool is closed")
     with self._lock:
@@ -177,8 +192,9 @@ class WorkerPool:
             self._replace(w)
         raise
 
-  def _run(self, requests: Sequence[Any], timeouts_s: Sequence[float],
-           until_ready: bool = False) -> list[Any]:
+  def _run(
+      self, requests: Sequence[Any], timeouts_s: Sequence[float], until_ready: bool = False
+  ) -> list[Any]:
     pending = collections.deque(range(len(requests)))
     retried: set[int] = set()
     results: list[Any] = [None] * len(requests)

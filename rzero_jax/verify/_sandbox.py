@@ -45,8 +45,18 @@ _HEADER = struct.Struct(">I")
 _NOBODY = 65534
 # Extension modules that the standard library imports lazily (codec lookups): the mounted
 # Python installation is noexec, so they must be loaded before the server pivots into it.
-_LAZY_EXTENSIONS = ("_multibytecodec", "_codecs_cn", "_codecs_hk", "_codecs_iso2022",
-                    "_codecs_jp", "_codecs_kr", "_codecs_tw", "zlib", "_bz2", "_lzma")
+_LAZY_EXTENSIONS = (
+    "_multibytecodec",
+    "_codecs_cn",
+    "_codecs_hk",
+    "_codecs_iso2022",
+    "_codecs_jp",
+    "_codecs_kr",
+    "_codecs_tw",
+    "zlib",
+    "_bz2",
+    "_lzma",
+)
 
 # ---------------------------------------------------------------- call arguments
 
@@ -103,8 +113,10 @@ def _argument(node, where):
     except _PARSE_ERRORS:
       shown = type(node).__name__
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    raise ValueError(f"{where} is not a literal or a dict/set/frozenset/tuple/list constructor "
-                     f"of literals{why}: {shown}") from None
+    raise ValueError(
+        f"{where} is not a literal or a dict/set/frozenset/tuple/list constructor "
+        f"of literals{why}: {shown}"
+    ) from None
 
 
 def _value(node):
@@ -129,7 +141,8 @@ def _construct(node):
   if len(node.args) > 1 or (node.keywords and name != "dict"):
     raise _Refused(f"too many arguments for {name}()")
   if any(isinstance(a, ast.Starred) for a in node.args) or any(
-      k.arg is None for k in node.keywords):
+      k.arg is None for k in node.keywords
+  ):
     raise _Refused("unpacking in a constructor")
   if len({k.arg for k in node.keywords}) < len(node.keywords):
     raise _Refused("a keyword argument repeated")
@@ -144,7 +157,7 @@ def _write_frame(fd, obj):
   data = json.dumps(obj).encode()
   view = memoryview(_HEADER.pack(len(data)) + data)
   while view:
-    view = view[os.write(fd, view):]
+    view = view[os.write(fd, view) :]
 
 
 def _read_frame(fd):
@@ -179,31 +192,135 @@ _TIOCSTI = 0x5412
 _FIRST_UNLISTED = 424
 _ALLOWED_NEW = (436, 439, 441, 449)  # close_range, faccessat2, epoll_pwait2, futex_waitv
 _DENIED = {
-    "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "execveat": 322, "kill": 62, "tkill": 200,
-    "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "ptrace": 101,
-    "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312, "socket": 41,
-    "socketpair": 53, "connect": 42, "accept": 43, "accept4": 288, "sendto": 44, "sendmsg": 46,
-    "sendmmsg": 307, "bind": 49, "listen": 50, "mount": 165, "umount2": 166, "pivot_root": 155,
-    "chroot": 161, "unshare": 272, "setns": 308, "setuid": 105, "setgid": 106, "setreuid": 113,
-    "setregid": 114, "setgroups": 116, "setresuid": 117, "setresgid": 119, "setfsuid": 122,
-    "setfsgid": 123, "capset": 126, "bpf": 321, "userfaultfd": 323, "perf_event_open": 298,
-    "keyctl": 250, "add_key": 248, "request_key": 249, "personality": 135, "memfd_create": 319,
-    "mknod": 133, "mknodat": 259, "unlink": 87, "unlinkat": 263, "rename": 82, "renameat": 264,
-    "renameat2": 316, "mkdir": 83, "mkdirat": 258, "rmdir": 84, "chmod": 90, "fchmod": 91,
-    "fchmodat": 268, "chown": 92, "fchown": 93, "lchown": 94, "fchownat": 260, "truncate": 76,
-    "ftruncate": 77, "link": 86, "linkat": 265, "symlink": 88, "symlinkat": 266, "creat": 85,
-    "utime": 132, "utimes": 235, "utimensat": 280, "futimesat": 261, "setxattr": 188,
-    "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198,
-    "fremovexattr": 199, "prlimit64": 302, "setrlimit": 160, "inotify_init": 253,
-    "inotify_init1": 294, "fanotify_init": 300, "open_by_handle_at": 304,
-    "name_to_handle_at": 303, "reboot": 169, "swapon": 167, "swapoff": 168, "sethostname": 170,
-    "setdomainname": 171, "init_module": 175, "finit_module": 313, "delete_module": 176,
-    "kexec_load": 246, "kexec_file_load": 320, "acct": 163, "quotactl": 179, "syslog": 103,
-    "iopl": 172, "ioperm": 173, "vhangup": 153, "settimeofday": 164, "clock_settime": 227,
-    "adjtimex": 159, "clock_adjtime": 305, "uselib": 134, "_sysctl": 156, "nfsservctl": 180,
-    "lookup_dcookie": 212, "move_pages": 279, "migrate_pages": 256, "mq_open": 240,
-    "mq_unlink": 241, "modify_ldt": 154, "shmget": 29, "shmat": 30, "shmctl": 31, "shmdt": 67,
-    "semget": 64, "semop": 65, "semctl": 66, "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71,
+    "clone": 56,
+    "fork": 57,
+    "vfork": 58,
+    "execve": 59,
+    "execveat": 322,
+    "kill": 62,
+    "tkill": 200,
+    "tgkill": 234,
+    "rt_sigqueueinfo": 129,
+    "rt_tgsigqueueinfo": 297,
+    "ptrace": 101,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "kcmp": 312,
+    "socket": 41,
+    "socketpair": 53,
+    "connect": 42,
+    "accept": 43,
+    "accept4": 288,
+    "sendto": 44,
+    "sendmsg": 46,
+    "sendmmsg": 307,
+    "bind": 49,
+    "listen": 50,
+    "mount": 165,
+    "umount2": 166,
+    "pivot_root": 155,
+    "chroot": 161,
+    "unshare": 272,
+    "setns": 308,
+    "setuid": 105,
+    "setgid": 106,
+    "setreuid": 113,
+    "setregid": 114,
+    "setgroups": 116,
+    "setresuid": 117,
+    "setresgid": 119,
+    "setfsuid": 122,
+    "setfsgid": 123,
+    "capset": 126,
+    "bpf": 321,
+    "userfaultfd": 323,
+    "perf_event_open": 298,
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "personality": 135,
+    "memfd_create": 319,
+    "mknod": 133,
+    "mknodat": 259,
+    "unlink": 87,
+    "unlinkat": 263,
+    "rename": 82,
+    "renameat": 264,
+    "renameat2": 316,
+    "mkdir": 83,
+    "mkdirat": 258,
+    "rmdir": 84,
+    "chmod": 90,
+    "fchmod": 91,
+    "fchmodat": 268,
+    "chown": 92,
+    "fchown": 93,
+    "lchown": 94,
+    "fchownat": 260,
+    "truncate": 76,
+    "ftruncate": 77,
+    "link": 86,
+    "linkat": 265,
+    "symlink": 88,
+    "symlinkat": 266,
+    "creat": 85,
+    "utime": 132,
+    "utimes": 235,
+    "utimensat": 280,
+    "futimesat": 261,
+    "setxattr": 188,
+    "lsetxattr": 189,
+    "fsetxattr": 190,
+    "removexattr": 197,
+    "lremovexattr": 198,
+    "fremovexattr": 199,
+    "prlimit64": 302,
+    "setrlimit": 160,
+    "inotify_init": 253,
+    "inotify_init1": 294,
+    "fanotify_init": 300,
+    "open_by_handle_at": 304,
+    "name_to_handle_at": 303,
+    "reboot": 169,
+    "swapon": 167,
+    "swapoff": 168,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "init_module": 175,
+    "finit_module": 313,
+    "delete_module": 176,
+    "kexec_load": 246,
+    "kexec_file_load": 320,
+    "acct": 163,
+    "quotactl": 179,
+    "syslog": 103,
+    "iopl": 172,
+    "ioperm": 173,
+    "vhangup": 153,
+    "settimeofday": 164,
+    "clock_settime": 227,
+    "adjtimex": 159,
+    "clock_adjtime": 305,
+    "uselib": 134,
+    "_sysctl": 156,
+    "nfsservctl": 180,
+    "lookup_dcookie": 212,
+    "move_pages": 279,
+    "migrate_pages": 256,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "modify_ldt": 154,
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "shmdt": 67,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
 }
 _NR_OPEN, _NR_OPENAT, _NR_IOCTL = 2, 257, 16
 
@@ -302,24 +419,40 @@ def _unshare(libc):
     flags |= _CLONE_NEWUSER
   _call(libc.unshare(flags), "unshare")
   if uid != 0:
-    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
-                       ("/proc/self/gid_map", f"0 {gid} 1")):
+    for path, text in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"0 {uid} 1"),
+        ("/proc/self/gid_map", f"0 {gid} 1"),
+    ):
       with open(path, "w") as f:
         f.write(text)
   return ["user"] * (uid != 0) + ["mount", "pid", "net", "ipc", "uts"]
 
 
 def _mount(libc, source, target, fstype, flags, data=None):
-  _call(libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(),
-                   flags, data and data.encode()), f"mount {target}")
+  _call(
+      libc.mount(
+          source and source.encode(),
+          target.encode(),
+          fstype and fstype.encode(),
+          flags,
+          data and data.encode(),
+      ),
+      f"mount {target}",
+  )
 
 
 def _bind_readonly(libc, source, target):
   _mount(libc, source, target, None, _MS_BIND | _MS_REC)
   flags = os.statvfs(target).f_flag  # keep atime flags: a user namespace may not change them
   kept = flags & (_MS_NOATIME | _MS_NODIRATIME) | (_MS_RELATIME if flags & _ST_RELATIME else 0)
-  _mount(libc, None, target, None,
-         _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | kept)
+  _mount(
+      libc,
+      None,
+      target,
+      None,
+      _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | kept,
+  )
 
 
 def _pivot(libc, root, readonly_paths):
@@ -363,16 +496,19 @@ def _isolate(libc, scratch, readonly_paths, out_fd, namespaces):
       raise OSError("disabled by configuration")
     report["namespaces"] = _unshare(libc)
   except OSError as e:
-    report["warnings"].append(f"no namespaces ({e}): programs share the host's network, "
-                              "process table and (read-only) files")
+    report["warnings"].append(
+        f"no namespaces ({e}): programs share the host's network, "
+        "process table and (read-only) files"
+    )
   if report["namespaces"]:
     _become_pid1(libc, out_fd)
     try:
       _pivot(libc, scratch, readonly_paths)
       report["filesystem"] = True
     except OSError as e:
-      report["warnings"].append(f"no private root ({e}): programs can read host files "
-                                "that the sandbox uid can read")
+      report["warnings"].append(
+          f"no private root ({e}): programs can read host files " "that the sandbox uid can read"
+      )
   try:
     _drop_privileges(libc, host_root)
     report["privileges_dropped"] = True
@@ -408,10 +544,14 @@ class _Sink:
 
 def _set_limits(timeout_s, memory_bytes):
   cpu = max(1, math.ceil(timeout_s))
-  for res, value in ((resource.RLIMIT_CPU, (cpu, cpu + 1)),
-                     (resource.RLIMIT_AS, (memory_bytes, memory_bytes)),
-                     (resource.RLIMIT_FSIZE, (0, 0)), (resource.RLIMIT_NOFILE, (64, 64)),
-                     (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NPROC, (0, 0))):
+  for res, value in (
+      (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+      (resource.RLIMIT_AS, (memory_bytes, memory_bytes)),
+      (resource.RLIMIT_FSIZE, (0, 0)),
+      (resource.RLIMIT_NOFILE, (64, 64)),
+      (resource.RLIMIT_CORE, (0, 0)),
+      (resource.RLIMIT_NPROC, (0, 0)),
+  ):
     resource.setrlimit(res, value)
 
 
@@ -451,10 +591,12 @@ def _shift_heap():
   nondeterministic instead of agreeing with itself in two forks."""
   noise = os.urandom(4096)
   count = 64 + int.from_bytes(noise[:2], "little") % 1024
-  return ([object() for _ in range(noise[5] + 16 * noise[6])] +          # 16-byte class
-          [float(k) for k in range(noise[7] + 16 * noise[8])] +          # 32-byte class
-          [bytes(2 + noise[k] % 470) for k in range(16, 16 + count)] +   # 48..512
-          [bytearray(int.from_bytes(noise[2:5], "little") % (96 << 10))])  # malloc heap
+  return (
+      [object() for _ in range(noise[5] + 16 * noise[6])]  # 16-byte class
+      + [float(k) for k in range(noise[7] + 16 * noise[8])]  # 32-byte class
+      + [bytes(2 + noise[k] % 470) for k in range(16, 16 + count)]  # 48..512
+      + [bytearray(int.from_bytes(noise[2:5], "little") % (96 << 10))]
+  )  # malloc heap
 
 
 def _describe(e):
@@ -482,10 +624,10 @@ def _execute(program, inputs, output_limit):
 
 
 def _write_result(fd, reply, output_limit):
-  data = json.dumps(reply).encode()[:output_limit * 12 + 4096]
+  data = json.dumps(reply).encode()[: output_limit * 12 + 4096]
   view = memoryview(data)
   while view:
-    view = view[os.write(fd, view):]
+    view = view[os.write(fd, view) :]
 
 
 # ---------------------------------------------------------------- the server
@@ -566,8 +708,11 @@ def _classify(outcome, data, status, timeout_s):
     return {"status": "error", "error": "malformed result"}
   if reply["status"] == "ok" and not isinstance(reply.get("output"), str):
     return {"status": "error", "error": "malformed result"}
-  return {"status": reply["status"], "output": reply.get("output"),
-          "error": str(reply.get("error"))[:1000] if reply["status"] == "error" else None}
+  return {
+      "status": reply["status"],
+      "output": reply.get("output"),
+      "error": str(reply.get("error"))[:1000] if reply["status"] == "error" else None,
+  }
 
 
 def _run_one(request, config, seccomp, libc, out_fd):
@@ -577,8 +722,9 @@ def _run_one(request, config, seccomp, libc, out_fd):
     os.close(read_fd)
     _child(request, write_fd, config, seccomp, libc)
   os.close(write_fd)
-  outcome, data, status = _collect(pid, read_fd, time.monotonic() + request["timeout_s"],
-                                   config["output_limit"] * 12 + 4096)
+  outcome, data, status = _collect(
+      pid, read_fd, time.monotonic() + request["timeout_s"], config["output_limit"] * 12 + 4096
+  )
   os.close(read_fd)
   _reap_strays()
   _write_frame(out_fd, _classify(outcome, data, status, request["timeout_s"]))
@@ -606,12 +752,15 @@ def main():
   if seccomp is not None and not _seccomp_works(libc, seccomp):
     seccomp = None
   config["baseline"] = _vm_size() + (64 << 20)
-  report = _isolate(libc, os.getcwd(), [os.path.realpath(sys.base_prefix)], out_fd,
-                    config["namespaces"])
+  report = _isolate(
+      libc, os.getcwd(), [os.path.realpath(sys.base_prefix)], out_fd, config["namespaces"]
+  )
   if seccomp is None:
-    report["warnings"].append(f"no seccomp filter ({platform.machine()}, or the kernel refused "
-                              "it): programs may fork, exec and open sockets (rlimits and "
-                              "namespaces still apply)")
+    report["warnings"].append(
+        f"no seccomp filter ({platform.machine()}, or the kernel refused "
+        "it): programs may fork, exec and open sockets (rlimits and "
+        "namespaces still apply)"
+    )
   report["seccomp"] = seccomp is not None
   gc.freeze()
   _write_frame(out_fd, {"ready": True, "isolation": report})

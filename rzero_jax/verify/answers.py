@@ -59,11 +59,12 @@ def extract_boxed(text: str | None) -> str | None:
     elif token.group() == "}":
       depth -= 1
       if depth == 0:
-        return text[last.end():token.start()].strip()
+        return text[last.end() : token.start()].strip()
   return None
 
 
 # ---------------------------------------------------------------- refusal screen
+
 
 def _bracket_depth(s: str) -> int:
   depth = best = 0
@@ -129,7 +130,7 @@ def _log10_value(t: str) -> float | None:
   base = int(m.group(1)[:18])
   if exponent is None or base <= 1:
     return None if exponent is None else 0.0
-  return math.inf if exponent > 15 else 10.0 ** exponent * math.log10(base)
+  return math.inf if exponent > 15 else 10.0**exponent * math.log10(base)
 
 
 def _operand_before(s: str, end: int) -> str:
@@ -163,7 +164,7 @@ def _operand_after(s: str, start: int) -> str:
       depth += s[j] in "{("
       depth -= s[j] in "})"
       if depth == 0:
-        return s[i:j + 1]
+        return s[i : j + 1]
     return s[i:]
   m = re.match(r"\d+|.", s[i:], re.S)
   return m.group() if m else ""
@@ -195,11 +196,13 @@ def refuse(answer: str) -> bool:
   if len(answer) > MAX_ANSWER_CHARS:
     return True
   s = answer.replace("**", "^")
-  return (_bracket_depth(s) > MAX_DEPTH
-          or re.search(r"\d{%d}" % (MAX_DIGITS + 1), s) is not None
-          or _DOUBLE_SUPERSCRIPT.search(s) is not None
-          or _exponent_nesting(s) > MAX_EXPONENT_NESTING
-          or _too_big(s))
+  return (
+      _bracket_depth(s) > MAX_DEPTH
+      or re.search(r"\d{%d}" % (MAX_DIGITS + 1), s) is not None
+      or _DOUBLE_SUPERSCRIPT.search(s) is not None
+      or _exponent_nesting(s) > MAX_EXPONENT_NESTING
+      or _too_big(s)
+  )
 
 
 # ---------------------------------------------------------------- normalisation
@@ -221,25 +224,36 @@ def canonical(answer: str) -> str:
   return s.rstrip(".")
 
 
-_TEXT_WRAP = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox)"
-                        r"\{([^{}]*)\}")
+_TEXT_WRAP = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox)" r"\{([^{}]*)\}"
+)
 _NUM = r"(?:\d{1,3}(?:[,']\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SNUM = rf"[-+]?(?:{_NUM})"
 _NUMBER_FORMS = [
     (re.compile(rf"({_SNUM})"), lambda m: _dec(m[1])),
-    (re.compile(rf"({_SNUM})(?:\\times|\\cdot|\*)10\^\{{?([-+]?\d{{1,4}})\}}?"),
-     lambda m: _dec(m[1]) * Fraction(10) ** int(m[2])),
-    (re.compile(rf"({_SNUM})[eE]([-+]?\d{{1,4}})"),
-     lambda m: _dec(m[1]) * Fraction(10) ** int(m[2])),
+    (
+        re.compile(rf"({_SNUM})(?:\\times|\\cdot|\*)10\^\{{?([-+]?\d{{1,4}})\}}?"),
+        lambda m: _dec(m[1]) * Fraction(10) ** int(m[2]),
+    ),
+    (
+        re.compile(rf"({_SNUM})[eE]([-+]?\d{{1,4}})"),
+        lambda m: _dec(m[1]) * Fraction(10) ** int(m[2]),
+    ),
     (re.compile(rf"10\^\{{?([-+]?\d{{1,4}})\}}?"), lambda m: Fraction(10) ** int(m[1])),
-    (re.compile(rf"([-+]?)\\frac\{{({_SNUM})\}}\{{({_SNUM})\}}"),
-     lambda m: _sign(m[1]) * _div(_dec(m[2]), _dec(m[3]))),
+    (
+        re.compile(rf"([-+]?)\\frac\{{({_SNUM})\}}\{{({_SNUM})\}}"),
+        lambda m: _sign(m[1]) * _div(_dec(m[2]), _dec(m[3])),
+    ),
     (re.compile(r"([-+]?)\\frac(\d)(\d)"), lambda m: _sign(m[1]) * _div(_dec(m[2]), _dec(m[3]))),
     (re.compile(rf"({_SNUM})/({_SNUM})"), lambda m: _div(_dec(m[1]), _dec(m[2]))),
-    (re.compile(r"([-+]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}"),
-     lambda m: _sign(m[1]) * (int(m[2]) + _div(Fraction(int(m[3])), Fraction(int(m[4]))))),
-    (re.compile(r"([-+]?)(\d*)\.(\d*)\\overline\{(\d{1,50})\}"),
-     lambda m: _sign(m[1]) * _repeating(m[2], m[3], m[4])),
+    (
+        re.compile(r"([-+]?)(\d+)\\frac\{(\d+)\}\{(\d+)\}"),
+        lambda m: _sign(m[1]) * (int(m[2]) + _div(Fraction(int(m[3])), Fraction(int(m[4])))),
+    ),
+    (
+        re.compile(r"([-+]?)(\d*)\.(\d*)\\overline\{(\d{1,50})\}"),
+        lambda m: _sign(m[1]) * _repeating(m[2], m[3], m[4]),
+    ),
 ]
 
 
@@ -342,6 +356,7 @@ def quick_equivalent(pred: str, gold: str) -> bool | None:
 
 # ---------------------------------------------------------------- worker-side engine
 
+
 def engine_equivalent(pred: str, gold: str, symmetric: bool) -> bool:
   """Math-Verify comparison (runs inside a grading worker; may be slow)."""
   from math_verify import verify
@@ -349,8 +364,9 @@ def engine_equivalent(pred: str, gold: str, symmetric: bool) -> bool:
   p, g = _mv_parse(canonical(pred)), _mv_parse(canonical(gold))
   if not p or not g or _numerically_different(p[0], g[0]):
     return False
-  return bool(verify(g, p, timeout_seconds=None)
-              or (symmetric and verify(p, g, timeout_seconds=None)))
+  return bool(
+      verify(g, p, timeout_seconds=None) or (symmetric and verify(p, g, timeout_seconds=None))
+  )
 
 
 def _numerically_different(a, b) -> bool:
@@ -405,11 +421,14 @@ def grading_pool(workers: int | None = None) -> _pool.WorkerPool:
   with _POOL_LOCK:
     if _POOL is None or _POOL.closed or _POOL_PID != os.getpid():
       root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-      boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
-              "from rzero_jax.verify._grade_worker import main; main()")
+      boot = (
+          "import sys; sys.path.insert(0, sys.argv[1]); "
+          "from rzero_jax.verify._grade_worker import main; main()"
+      )
       env = {"PATH": os.defpath, "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1"}
-      _POOL = _pool.WorkerPool([sys.executable, "-I", "-c", boot, root],
-                               workers or default_workers(), env=env)
+      _POOL = _pool.WorkerPool(
+          [sys.executable, "-I", "-c", boot, root], workers or default_workers(), env=env
+      )
       _POOL_PID = os.getpid()
     return _POOL
 
@@ -433,8 +452,9 @@ def _as_text(answer) -> str | None:
   return None
 
 
-def equivalent_many(pairs: Sequence[tuple[str, str]], *, symmetric: bool = False,
-                    timeout_s: float = 5.0) -> list[bool]:
+def equivalent_many(
+    pairs: Sequence[tuple[str, str]], *, symmetric: bool = False, timeout_s: float = 5.0
+) -> list[bool]:
   """``equivalent`` for many (pred, gold) pairs at once; ``symmetric`` ORs both directions.
 
   Undecided pairs are deduplicated and graded in parallel in the pool, each killed
@@ -454,8 +474,9 @@ def equivalent_many(pairs: Sequence[tuple[str, str]], *, symmetric: bool = False
     if quick is None:
       todo.setdefault((pred, gold), []).append(i)
   if todo:
-    requests = [{"pred": p, "gold": g, "symmetric": symmetric, "soft_s": 0.8 * timeout_s}
-                for p, g in todo]
+    requests = [
+        {"pred": p, "gold": g, "symmetric": symmetric, "soft_s": 0.8 * timeout_s} for p, g in todo
+    ]
     replies = grading_pool().map(requests, [timeout_s] * len(requests))
     for indices, reply in zip(todo.values(), replies):
       for i in indices:
@@ -474,8 +495,7 @@ def _answer_of(text: str | None) -> str | None:
   return extract_boxed(text)
 
 
-def grade(responses: Sequence[str], golds: Sequence[str], *,
-          timeout_s: float = 5.0) -> list[bool]:
+def grade(responses: Sequence[str], golds: Sequence[str], *, timeout_s: float = 5.0) -> list[bool]:
   """Extracts each response's last boxed answer and compares it with its gold answer.
 
   A gold that itself contains ``\\boxed{}`` is reduced to its content. Responses over

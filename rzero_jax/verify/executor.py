@@ -47,36 +47,156 @@ MAX_TIMEOUT_S = 60.0
 _SERVER_GRACE_S = 3.0
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox.py")
 
-ALLOWED_MODULES = frozenset({
-    "abc", "array", "base64", "binascii", "bisect", "calendar", "cmath", "collections",
-    "contextlib", "copy", "dataclasses", "datetime", "decimal", "difflib", "enum", "fractions",
-    "functools", "graphlib", "hashlib", "heapq", "itertools", "json", "keyword", "math",
-    "numbers", "operator", "pprint", "queue", "random", "re", "statistics", "string", "struct",
-    "sys", "textwrap", "time", "typing", "unicodedata",
-})
+ALLOWED_MODULES = frozenset(
+    {
+        "abc",
+        "array",
+        "base64",
+        "binascii",
+        "bisect",
+        "calendar",
+        "cmath",
+        "collections",
+        "contextlib",
+        "copy",
+        "dataclasses",
+        "datetime",
+        "decimal",
+        "difflib",
+        "enum",
+        "fractions",
+        "functools",
+        "graphlib",
+        "hashlib",
+        "heapq",
+        "itertools",
+        "json",
+        "keyword",
+        "math",
+        "numbers",
+        "operator",
+        "pprint",
+        "queue",
+        "random",
+        "re",
+        "statistics",
+        "string",
+        "struct",
+        "sys",
+        "textwrap",
+        "time",
+        "typing",
+        "unicodedata",
+    }
+)
 NONDETERMINISTIC_MODULES = frozenset({"random", "time", "datetime"})
-_BANNED_NAMES = frozenset({
-    "__import__", "__builtins__", "__loader__", "__spec__", "__build_class__", "breakpoint",
-    "compile", "delattr", "eval", "exec", "getattr", "globals", "locals", "memoryview", "open",
-    "setattr", "vars",
-})
+_BANNED_NAMES = frozenset(
+    {
+        "__import__",
+        "__builtins__",
+        "__loader__",
+        "__spec__",
+        "__build_class__",
+        "breakpoint",
+        "compile",
+        "delattr",
+        "eval",
+        "exec",
+        "getattr",
+        "globals",
+        "locals",
+        "memoryview",
+        "open",
+        "setattr",
+        "vars",
+    }
+)
 _NONDETERMINISTIC_NAMES = frozenset({"id"})
-_SAFE_DUNDERS = frozenset({
-    "__init__", "__name__", "__doc__", "__repr__", "__str__", "__len__", "__hash__", "__bool__",
-    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__iter__", "__next__",
-    "__contains__", "__getitem__", "__setitem__", "__delitem__", "__call__", "__enter__",
-    "__exit__", "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__", "__mul__",
-    "__rmul__", "__imul__", "__truediv__", "__floordiv__", "__mod__", "__pow__", "__neg__",
-    "__pos__", "__abs__", "__and__", "__or__", "__xor__", "__invert__", "__lshift__",
-    "__rshift__", "__matmul__", "__post_init__", "__slots__",
-})
+_SAFE_DUNDERS = frozenset(
+    {
+        "__init__",
+        "__name__",
+        "__doc__",
+        "__repr__",
+        "__str__",
+        "__len__",
+        "__hash__",
+        "__bool__",
+        "__eq__",
+        "__ne__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__iter__",
+        "__next__",
+        "__contains__",
+        "__getitem__",
+        "__setitem__",
+        "__delitem__",
+        "__call__",
+        "__enter__",
+        "__exit__",
+        "__add__",
+        "__radd__",
+        "__iadd__",
+        "__sub__",
+        "__rsub__",
+        "__isub__",
+        "__mul__",
+        "__rmul__",
+        "__imul__",
+        "__truediv__",
+        "__floordiv__",
+        "__mod__",
+        "__pow__",
+        "__neg__",
+        "__pos__",
+        "__abs__",
+        "__and__",
+        "__or__",
+        "__xor__",
+        "__invert__",
+        "__lshift__",
+        "__rshift__",
+        "__matmul__",
+        "__post_init__",
+        "__slots__",
+    }
+)
 _SAFE_NAMES = frozenset({"__name__", "__slots__"})
-_BANNED_ATTRIBUTES = frozenset({
-    "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "tb_frame", "tb_next", "gi_frame",
-    "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "co_code", "modules", "meta_path",
-    "path_hooks", "settrace", "setprofile", "_getframe", "addaudithook", "exit", "_exit",
-    "system", "popen", "environ", "fork", "kill",
-})
+_BANNED_ATTRIBUTES = frozenset(
+    {
+        "f_globals",
+        "f_locals",
+        "f_back",
+        "f_builtins",
+        "f_code",
+        "tb_frame",
+        "tb_next",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "co_code",
+        "modules",
+        "meta_path",
+        "path_hooks",
+        "settrace",
+        "setprofile",
+        "_getframe",
+        "addaudithook",
+        "exit",
+        "_exit",
+        "system",
+        "popen",
+        "environ",
+        "fork",
+        "kill",
+    }
+)
 _log = logging.getLogger(__name__)
 
 Inputs = Union[str, tuple]
@@ -180,8 +300,10 @@ def _inputs_text(inputs: Inputs) -> str:
   if isinstance(inputs, tuple):
     inputs = call_text(*inputs)
   if not isinstance(inputs, str):
-    raise TypeError("inputs must be a str (the text inside f(...)) or a tuple of argument "
-                    f"values, got {type(inputs).__name__}")
+    raise TypeError(
+        "inputs must be a str (the text inside f(...)) or a tuple of argument "
+        f"values, got {type(inputs).__name__}"
+    )
   if len(inputs) > MAX_INPUT_CHARS:
     raise ValueError(f"{len(inputs)} characters (limit {MAX_INPUT_CHARS})")
   _sandbox.parse_call(inputs)
@@ -230,19 +352,28 @@ class Executor:
   warned about (``RuntimeWarning``) as "SANDBOX DEGRADED".
   """
 
-  def __init__(self, workers: int = 1, *, memory_mb: int = 256, output_limit: int = 1 << 16,
-               namespaces: bool = True):
+  def __init__(
+      self,
+      workers: int = 1,
+      *,
+      memory_mb: int = 256,
+      output_limit: int = 1 << 16,
+      namespaces: bool = True,
+  ):
     if workers < 1:
       raise ValueError(f"workers must be >= 1, got {workers}")
     self.output_limit = output_limit
     self.token = uuid.uuid4().hex
     self._scratch = tempfile.mkdtemp(prefix="rzero-sandbox-")
-    config = {"memory_mb": memory_mb, "output_limit": output_limit,
-              "preload": sorted(ALLOWED_MODULES), "namespaces": namespaces}
+    config = {
+        "memory_mb": memory_mb,
+        "output_limit": output_limit,
+        "preload": sorted(ALLOWED_MODULES),
+        "namespaces": namespaces,
+    }
     argv = [sys.executable, "-S", "-s", "-B", _SERVER, json.dumps(config), self.token]
     env = {"PYTHONHASHSEED": "0", "PATH": "/nonexistent", "LANG": "C.UTF-8"}
-    self._pool = _pool.WorkerPool(argv, workers, env=env, cwd=self._scratch,
-                                  start_timeout_s=60.0)
+    self._pool = _pool.WorkerPool(argv, workers, env=env, cwd=self._scratch, start_timeout_s=60.0)
     self._finalizer = weakref.finalize(self, _clean_up, self._pool, self._scratch)
     self.isolation = self._pool.wait_ready()[0]["isolation"]
     for warning in self.isolation["warnings"]:
@@ -263,17 +394,23 @@ class Executor:
   def server_pids(self) -> list[int]:
     return self._pool.pids()
 
-  def run(self, program: str, inputs: Inputs, *, timeout_s: float = 2.0,
-          static_checks: bool = True) -> ExecResult:
+  def run(
+      self, program: str, inputs: Inputs, *, timeout_s: float = 2.0, static_checks: bool = True
+  ) -> ExecResult:
     """Runs ``repr(f(<inputs>))`` in a fresh sandboxed process (see the module docstring).
 
     ``static_checks=False`` skips ``check_program`` (the OS sandbox still applies).
     """
-    return self.run_many([(program, inputs)], timeout_s=timeout_s,
-                         static_checks=static_checks)[0]
+    return self.run_many([(program, inputs)], timeout_s=timeout_s, static_checks=static_checks)[0]
 
-  def run_many(self, jobs: Sequence[tuple[str, Inputs]], *, timeout_s: float = 2.0,
-               static_checks: bool = True, deterministic: bool = False) -> list[ExecResult]:
+  def run_many(
+      self,
+      jobs: Sequence[tuple[str, Inputs]],
+      *,
+      timeout_s: float = 2.0,
+      static_checks: bool = True,
+      deterministic: bool = False,
+  ) -> list[ExecResult]:
     """``run`` for many (program, inputs) jobs, spread over all servers.
 
     ``deterministic=True`` applies the Absolute Zero validity bans of ``check_program``.
@@ -300,8 +437,9 @@ class Executor:
       results[i] = _from_reply(reply)
     return results
 
-  def validate_many(self, jobs: Sequence[tuple[str, Inputs]], *,
-                    timeout_s: float = 2.0) -> list[ExecResult]:
+  def validate_many(
+      self, jobs: Sequence[tuple[str, Inputs]], *, timeout_s: float = 2.0
+  ) -> list[ExecResult]:
     """Absolute Zero validity: policy with the determinism bans, two runs in separate
     processes with identical output, and an output that parses as a Python literal."""
     doubled = [job for job in jobs for _ in range(2)]

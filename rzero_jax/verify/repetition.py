@@ -47,23 +47,29 @@ def bleu(hyp_tokens: Sequence[str], ref_tokens: Sequence[str]) -> float:
 def _token_ids(sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Flat token ids, each position's sentence index, and its offset inside the sentence."""
   vocab: dict[str, int] = {}
-  flat = np.fromiter((vocab.setdefault(t, len(vocab)) for s in sentences for t in s),
-                     dtype=np.int64)
+  flat = np.fromiter(
+      (vocab.setdefault(t, len(vocab)) for s in sentences for t in s), dtype=np.int64
+  )
   lengths = np.array([len(s) for s in sentences], dtype=np.int64)
   doc = np.repeat(np.arange(len(sentences)), lengths)
   offset = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
   return flat, doc, offset
 
 
-def _ngram_ids(flat: np.ndarray, valid_prev: np.ndarray, prev: np.ndarray,
-               lengths_per_pos: np.ndarray, offset: np.ndarray,
-               n: int) -> tuple[np.ndarray, np.ndarray]:
+def _ngram_ids(
+    flat: np.ndarray,
+    valid_prev: np.ndarray,
+    prev: np.ndarray,
+    lengths_per_pos: np.ndarray,
+    offset: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:
   """Ids of the n-grams starting at each position (from the (n-1)-gram ids) and their mask."""
   if n == 1:
     return flat, np.ones(len(flat), dtype=bool)
   valid = valid_prev & (offset <= lengths_per_pos - n)
   following = np.zeros_like(flat)
-  following[:max(0, len(flat) - n + 1)] = flat[n - 1:]
+  following[: max(0, len(flat) - n + 1)] = flat[n - 1 :]
   gram = np.full(len(flat), -1, dtype=np.int64)
   keys = prev[valid] * (flat.max(initial=0) + 1) + following[valid]
   gram[valid] = np.unique(keys, return_inverse=True)[1]
@@ -95,8 +101,9 @@ def _shared_matches(doc: np.ndarray, gram: np.ndarray, size: int) -> np.ndarray:
     if not part.any():
       continue
     _, col = np.unique(cols_t[part], return_inverse=True)
-    mat = sp.csr_matrix((np.ones(part.sum(), np.float32), (rows_t[part], col)),
-                        shape=(size, int(col.max()) + 1))
+    mat = sp.csr_matrix(
+        (np.ones(part.sum(), np.float32), (rows_t[part], col)), shape=(size, int(col.max()) + 1)
+    )
     if dense:
       block = mat.toarray()
       out = block @ block.T
@@ -132,8 +139,9 @@ def bleu_matrix(sentences: Sequence[Sequence[str]]) -> np.ndarray:
     row_term += np.log(np.maximum(1, lengths - n + 1))
   unique, index = np.unique(lengths, return_inverse=True)
   with np.errstate(divide="ignore", invalid="ignore"):
-    log_brevity = np.where(unique[:, None] > unique[None, :], 0.0,
-                           1 - unique[None, :] / unique[:, None])
+    log_brevity = np.where(
+        unique[:, None] > unique[None, :], 0.0, 1 - unique[None, :] / unique[:, None]
+    )
   scores = np.log(product, out=product)
   scores -= row_term[:, None]
   scores /= _ORDER
@@ -159,8 +167,9 @@ def cluster_questions(questions: Sequence[str], tau: float = 0.5) -> np.ndarray:
   return fcluster(tree, np.nextafter(tau, -np.inf), criterion="distance")
 
 
-def repetition_penalty(questions: Sequence[str], *, tau: float = 0.5,
-                       lam: float = 1.0) -> np.ndarray:
+def repetition_penalty(
+    questions: Sequence[str], *, tau: float = 0.5, lam: float = 1.0
+) -> np.ndarray:
   """``lam * |cluster of q_i| / B`` for each of the B questions (float64 array)."""
   labels = cluster_questions(questions, tau)
   if len(labels) == 0:

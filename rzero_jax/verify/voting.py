@@ -64,8 +64,12 @@ def _cluster(groups: list[tuple[str, int]], same: dict[tuple[int, int], bool], m
   return Vote(ranked[0][1], ranked[0][2] / m, [(c[1], c[2]) for c in ranked])
 
 
-def majority_votes(answer_lists: Sequence[Sequence[str | None]], *,
-                   equivalent: Equivalence | None = None, timeout_s: float = 5.0) -> list[Vote]:
+def majority_votes(
+    answer_lists: Sequence[Sequence[str | None]],
+    *,
+    equivalent: Equivalence | None = None,
+    timeout_s: float = 5.0,
+) -> list[Vote]:
   """One ``Vote`` per list of answers.
 
   With ``equivalent=None`` every needed comparison of every question is sent to the
@@ -73,8 +77,11 @@ def majority_votes(answer_lists: Sequence[Sequence[str | None]], *,
   otherwise ``equivalent(a, b) or equivalent(b, a)`` is called in this process.
   """
   grouped = [_string_groups(a) for a in answer_lists]
-  pairs = [(q, i, j) for q, groups in enumerate(grouped)
-           for i, j in itertools.combinations(range(len(groups)), 2)]
+  pairs = [
+      (q, i, j)
+      for q, groups in enumerate(grouped)
+      for i, j in itertools.combinations(range(len(groups)), 2)
+  ]
   texts = [(grouped[q][i][0], grouped[q][j][0]) for q, i, j in pairs]
   if equivalent is None:
     verdicts = answer_text.equivalent_many(texts, symmetric=True, timeout_s=timeout_s)
@@ -86,7 +93,8 @@ def majority_votes(answer_lists: Sequence[Sequence[str | None]], *,
   return [_cluster(groups, same[q], len(answer_lists[q])) for q, groups in enumerate(grouped)]
 
 
-def majority_vote(answers: Sequence[str | None], *, equivalent: Equivalence | None = None,
-                  timeout_s: float = 5.0) -> Vote:
+def majority_vote(
+    answers: Sequence[str | None], *, equivalent: Equivalence | None = None, timeout_s: float = 5.0
+) -> Vote:
   """Majority vote over one question's answers (see the module docstring)."""
   return majority_votes([answers], equivalent=equivalent, timeout_s=timeout_s)[0]

@@ -14,8 +14,9 @@ def triplet(k: int) -> Triplet:
 
 
 def induction(k: int) -> InductionTask:
-  return InductionTask(f"def f(x):\n    return x * {k}", f"times {k}",
-                       tuple((str(i), str(i * k)) for i in range(10)))
+  return InductionTask(
+      f"def f(x):\n    return x * {k}", f"times {k}", tuple((str(i), str(i * k)) for i in range(10))
+  )
 
 
 def test_every_buffer_starts_from_the_identity_triplet():
@@ -105,7 +106,8 @@ def test_state_round_trip(tmp_path):
   assert loaded.to_state() == state and loaded["deduction"].cap == 50
   rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
   assert loaded["deduction"].solver_batch(rng_a, 6, 4) == buffers["deduction"].solver_batch(
-      rng_b, 6, 4)
+      rng_b, 6, 4
+  )
   assert [p.name for p in path.parent.iterdir()] == ["buffers.json"]
 
 

@@ -15,8 +15,8 @@ from rzero_jax.selfplay.util import RunError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(REPO, "experiments", "toy_arith", "base_model")  # any small model will do
-P = 4     # prompts per (task type, role)
-N = 4     # learnability rollouts
+P = 4  # prompts per (task type, role)
+N = 4  # learnability rollouts
 
 
 def _config():
@@ -53,8 +53,13 @@ class Script:
       k = index % 4
       return [_respond(_fence("python", self._program(k)) + "\n" + _fence("input", str(index)))]
     if "inputs and a message" in prompt:
-      return [_respond("\n".join(_fence("input", str(v)) for v in range(1, 5)) + "\n"
-                       + _fence("message", "adds a constant"))]
+      return [
+          _respond(
+              "\n".join(_fence("input", str(v)) for v in range(1, 5))
+              + "\n"
+              + _fence("message", "adds a constant")
+          )
+      ]
     blocks = dict((label, body) for label, body in fenced_blocks(prompt))
     if "Program?" in prompt:
       return [_respond(_fence("python", "def f(a):\n    return a + 0"))] * num_samples
@@ -64,7 +69,7 @@ class Script:
     for j in range(num_samples):
       right = j < k
       if prompt.startswith("Output?") or "Output?" in prompt:
-        value = int(blocks["input"].strip('"\'') if blocks["input"].isdigit() else 0) + k
+        value = int(blocks["input"].strip("\"'") if blocks["input"].isdigit() else 0) + k
         out.append(_respond(_fence("output", str(value if right else value + 100))))
       else:
         value = int(blocks["output"]) - k if blocks["output"].lstrip("-").isdigit() else 0
@@ -97,7 +102,8 @@ def test_train_step(azr_run):
   updates = []
   r.sample = script
   r.update = lambda role, prompts, out, adv, mini_batch_size: updates.append(
-      (prompts, out, np.asarray(adv), mini_batch_size)) or {"skipped": 0.0}
+      (prompts, out, np.asarray(adv), mini_batch_size)
+  ) or {"skipped": 0.0}
   buffers = TaskBuffers()
   m = r.train_step(buffers, 0)
   # 1. proposals: 3 of 4 deduction/abduction proposals valid; induction inputs all valid
@@ -115,7 +121,7 @@ def test_train_step(azr_run):
   prompts, out, adv, mini = updates[0]
   assert len(prompts) == len(out.tokens) == len(adv) == mini == 6 * P
   for g in range(6):
-    assert adv[g * P:(g + 1) * P].sum() == pytest.approx(0.0, abs=1e-6)
+    assert adv[g * P : (g + 1) * P].sum() == pytest.approx(0.0, abs=1e-6)
   # proposer rewards of the deduction group: [0 (never solved), .75, .5, -1 (invalid)]
   expected = trr.task_relative_advantages([0.0, 0.75, 0.5, -1.0], ["d"] * 4, ["p"] * 4)
   np.testing.assert_allclose(adv[:P], expected, atol=1e-6)
@@ -124,19 +130,27 @@ def test_train_step(azr_run):
 def test_evaluate_per_type(azr_run):
   r = azr_run
   r.sample = Script(r.tokenizer)
-  r.heldout = {"deduction": [loop.task_from_dict({"program": "def f(a):\n    return a + 2",
-                                                  "inputs": "3", "output": "5"})]}
+  r.heldout = {
+      "deduction": [
+          loop.task_from_dict(
+              {"program": "def f(a):\n    return a + 2", "inputs": "3", "output": "5"}
+          )
+      ]
+  }
   acc = r.evaluate()
   assert set(acc) == {"deduction", "mean"}
   assert acc["deduction"] == acc["mean"] == 1.0  # greedy = sample 0 of the script: right
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("actor.updates_per_step", 5, "must divide"),
-    ("actor.prompts_per_step", 0, "prompts_per_step must be >= 1"),
-    ("tasks.learnability_rollouts", 0, "learnability_rollouts must be >= 1"),
-    ("reward_variant", "best", "reward_variant must be one of"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("actor.updates_per_step", 5, "must divide"),
+        ("actor.prompts_per_step", 0, "prompts_per_step must be >= 1"),
+        ("tasks.learnability_rollouts", 0, "learnability_rollouts must be >= 1"),
+        ("reward_variant", "best", "reward_variant must be one of"),
+    ],
+)
 def test_bad_config(field, value, message):
   c = _config()
   section, _, name = field.rpartition(".")

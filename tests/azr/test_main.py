@@ -11,8 +11,12 @@ import pytest
 from experiments.toy_code.build import ensure_base_model
 from tests.rzero.test_main import REPO, _launch, _run, _summary
 
-TINY = ["--config=experiments/azr_demo.py:smoke", "--config.checkpoint_every_steps=1",
-        "--config.actor.prompts_per_step=4", "--config.actor.train.micro_batch_size=24"]
+TINY = [
+    "--config=experiments/azr_demo.py:smoke",
+    "--config.checkpoint_every_steps=1",
+    "--config.actor.prompts_per_step=4",
+    "--config.actor.train.micro_batch_size=24",
+]
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +59,18 @@ def test_tiny_azr_run_kill_and_resume_gives_the_same_summary(tmp_path, base_mode
   assert _summary(killed) == summary
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--config.tasks.no_such_field=3"], "no_such_field"),
-    (["--config.algorithm=alphazero"], "config.algorithm must be one of"),
-    (["--config.actor.updates_per_step=5"], "must divide"),
-    (["--config.tasks.learnability_rollouts=0"], "learnability_rollouts must be >= 1"),
-    (["--config.tasks.prompts=no.such.module"], "cannot import"),
-    (["--strategy=challenger:fsdp"], "Bad --strategy"),
-    (["--config.model_path=/no/such/dir"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--config.tasks.no_such_field=3"], "no_such_field"),
+        (["--config.algorithm=alphazero"], "config.algorithm must be one of"),
+        (["--config.actor.updates_per_step=5"], "must divide"),
+        (["--config.tasks.learnability_rollouts=0"], "learnability_rollouts must be >= 1"),
+        (["--config.tasks.prompts=no.such.module"], "cannot import"),
+        (["--strategy=challenger:fsdp"], "Bad --strategy"),
+        (["--config.model_path=/no/such/dir"], "does not exist"),
+    ],
+)
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
   code, out = _run(tmp_path / "w", *TINY, *model, *flags, timeout=300)

@@ -63,29 +63,33 @@ def test_induction_split_and_identity_seeds():
   assert task.shown == pairs[:5] and task.hidden == pairs[5:]
   one = tasks.identity_task("induction")
   assert one.shown == one.hidden == (('"Hello world"', "'Hello world'"),)
-  assert tasks.identity_task("deduction") == Triplet("def f(a):\n    return a", '"Hello world"',
-                                                     "'Hello world'")
+  assert tasks.identity_task("deduction") == Triplet(
+      "def f(a):\n    return a", '"Hello world"', "'Hello world'"
+  )
 
 
 # ------------------------------------------------------------------------------------ parsing
 
 
-@pytest.mark.parametrize("response, expected", [
-    ("<think>a</think><answer>x</answer>", "x"),
-    ("  <think>a\nb</think>\n\n<answer>\nx\n</answer>\n", "\nx\n"),
-    ("a (the prompt opened the think block)</think><answer>x</answer>", "x"),
-    ("<think>a</think><answer>x</answer> trailing", None),
-    ("<think>a</think><answer>x</answer><answer>y</answer>", None),
-    ("<think>a</think>text<answer>x</answer>", None),
-    ("<think>a</think><answer>x", None),
-    ("<answer>x</answer>", None),
-    ("<think>a<think>b</think><answer>x</answer>", None),
-    ("pre <think>a</think><answer>x</answer>", None),
-    ("<think>a</think></think><answer>x</answer>", None),
-    ("<answer>x</answer><think>a</think>", None),
-    ("", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("<think>a</think><answer>x</answer>", "x"),
+        ("  <think>a\nb</think>\n\n<answer>\nx\n</answer>\n", "\nx\n"),
+        ("a (the prompt opened the think block)</think><answer>x</answer>", "x"),
+        ("<think>a</think><answer>x</answer> trailing", None),
+        ("<think>a</think><answer>x</answer><answer>y</answer>", None),
+        ("<think>a</think>text<answer>x</answer>", None),
+        ("<think>a</think><answer>x", None),
+        ("<answer>x</answer>", None),
+        ("<think>a<think>b</think><answer>x</answer>", None),
+        ("pre <think>a</think><answer>x</answer>", None),
+        ("<think>a</think></think><answer>x</answer>", None),
+        ("<answer>x</answer><think>a</think>", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_extract_answer(response, expected):
   assert tasks.extract_answer(response) == expected
 
@@ -101,16 +105,20 @@ def test_parse_proposal_deduction_and_abduction():
   good = respond(f"{fence('python', program)}\n{fence('input', ' 3 ')}")
   for task_type in ("deduction", "abduction"):
     assert tasks.parse_proposal(task_type, good) == Proposal(program=program, inputs=("3",))
-  assert tasks.parse_proposal("deduction", respond(f"```py\n{program}\n```\n"
-                                                   f"{fence('input', '3')}")).program == program
+  assert (
+      tasks.parse_proposal(
+          "deduction", respond(f"```py\n{program}\n```\n" f"{fence('input', '3')}")
+      ).program
+      == program
+  )
   malformed = [
-      respond(fence("python", program)),                                    # no input
-      respond(fence("input", "3")),                                         # no program
+      respond(fence("python", program)),  # no input
+      respond(fence("input", "3")),  # no program
       respond(f"{fence('python', program)}{fence('python', program)}{fence('input', '3')}"),
       respond(f"{fence('python', program)}{fence('input', '3')}{fence('input', '4')}"),
-      respond(f"{fence('python', '   ')}{fence('input', '3')}"),            # empty program
-      f"{fence('python', program)}{fence('input', '3')}",                   # no tags
-      respond(f"{fence('python', program)}```input\n3"),                    # unterminated
+      respond(f"{fence('python', '   ')}{fence('input', '3')}"),  # empty program
+      f"{fence('python', program)}{fence('input', '3')}",  # no tags
+      respond(f"{fence('python', program)}```input\n3"),  # unterminated
       f"<think>{fence('python', program)}{fence('input', '3')}</think><answer></answer>",
   ]
   for response in malformed:
@@ -144,8 +152,7 @@ def test_parse_solution():
 
 def test_fenced_blocks_labels():
   text = "```Python\na\n```\n``` input \nb\n```\n```\nc\n```\n```message\n\n```"
-  assert tasks.fenced_blocks(text) == [("python", "a"), ("input", "b"), ("", "c"),
-                                       ("message", "")]
+  assert tasks.fenced_blocks(text) == [("python", "a"), ("input", "b"), ("", "c"), ("message", "")]
 
 
 # ------------------------------------------------------------------------------------ validation
@@ -153,23 +160,25 @@ def test_fenced_blocks_labels():
 
 def test_validate_triplets(executor):
   proposals = [
-      ("def f(a, b):\n    return sorted(a)[b]", "[3, 1, 2], 1"),                  # valid
-      ("def f(t):\n    return t[::-1]", "(1, 2)"),                               # one tuple arg
-      ("def f(d):\n    return sorted(d.items())", "dict(b=2, a=1)"),             # constructor
-      ("def g(x):\n    return x", "1"),                                          # no f
-      ("def f(x:\n    return x", "1"),                                           # syntax
-      ("import random\ndef f(x):\n    return random.random()", "1"),            # policy
-      ("import time\ndef f(x):\n    return time.time()", "1"),                  # clock
-      ("def f(x):\n    return open('/etc/passwd').read()", "1"),                # I/O
-      ("def f(x):\n    while True:\n        pass", "1"),                         # hangs
-      ("def f(x):\n    return 1 / x", "0"),                                      # raises
+      ("def f(a, b):\n    return sorted(a)[b]", "[3, 1, 2], 1"),  # valid
+      ("def f(t):\n    return t[::-1]", "(1, 2)"),  # one tuple arg
+      ("def f(d):\n    return sorted(d.items())", "dict(b=2, a=1)"),  # constructor
+      ("def g(x):\n    return x", "1"),  # no f
+      ("def f(x:\n    return x", "1"),  # syntax
+      ("import random\ndef f(x):\n    return random.random()", "1"),  # policy
+      ("import time\ndef f(x):\n    return time.time()", "1"),  # clock
+      ("def f(x):\n    return open('/etc/passwd').read()", "1"),  # I/O
+      ("def f(x):\n    while True:\n        pass", "1"),  # hangs
+      ("def f(x):\n    return 1 / x", "0"),  # raises
       ("import statistics\ndef f(x):\n    return statistics.random.random()", "1"),  # nondet.
-      ("def f(x):\n    return {1, 2}.__class__", "1"),                           # policy
-      ("class A:\n    def __repr__(self):\n        return 'A()'\ndef f(x):\n    return A()",
-       "1"),                                                                   # not a literal
-      ("def f(x):\n    return 'a' * x", "5000"),                                 # too long
-      ("def f(x):\n    return x", "y"),                                          # bad input
-      ("def f(x):\n    return x", "'" + "a" * 2000 + "'"),                       # input too long
+      ("def f(x):\n    return {1, 2}.__class__", "1"),  # policy
+      (
+          "class A:\n    def __repr__(self):\n        return 'A()'\ndef f(x):\n    return A()",
+          "1",
+      ),  # not a literal
+      ("def f(x):\n    return 'a' * x", "5000"),  # too long
+      ("def f(x):\n    return x", "y"),  # bad input
+      ("def f(x):\n    return x", "'" + "a" * 2000 + "'"),  # input too long
   ]
   results = tasks.validate_triplets(proposals, executor, timeout_s=1.0)
   valid = [r.valid for r in results]
@@ -198,13 +207,15 @@ def test_validate_induction(executor):
   with_bad = [str(i) for i in range(9)] + ["'a'", "x", "None"]
   partly = tasks.validate_induction("def f(x):\n    return x + 1", with_bad, "m", executor)
   assert not partly.valid and "9 valid inputs" in partly.reason
-  assert not tasks.validate_induction("import random\ndef f(x):\n    return random.random()",
-                                      inputs, "m", executor).valid
+  assert not tasks.validate_induction(
+      "import random\ndef f(x):\n    return random.random()", inputs, "m", executor
+  ).valid
   few = tasks.validate_induction(program, ["1", "2", "3"], "m", executor, num_inputs=2)
   assert few.valid and few.task.pairs == (("1", "2"), ("2", "4"))
   late = ["'a'", "'b'", "'c'", "'d'", "0", "1"]  # only the first 2 * num_inputs are run
-  assert not tasks.validate_induction("def f(x):\n    return x + 1", late, "m", executor,
-                                      num_inputs=2).valid
+  assert not tasks.validate_induction(
+      "def f(x):\n    return x + 1", late, "m", executor, num_inputs=2
+  ).valid
   with pytest.raises(ValueError, match="num_inputs must be an int >= 1"):
     tasks.validate_induction(program, inputs, "m", executor, num_inputs=0)
 
@@ -216,9 +227,9 @@ def test_check_deduction(executor):
   program = "def f(xs, k=1):\n    return {x: x * k for x in xs}, set(xs)"
   cases = [
       ("[1, 2], k=3", "({1: 3, 2: 6}, {1, 2})", True),
-      ("[1, 2], k=3", "({2: 6, 1: 3},{2,1})", True),      # formatting and ordering differ
+      ("[1, 2], k=3", "({2: 6, 1: 3},{2,1})", True),  # formatting and ordering differ
       ("[1, 2], k=3", "({1: 3.0, 2: 6}, {1, 2})", True),  # value equality: 3.0 == 3
-      ("[1, 2], k=3", "({1: 3, 2: 6}, [1, 2])", False),   # set vs list
+      ("[1, 2], k=3", "({1: 3, 2: 6}, [1, 2])", False),  # set vs list
       ("[1, 2], k=3", "({1: 3, 2: 6}, {1, 2}) junk", False),
       ("[1, 2], k=3", "__import__('os').system('true')", False),
       ("[1, 2], k=3", "", False),
@@ -234,22 +245,25 @@ def test_check_deduction(executor):
   assert not tasks.check_deduction(nan, "1", "nan", executor)
   hangs = "def f(x):\n    while True:\n        pass"
   assert not tasks.check_deduction(hangs, "1", "None", executor, timeout_s=0.5)
-  always_equal = "class A:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return A()"
+  always_equal = (
+      "class A:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return A()"
+  )
   assert not tasks.check_deduction(always_equal, "1", "1", executor)
-  assert tasks.check_deductions([(program, "[1], k=0", "({1: 0}, {1})"),
-                                 (program, "[1]", "1")], executor) == [True, False]
+  assert tasks.check_deductions(
+      [(program, "[1], k=0", "({1: 0}, {1})"), (program, "[1]", "1")], executor
+  ) == [True, False]
 
 
 def test_check_abduction(executor):
   program = "def f(a, b):\n    return sorted(a + b)[:2]"
   cases = [
       ("[3, 1], [2]", True),
-      ("[1], [2, 9]", True),            # any input that gives the output counts
+      ("[1], [2, 9]", True),  # any input that gives the output counts
       ("[2, 1], []", True),
-      ("a=[2], b=[1]", True),           # keywords
-      ("([1, 2], [])", False),          # one tuple argument: TypeError
+      ("a=[2], b=[1]", True),  # keywords
+      ("([1, 2], [])", False),  # one tuple argument: TypeError
       ("[5], [6]", False),
-      ("[1] + [2], []", False),         # expression inputs are refused
+      ("[1] + [2], []", False),  # expression inputs are refused
       ("__import__('os'), 1", False),
       ("", False),
       (None, False),
@@ -262,8 +276,9 @@ def test_check_abduction(executor):
   single_tuple = "def f(t):\n    return t"
   assert tasks.check_abduction(single_tuple, "(1, 2)", "(1, 2)", executor)
   assert not tasks.check_abduction(single_tuple, "(1, 2)", "1, 2", executor)
-  assert tasks.check_abductions([(program, "[0, 0]", "[0], [0]"), (program, "[0]", "[0], []")],
-                                executor) == [True, True]
+  assert tasks.check_abductions(
+      [(program, "[0, 0]", "[0], [0]"), (program, "[0]", "[0], []")], executor
+  ) == [True, True]
 
 
 def test_check_induction(executor):
@@ -271,19 +286,25 @@ def test_check_induction(executor):
   assert tasks.check_induction("def f(x):\n    return x * x", pairs, executor)
   assert tasks.check_induction("def f(x):\n    return x ** 2.0", pairs, executor)  # 4.0 == 4
   assert tasks.check_induction(
-      "def f(x):\n    return {0: 0, 1: 1, 2: 4, 3: 9, 4: 16}[x]", pairs, executor)
+      "def f(x):\n    return {0: 0, 1: 1, 2: 4, 3: 9, 4: 16}[x]", pairs, executor
+  )
   assert not tasks.check_induction("def f(x):\n    return x * 2", pairs, executor)  # 0,2 match
   assert not tasks.check_induction("def f(x):\n    return x * x if x < 4 else 0", pairs, executor)
   assert not tasks.check_induction("def g(x):\n    return x * x", pairs, executor)
   assert not tasks.check_induction("import random\ndef f(x):\n    return x * x", pairs, executor)
   assert not tasks.check_induction("def f(x):\n    return x * x", [], executor)
   assert not tasks.check_induction(None, pairs, executor)
-  assert not tasks.check_induction("def f(x):\n    while True:\n        pass", pairs, executor,
-                                   timeout_s=0.5)
-  always_equal = "class A:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return A()"
+  assert not tasks.check_induction(
+      "def f(x):\n    while True:\n        pass", pairs, executor, timeout_s=0.5
+  )
+  always_equal = (
+      "class A:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return A()"
+  )
   assert not tasks.check_induction(always_equal, pairs, executor)
   two_args = [("1, 2", "3"), ("(1, 2), 3", "6")]
   assert tasks.check_induction(
-      "def f(a, b):\n    return sum(a) + b if isinstance(a, tuple) else a + b", two_args, executor)
-  assert tasks.check_inductions([("def f(x):\n    return x * x", pairs),
-                                 ("def f(x):\n    return -x", pairs)], executor) == [True, False]
+      "def f(a, b):\n    return sum(a) + b if isinstance(a, tuple) else a + b", two_args, executor
+  )
+  assert tasks.check_inductions(
+      [("def f(x):\n    return x * x", pairs), ("def f(x):\n    return -x", pairs)], executor
+  ) == [True, False]

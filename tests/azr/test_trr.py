@@ -37,8 +37,11 @@ def test_matches_reference_on_random_batches():
     roles = rng.choice(ROLES, n)
     rewards = rng.choice([-1.0, -0.5, 0.0, 0.25, 0.5, 1.0], n) if trial % 2 else rng.normal(size=n)
     eps = [1e-6, 0.0, 0.1][trial % 3]
-    np.testing.assert_allclose(task_relative_advantages(rewards, types, roles, eps),
-                               reference(rewards, types, roles, eps), atol=1e-12)
+    np.testing.assert_allclose(
+        task_relative_advantages(rewards, types, roles, eps),
+        reference(rewards, types, roles, eps),
+        atol=1e-12,
+    )
 
 
 def test_groups_are_separate():

@@ -12,9 +12,22 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
 def test_names_and_aliases():
-  assert set(BENCHMARKS) >= {"math500", "gsm8k", "amc23", "aime24", "aime25", "minerva_math",
-                             "olympiadbench", "mmlu_pro", "supergpqa", "bbeh", "humaneval_plus",
-                             "mbpp_plus", "cruxeval_o", "cruxeval_i"}
+  assert set(BENCHMARKS) >= {
+      "math500",
+      "gsm8k",
+      "amc23",
+      "aime24",
+      "aime25",
+      "minerva_math",
+      "olympiadbench",
+      "mmlu_pro",
+      "supergpqa",
+      "bbeh",
+      "humaneval_plus",
+      "mbpp_plus",
+      "cruxeval_o",
+      "cruxeval_i",
+  }
   assert benchmarks.resolve("mbppplus").name == "mbpp_plus"
   assert benchmarks.resolve("MATH500").name == "math500"
   with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'"):
@@ -48,20 +61,25 @@ def test_json_and_parquet_layouts(tmp_path):
   items = load_benchmark("amc23", str(tmp_path))
   assert [(it["id"], it["answer"]) for it in items] == [("7", "2"), ("8", "4")]
   import datasets
+
   datasets.Dataset.from_list([{"problem": "1+1?", "answer": "2"}]).to_parquet(
-      str(tmp_path / "aime24.parquet"))
+      str(tmp_path / "aime24.parquet")
+  )
   assert load_benchmark("aime24", str(tmp_path))[0]["answer"] == "2"
 
 
 def test_reference_formats():
   minerva = benchmarks.BENCHMARKS["minerva_math"].normalize(
-      {"problem": "p", "solution": "so \\boxed{1} and then \\boxed{\\frac{1}{2}}"}, 0)
+      {"problem": "p", "solution": "so \\boxed{1} and then \\boxed{\\frac{1}{2}}"}, 0
+  )
   assert minerva["answer"] == "\\frac{1}{2}"
   olympiad = benchmarks.BENCHMARKS["olympiadbench"].normalize(
-      {"question": "q", "final_answer": ["$\\sqrt{2}$"], "id": 3}, 0)
+      {"question": "q", "final_answer": ["$\\sqrt{2}$"], "id": 3}, 0
+  )
   assert olympiad == {"id": "3", "question": "q", "answer": "\\sqrt{2}"}
   mmlu = benchmarks.BENCHMARKS["mmlu_pro"].normalize(
-      {"question": "q", "options": ["a", "b"], "answer_index": 1, "answer": None}, 0)
+      {"question": "q", "options": ["a", "b"], "answer_index": 1, "answer": None}, 0
+  )
   assert mmlu["answer"] == "B"
 
 

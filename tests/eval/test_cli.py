@@ -16,12 +16,24 @@ DATA = os.path.join(REPO, "tests", "eval", "data")
 def _cli(*args, timeout=300):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
   env.pop("XLA_FLAGS", None)
-  return subprocess.run([sys.executable, "-m", "rzero_jax.eval", *args], capture_output=True,
-                        text=True, env=env, timeout=timeout, cwd=REPO)
+  return subprocess.run(
+      [sys.executable, "-m", "rzero_jax.eval", *args],
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=timeout,
+      cwd=REPO,
+  )
 
 
-ARGS = [f"--model={TOY}", "--benchmarks=gsm8k,mmlu_pro,humaneval_plus",
-        f"--data_dir={DATA}", "--limit=2", "--max_new_tokens=16", "--dtype=float32"]
+ARGS = [
+    f"--model={TOY}",
+    "--benchmarks=gsm8k,mmlu_pro,humaneval_plus",
+    f"--data_dir={DATA}",
+    "--limit=2",
+    "--max_new_tokens=16",
+    "--dtype=float32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +55,12 @@ def test_cli_on_toy_model_with_limit(single_run):
   assert len(records) == 2
   assert set(records[0]) >= {"id", "prompt", "response", "extracted", "gold", "score"}
   assert records[0]["gold"] == "36" and "<|im_start|>user" in records[0]["prompt"]
-  assert sorted(os.listdir(out)) == ["gsm8k.jsonl", "humaneval_plus.jsonl", "mmlu_pro.jsonl",
-                                     "results.json"]
+  assert sorted(os.listdir(out)) == [
+      "gsm8k.jsonl",
+      "humaneval_plus.jsonl",
+      "mmlu_pro.jsonl",
+      "results.json",
+  ]
 
 
 def test_cli_two_processes_match_one_and_only_process_0_writes(single_run, tmp_path):
@@ -53,12 +69,28 @@ def test_cli_two_processes_match_one_and_only_process_0_writes(single_run, tmp_p
     port = s.getsockname()[1]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
   env.pop("XLA_FLAGS", None)  # one CPU device per process: the mesh spans both processes
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "rzero_jax.eval", *ARGS, f"--out={tmp_path / f'out{i}'}",
-       "--mesh=data:-1", "--strategy=dp", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-      for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              "-m",
+              "rzero_jax.eval",
+              *ARGS,
+              f"--out={tmp_path / f'out{i}'}",
+              "--mesh=data:-1",
+              "--strategy=dp",
+              f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2",
+              f"--process_id={i}",
+          ],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+          env=env,
+          cwd=REPO,
+      )
+      for i in range(2)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
   assert not (tmp_path / "out1").exists()
@@ -70,12 +102,15 @@ def test_cli_two_processes_match_one_and_only_process_0_writes(single_run, tmp_p
     assert a == (single_run[1] / f"{name}.jsonl").read_text()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--benchmarks=gsm8k,nope"], "unknown benchmark 'nope'"),
-    (["--benchmarks=aime24"], "no file for benchmark 'aime24'"),
-    (["--benchmarks=gsm8k", "--samples=0"], "samples"),
-    (["--benchmarks=gsm8k", "--no_such_flag=1"], "no_such_flag"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--benchmarks=gsm8k,nope"], "unknown benchmark 'nope'"),
+        (["--benchmarks=aime24"], "no file for benchmark 'aime24'"),
+        (["--benchmarks=gsm8k", "--samples=0"], "samples"),
+        (["--benchmarks=gsm8k", "--no_such_flag=1"], "no_such_flag"),
+    ],
+)
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, message):
   out = tmp_path / "out"
   r = _cli(f"--model={TOY}", f"--data_dir={DATA}", f"--out={out}", *args, timeout=120)
@@ -89,35 +124,72 @@ def test_evaluate_library_function_with_samples():
   from rzero_jax.eval import evaluate, format_table
   from rzero_jax.models import load_pretrained, load_tokenizer
   from rzero_jax.rzero.prompts import SOLVER_SYSTEM
+
   tokenizer = load_tokenizer(TOY)
   cfg, params = load_pretrained(TOY, dtype="float32")
 
   def toy_messages(name, item):  # the toy model answers its own training prompt
-    return [{"role": "system", "content": SOLVER_SYSTEM}, {"role": "user", "content": item["question"]}]
+    return [
+        {"role": "system", "content": SOLVER_SYSTEM},
+        {"role": "user", "content": item["question"]},
+    ]
 
-  greedy = evaluate(cfg, params, tokenizer, ["gsm8k"], data_dir=DATA, limit=3,
-                    max_new_tokens=16, messages_fn=toy_messages)
+  greedy = evaluate(
+      cfg,
+      params,
+      tokenizer,
+      ["gsm8k"],
+      data_dir=DATA,
+      limit=3,
+      max_new_tokens=16,
+      messages_fn=toy_messages,
+  )
   assert greedy["benchmarks"]["gsm8k"]["items"] == 3
   assert greedy["math_average"] == greedy["benchmarks"]["gsm8k"]["score"]
   assert all(r["response"].strip() for r in greedy["records"]["gsm8k"])
-  again = evaluate(cfg, params, tokenizer, ["gsm8k"], data_dir=DATA, limit=3,
-                   max_new_tokens=16, messages_fn=toy_messages, keep_records=False)
+  again = evaluate(
+      cfg,
+      params,
+      tokenizer,
+      ["gsm8k"],
+      data_dir=DATA,
+      limit=3,
+      max_new_tokens=16,
+      messages_fn=toy_messages,
+      keep_records=False,
+  )
   assert again["benchmarks"] == greedy["benchmarks"] and "records" not in again
-  sampled = evaluate(cfg, params, tokenizer, ["gsm8k"], data_dir=DATA, limit=3, samples=2,
-                     temperature=1.0, max_new_tokens=16, messages_fn=toy_messages)
+  sampled = evaluate(
+      cfg,
+      params,
+      tokenizer,
+      ["gsm8k"],
+      data_dir=DATA,
+      limit=3,
+      samples=2,
+      temperature=1.0,
+      max_new_tokens=16,
+      messages_fn=toy_messages,
+  )
   entry = sampled["benchmarks"]["gsm8k"]
   assert entry["samples"] == 2 and entry["score"] <= entry["pass@k"] <= 1.0
   assert len(sampled["records"]["gsm8k"][0]["responses"]) == 2
   assert "(avg@2; pass@2: gsm8k" in format_table(sampled, "toy")
   from rzero_jax.eval import flat_metrics
-  assert set(flat_metrics(sampled)) == {"eval/gsm8k", "eval/gsm8k/pass@2", "eval/math_average",
-                                        "eval/overall"}
+
+  assert set(flat_metrics(sampled)) == {
+      "eval/gsm8k",
+      "eval/gsm8k/pass@2",
+      "eval/math_average",
+      "eval/overall",
+  }
   with pytest.raises(ValueError, match="temperature"):
     evaluate(cfg, params, tokenizer, ["gsm8k"], data_dir=DATA, samples=2, temperature=0.0)
 
 
 def test_process_shards_cover_every_job_once():
   from rzero_jax.eval.runner import process_shard
+
   for n in (0, 1, 7, 64):
     for count in (1, 2, 3, 8):
       shards = [process_shard(n, i, count) for i in range(count)]

@@ -18,8 +18,15 @@ FULL = os.environ.get("RZERO_EVAL_FULL", "") not in ("", "0")
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"{DATA} is absent")
 
-MATH = {"math500": 500, "gsm8k": 1319, "aime24": 30, "aime25": 30, "amc23": 40,
-        "minerva_math": 272, "olympiadbench": 675}
+MATH = {
+    "math500": 500,
+    "gsm8k": 1319,
+    "aime24": 30,
+    "aime25": 30,
+    "amc23": 40,
+    "minerva_math": 272,
+    "olympiadbench": 675,
+}
 
 
 def _rows(file):
@@ -38,7 +45,7 @@ def _independent_gold(name, row):
     while depth:
       depth += {"{": 1, "}": -1}.get(text[i], 0)
       i += 1
-    return text[start:i - 1]
+    return text[start : i - 1]
   if name == "olympiadbench":
     return row["final_answer"][0].strip("$")
   return str(row["answer"])
@@ -55,8 +62,10 @@ def test_math_gold_scores_one_and_other_gold_does_not(name):
   assert sum(scores) / len(items) >= 0.995, misses
   # another item's gold (the next one whose gold differs as text) scores 1 on at most 3%
   n = len(golds)
-  other = [next(golds[(i + k) % n] for k in range(1, n) if golds[(i + k) % n] != golds[i])
-           for i in range(n)]
+  other = [
+      next(golds[(i + k) % n] for k in range(1, n) if golds[(i + k) % n] != golds[i])
+      for i in range(n)
+  ]
   crossed = score_many(name, items, [f"\\boxed{{{g}}}" for g in other])
   assert sum(crossed) / n <= 0.03
 
@@ -74,16 +83,18 @@ def test_mbpp_plus_canonical_passes_and_wrong_solutions_fail():
   assert len(items) == 378 and items[0]["id"] == "Mbpp/2"
   subset = items if FULL else items[::8]
   block = "```python\n{}\n```"
-  scores = score_many("mbpp_plus", subset,
-                      [block.format(it["canonical_solution"]) for it in subset])
+  scores = score_many(
+      "mbpp_plus", subset, [block.format(it["canonical_solution"]) for it in subset]
+  )
   failed = [it["id"] for it, s in zip(subset, scores) if s < 1]
   assert sum(scores) / len(subset) >= 0.98, failed
   # a wrong solution: the next task's canonical solution under this task's name
   wrong = []
   for i, it in enumerate(subset):
     nxt = subset[(i + 1) % len(subset)]
-    wrong.append(block.format(nxt["canonical_solution"]
-                              + f"\n{it['entry_point']} = {nxt['entry_point']}\n"))
+    wrong.append(
+        block.format(nxt["canonical_solution"] + f"\n{it['entry_point']} = {nxt['entry_point']}\n")
+    )
   assert sum(score_many("mbpp_plus", subset, wrong)) == 0
 
 
@@ -93,12 +104,24 @@ def test_cruxeval_golds():
   assert len(out_items) == len(in_items) == 800
   subset = range(0, 800, 8)
   o = [out_items[i] for i in subset]
-  assert sum(score_many("cruxeval_o", o, [f"```python\nassert f({it['input']}) == {it['output']}\n```"
-                                          for it in o])) == len(o)
+  assert sum(
+      score_many(
+          "cruxeval_o",
+          o,
+          [f"```python\nassert f({it['input']}) == {it['output']}\n```" for it in o],
+      )
+  ) == len(o)
   i_items = [in_items[i] for i in subset]
-  assert sum(score_many("cruxeval_i", i_items,
-                        [f"```python\nassert f({it['input']}) == {it['output']}\n```"
-                         for it in i_items])) == len(i_items)
-  shifted = [f"```python\nassert f({o[(k + 1) % len(o)]['input']}) == "
-             f"{o[(k + 1) % len(o)]['output']}\n```" for k in range(len(o))]
+  assert sum(
+      score_many(
+          "cruxeval_i",
+          i_items,
+          [f"```python\nassert f({it['input']}) == {it['output']}\n```" for it in i_items],
+      )
+  ) == len(i_items)
+  shifted = [
+      f"```python\nassert f({o[(k + 1) % len(o)]['input']}) == "
+      f"{o[(k + 1) % len(o)]['output']}\n```"
+      for k in range(len(o))
+  ]
   assert sum(score_many("cruxeval_o", o, shifted)) <= 0.03 * len(o)

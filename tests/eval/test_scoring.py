@@ -16,18 +16,22 @@ def _items(name, file=None):
 
 # ---------------------------------------------------------------- extraction
 
-@pytest.mark.parametrize("response,letter", [
-    ("so \\boxed{B}", "B"),
-    ("\\boxed{(C)}", "C"),
-    ("\\boxed{\\text{D}}", "D"),
-    ("\\boxed{A. Mars}", "A"),
-    ("first \\boxed{A} then \\boxed{C}", "C"),
-    ("The answer is (B).", "B"),
-    ("Final Answer: C", "C"),
-    ("I am not sure.", None),
-    ("\\boxed{Z}", None),
-    ("", None),
-])
+
+@pytest.mark.parametrize(
+    "response,letter",
+    [
+        ("so \\boxed{B}", "B"),
+        ("\\boxed{(C)}", "C"),
+        ("\\boxed{\\text{D}}", "D"),
+        ("\\boxed{A. Mars}", "A"),
+        ("first \\boxed{A} then \\boxed{C}", "C"),
+        ("The answer is (B).", "B"),
+        ("Final Answer: C", "C"),
+        ("I am not sure.", None),
+        ("\\boxed{Z}", None),
+        ("", None),
+    ],
+)
 def test_choice_letter(response, letter):
   assert scoring.choice_letter(response, 10) == letter
 
@@ -36,16 +40,19 @@ def test_choice_letter_respects_option_count():
   assert scoring.choice_letter("\\boxed{E}", 4) is None
 
 
-@pytest.mark.parametrize("response,reference,ok", [
-    ("The answer is (B).", "(B)", True),
-    ("The answer is: b", "(B)", True),
-    ("\\boxed{42}", "42", True),
-    ("The answer is 42.0", "42", True),
-    ("The answer is apple, pear", "apple, pear", True),
-    ("The answer is 'yes'", "yes", True),
-    ("The answer is [x]", "x", True),
-    ("The answer is 41", "42", False),
-])
+@pytest.mark.parametrize(
+    "response,reference,ok",
+    [
+        ("The answer is (B).", "(B)", True),
+        ("The answer is: b", "(B)", True),
+        ("\\boxed{42}", "42", True),
+        ("The answer is 42.0", "42", True),
+        ("The answer is apple, pear", "apple, pear", True),
+        ("The answer is 'yes'", "yes", True),
+        ("The answer is [x]", "x", True),
+        ("The answer is 41", "42", False),
+    ],
+)
 def test_bbeh_fuzzy_match(response, reference, ok):
   assert scoring.bbeh_match(scoring.bbeh_prediction(response), reference) is ok
 
@@ -68,6 +75,7 @@ def test_crux_answer():
 
 # ---------------------------------------------------------------- math
 
+
 def test_math_scores():
   items = _items("math500")
   assert [it["answer"] for it in items] == ["7", "\\frac{3}{4}"]
@@ -89,6 +97,7 @@ def test_score_accepts_raw_rows():
 
 
 # ---------------------------------------------------------------- multiple choice, BBEH
+
 
 def test_mmlu_pro_and_supergpqa():
   mmlu = _items("mmlu_pro")
@@ -115,6 +124,7 @@ def test_bbeh_task_file_format(tmp_path):
 
 # ---------------------------------------------------------------- code
 
+
 def _block(code):
   return f"Here it is:\n```python\n{code}```\n"
 
@@ -125,9 +135,11 @@ def test_humaneval_plus_canonical_and_wrong():
   assert score_many("humaneval_plus", items, good) == [1.0, 1.0, 1.0]
   # a completion (function body only) is run after the prompt, as EvalPlus does
   assert score("humaneval_plus", items[0], _block("    return x + y\n")) == 1.0
-  wrong = [_block("def add(x, y):\n    return x - y\n"),
-           _block("def mean(numbers):\n    return sum(numbers) / (len(numbers) + 1)\n"),
-           _block("def find_zero(xs):\n    return 12345.0\n")]
+  wrong = [
+      _block("def add(x, y):\n    return x - y\n"),
+      _block("def mean(numbers):\n    return sum(numbers) / (len(numbers) + 1)\n"),
+      _block("def find_zero(xs):\n    return 12345.0\n"),
+  ]
   assert score_many("humaneval_plus", items, wrong) == [0.0, 0.0, 0.0]
 
 
@@ -145,11 +157,14 @@ def test_code_runs_in_the_sandbox_with_time_limits():
   items = _items("humaneval_plus")
   hang = _block("def add(x, y):\n    while True:\n        pass\n")
   assert score("humaneval_plus", items[0], hang) == 0.0
-  fake = _block("class A:\n    def __eq__(self, o):\n        return True\n"
-                "def add(x, y):\n    return A()\n")
+  fake = _block(
+      "class A:\n    def __eq__(self, o):\n        return True\n" "def add(x, y):\n    return A()\n"
+  )
   assert score("humaneval_plus", items[0], fake) == 0.0
-  escape = _block("import os\ndef add(x, y):\n    os.system('touch /tmp/rzero_eval_pwned')\n"
-                  "    return x + y\n")
+  escape = _block(
+      "import os\ndef add(x, y):\n    os.system('touch /tmp/rzero_eval_pwned')\n"
+      "    return x + y\n"
+  )
   score("humaneval_plus", items[0], escape)
   assert not os.path.exists("/tmp/rzero_eval_pwned")
 
@@ -160,7 +175,9 @@ def test_hub_test_script_format():
   assert score("humaneval_plus", he[0], _block("def add(x, y):\n    return x * y\n")) == 0.0
   # the hub's usual script: tests read as literals (tuples kept), compared here, numpy not needed
   assert he[1]["expected_output"][1] == 3.0 and he[1]["base_input"][3] == [(1.0, 2.0, 4.0)]
-  assert score("humaneval_plus", he[1], _block("def mean(xs):\n    return sum(xs) / len(xs)\n")) == 1
+  assert (
+      score("humaneval_plus", he[1], _block("def mean(xs):\n    return sum(xs) / len(xs)\n")) == 1
+  )
   assert score("humaneval_plus", he[1], _block("def mean(xs):\n    return xs[0]\n")) == 0.0
   mbpp = _items("mbpp_plus", "mbpp_plus_hub.jsonl")
   assert mbpp[0]["id"] == "Mbpp/2" and mbpp[0]["entry_point"] == "similar_elements"
@@ -175,20 +192,25 @@ def test_no_code_scores_zero():
 
 # ---------------------------------------------------------------- CRUXEval
 
+
 def test_cruxeval_output_mode():
   items = _items("cruxeval_o")
-  responses = ["```python\nassert f([3, 1, 2]) == [3, 2, 1]\n```",
-               "```python\nassert f('ab', 2) == 'ab' * 2\n```",  # an expression, run in the sandbox
-               "```python\nassert f((1, 2)) == 3\n```"]
+  responses = [
+      "```python\nassert f([3, 1, 2]) == [3, 2, 1]\n```",
+      "```python\nassert f('ab', 2) == 'ab' * 2\n```",  # an expression, run in the sandbox
+      "```python\nassert f((1, 2)) == 3\n```",
+  ]
   assert score_many("cruxeval_o", items, responses) == [1.0, 1.0, 0.0]
 
 
 def test_cruxeval_input_mode():
   items = _items("cruxeval_i")
   assert items[2]["answer"] == "(1, 2)"
-  responses = ["```python\nassert f([1, 2, 3]) == [3, 2, 1]\n```",  # any input that works
-               "```python\nassert f('abab', 1) == 'abab'\n```",
-               "```python\nassert f((1, 2, 3)) == 2\n```"]
+  responses = [
+      "```python\nassert f([1, 2, 3]) == [3, 2, 1]\n```",  # any input that works
+      "```python\nassert f('abab', 1) == 'abab'\n```",
+      "```python\nassert f((1, 2, 3)) == 2\n```",
+  ]
   assert score_many("cruxeval_i", items, responses) == [1.0, 1.0, 0.0]
   assert score("cruxeval_i", items[2], "```python\nassert f([7, 8]) == 2\n```") == 1.0
   assert score("cruxeval_i", items[0], "```python\nassert f(__import__('os')) == 1\n```") == 0.0
@@ -207,12 +229,21 @@ def test_cruxeval_bare_answers():
 
 
 def test_mbpp_not_none_oracle_and_opaque_outputs():
-  item = {"task_id": "Mbpp/737", "id": "Mbpp/737", "question": "q", "benchmark": "mbpp_plus",
-          "prompt": '"""\nCheck whether the string starts with a vowel.\n"""\n',
-          "entry_point": "check_str", "atol": 0,
-          "canonical_solution": "import re\ndef check_str(s):\n  return re.search('^[aeiou]', s)\n",
-          "base_input": [["annie"], ["dawood"]], "plus_input": [["else"], ["xyz"]]}
+  item = {
+      "task_id": "Mbpp/737",
+      "id": "Mbpp/737",
+      "question": "q",
+      "benchmark": "mbpp_plus",
+      "prompt": '"""\nCheck whether the string starts with a vowel.\n"""\n',
+      "entry_point": "check_str",
+      "atol": 0,
+      "canonical_solution": "import re\ndef check_str(s):\n  return re.search('^[aeiou]', s)\n",
+      "base_input": [["annie"], ["dawood"]],
+      "plus_input": [["else"], ["xyz"]],
+  }
   assert score("mbpp_plus", item, _block(item["canonical_solution"])) == 1.0
   # EvalPlus only checks "is not None" here: another truthy object passes, None everywhere fails
-  assert score("mbpp_plus", item, _block("def check_str(s):\n  return s[0] in 'aeiou' or None\n")) == 1
+  assert (
+      score("mbpp_plus", item, _block("def check_str(s):\n  return s[0] in 'aeiou' or None\n")) == 1
+  )
   assert score("mbpp_plus", item, _block("def check_str(s):\n  return None\n")) == 0.0

@@ -9,8 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rzero_jax.models import (ModelConfig, config_from_hf_dict, forward, load_pretrained,
-                              save_pretrained)
+from rzero_jax.models import (
+    ModelConfig,
+    config_from_hf_dict,
+    forward,
+    load_pretrained,
+    save_pretrained,
+)
 from tests import hf_fixtures
 
 TOKENS = np.random.RandomState(0).randint(0, 97, size=(2, 24))
@@ -31,12 +36,18 @@ VARIANTS = {
     "qwen3_untied_theta": ("qwen3", dict(tie_word_embeddings=False, rope_theta=5e6, head_dim=8)),
     "qwen3_mqa_bias": ("qwen3", dict(num_key_value_heads=1, attention_bias=True)),
     "qwen2_bias": ("qwen2", {}),
-    "qwen2_tied_gqa4": ("qwen2", dict(tie_word_embeddings=True, num_key_value_heads=1,
-                                      hidden_size=64, num_attention_heads=4)),
+    "qwen2_tied_gqa4": (
+        "qwen2",
+        dict(
+            tie_word_embeddings=True, num_key_value_heads=1, hidden_size=64, num_attention_heads=4
+        ),
+    ),
     "llama3_scaling": ("llama", {}),
     "llama_linear": ("llama", dict(rope_scaling=dict(rope_type="linear", factor=2.0))),
-    "llama_plain_mlp_bias": ("llama", dict(rope_scaling=None, mlp_bias=True, attention_bias=True,
-                                           tie_word_embeddings=True)),
+    "llama_plain_mlp_bias": (
+        "llama",
+        dict(rope_scaling=None, mlp_bias=True, attention_bias=True, tie_word_embeddings=True),
+    ),
 }
 
 
@@ -97,6 +108,7 @@ def test_single_file_path(tiny_qwen3_dir):
 
 def test_tied_lm_head_duplicate_is_checked_and_dropped(tmp_path):
   from safetensors.numpy import load_file, save_file
+
   path = hf_fixtures.save_tiny_model(tmp_path, "qwen3")
   file = os.path.join(path, "model.safetensors")
   state = load_file(file)
@@ -131,6 +143,7 @@ def test_gradients_through_scan_and_remat_agree(tiny_qwen3_dir):
 
 # ----- errors -------------------------------------------------------------------------------
 
+
 def test_missing_config_json(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.json"):
     load_pretrained(str(tmp_path))
@@ -161,6 +174,7 @@ def test_dtype_typo(tiny_qwen3_dir):
 
 def test_missing_tensor(tmp_path):
   from safetensors.numpy import load_file, save_file
+
   path = hf_fixtures.save_tiny_model(tmp_path, "qwen3")
   file = os.path.join(path, "model.safetensors")
   state = load_file(file)
@@ -172,6 +186,7 @@ def test_missing_tensor(tmp_path):
 
 def test_misshapen_tensor(tmp_path):
   from safetensors.numpy import load_file, save_file
+
   path = hf_fixtures.save_tiny_model(tmp_path, "qwen3")
   file = os.path.join(path, "model.safetensors")
   state = load_file(file)
@@ -235,8 +250,12 @@ def test_save_into_existing_directory_keeps_other_files(tmp_path):
   cfg, params = load_pretrained(path, dtype="float32")
   params = jax.tree.map(lambda p: p * 2, params)
   save_pretrained(cfg, params, path)
-  assert sorted(os.listdir(path)) == ["config.json", "generation_config.json", "model.safetensors",
-                                      "notes.txt"]
+  assert sorted(os.listdir(path)) == [
+      "config.json",
+      "generation_config.json",
+      "model.safetensors",
+      "notes.txt",
+  ]
   assert (tmp_path / "model" / "notes.txt").read_text() == "keep me"
   jax.tree.map(np.testing.assert_array_equal, load_pretrained(path, dtype="float32")[1], params)
   assert os.listdir(tmp_path) == ["model"]
@@ -246,7 +265,8 @@ def test_save_into_existing_directory_keeps_other_files(tmp_path):
 
 def test_forward_takes_lists_and_rejects_a_flat_sequence(tiny_qwen3_dir):
   cfg, params = load_pretrained(tiny_qwen3_dir, dtype="float32")
-  np.testing.assert_array_equal(np.asarray(forward(cfg, params, TOKENS.tolist())),
-                                np.asarray(forward(cfg, params, TOKENS)))
+  np.testing.assert_array_equal(
+      np.asarray(forward(cfg, params, TOKENS.tolist())), np.asarray(forward(cfg, params, TOKENS))
+  )
   with pytest.raises(ValueError, match=r"\[batch, length\]"):
     forward(cfg, params, TOKENS[0])

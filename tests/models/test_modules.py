@@ -10,16 +10,41 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rzero_jax.models import (ModelConfig, build_model, combine_params, forward, init_lora,
-                              init_params, load_pretrained, merge_lora, param_axes, save_pretrained,
-                              split_lora)
-from rzero_jax.models.decoder import (default_positions, forward_with_cache, init_cache,
-                                      unstack_cache, unstack_layers)
+from rzero_jax.models import (
+    ModelConfig,
+    build_model,
+    combine_params,
+    forward,
+    init_lora,
+    init_params,
+    load_pretrained,
+    merge_lora,
+    param_axes,
+    save_pretrained,
+    split_lora,
+)
+from rzero_jax.models.decoder import (
+    default_positions,
+    forward_with_cache,
+    init_cache,
+    unstack_cache,
+    unstack_layers,
+)
 from rzero_jax.training import TrainConfig, init_train_state, make_train_step
 from tests import hf_fixtures
 
-CFG = ModelConfig("qwen3", vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True, tie_embeddings=False)
+CFG = ModelConfig(
+    "qwen3",
+    vocab_size=61,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    qk_norm=True,
+    tie_embeddings=False,
+)
 TOKENS = np.random.RandomState(1).randint(0, 61, size=(2, 10)).astype(np.int32)
 MASK = np.ones_like(TOKENS)
 MASK[0, :3] = 0  # left padding
@@ -27,8 +52,9 @@ MASK[0, :3] = 0  # left padding
 
 def test_apply_equals_forward_for_every_family(tmp_path):
   for family in ("qwen3", "qwen2", "llama"):
-    cfg, params = load_pretrained(hf_fixtures.save_tiny_model(tmp_path / family, family),
-                                  dtype="float32")
+    cfg, params = load_pretrained(
+        hf_fixtures.save_tiny_model(tmp_path / family, family), dtype="float32"
+    )
     out = build_model(cfg).apply({"params": params}, TOKENS, MASK)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(forward(cfg, params, TOKENS, MASK)))
 
@@ -46,6 +72,7 @@ def test_param_axes_come_from_the_module_declarations():
 
 def test_sharding_does_not_import_the_model():
   import rzero_jax.sharding as sharding
+
   source = open(sharding.__file__).read()
   assert "rzero_jax.models" not in source
 
@@ -63,7 +90,7 @@ def _decode_logits(cfg, params, scan):
   logits, cache = step(p, TOKENS[:, :4], positions[:, :4], cache, 0)
   out = [logits]
   for i in range(4, TOKENS.shape[1]):
-    logits, cache = step(p, TOKENS[:, i:i + 1], positions[:, i:i + 1], cache, i)
+    logits, cache = step(p, TOKENS[:, i : i + 1], positions[:, i : i + 1], cache, i)
     out.append(logits)
   return np.concatenate([np.asarray(o) for o in out], axis=1)
 
@@ -100,8 +127,11 @@ def test_fresh_adapters_leave_the_model_unchanged():
   base = init_params(CFG, jax.random.key(0), std=0.2)
   adapters = init_lora(LORA_CFG, jax.random.key(1))
   assert all(np.all(np.asarray(v) == 0) for k, v in adapters["layers"].items() if k.endswith("_b"))
-  np.testing.assert_allclose(forward(LORA_CFG, combine_params(base, adapters), TOKENS, MASK),
-                             forward(CFG, base, TOKENS, MASK), atol=1e-6)
+  np.testing.assert_allclose(
+      forward(LORA_CFG, combine_params(base, adapters), TOKENS, MASK),
+      forward(CFG, base, TOKENS, MASK),
+      atol=1e-6,
+  )
 
 
 def test_merged_adapters_compute_the_adapted_model():
@@ -122,8 +152,12 @@ def test_lora_train_step_changes_only_adapters():
   assert set(state.params["layers"]) == set(split_lora(param_axes(LORA_CFG))[1]["layers"])
   before = jax.tree.map(np.asarray, state.params)
   rng = np.random.default_rng(0)
-  batch = {"tokens": TOKENS, "attention_mask": MASK,
-           "loss_mask": MASK * (np.arange(10) >= 5), "advantages": rng.normal(size=2).astype(np.float32)}
+  batch = {
+      "tokens": TOKENS,
+      "attention_mask": MASK,
+      "loss_mask": MASK * (np.arange(10) >= 5),
+      "advantages": rng.normal(size=2).astype(np.float32),
+  }
   step = make_train_step(LORA_CFG, train_cfg)
   state, metrics = step(state, batch, base)
   assert float(metrics["skipped"]) == 0
@@ -149,6 +183,7 @@ def test_merged_export_loads_in_transformers_with_the_adapted_logits(tmp_path, t
 
 # --- broken checkpoints: one line naming the file ----------------------------------------------
 
+
 def _one_line_error(path, match):
   with pytest.raises(Exception) as info:
     load_pretrained(path)
@@ -161,7 +196,7 @@ def test_truncated_safetensors_names_the_file(tmp_path):
   file = os.path.join(path, "model.safetensors")
   data = open(file, "rb").read()
   with open(file, "wb") as f:
-    f.write(data[:len(data) // 2])
+    f.write(data[: len(data) // 2])
   _one_line_error(path, "model.safetensors")
 
 
@@ -196,9 +231,18 @@ def test_per_layer_params_run_the_loop_even_with_scan_layers():
   params = init_params(cfg, jax.random.key(0), std=0.2)
   kv_valid = jnp.asarray(MASK, bool)
   positions = default_positions(kv_valid)
-  stacked, _ = forward_with_cache(cfg, params, TOKENS, positions, init_cache(cfg, 2, 10), 0, kv_valid)
-  lists, cache = forward_with_cache(cfg, unstack_layers(params), TOKENS, positions,
-                                    unstack_cache(init_cache(cfg, 2, 10)), 0, kv_valid)
+  stacked, _ = forward_with_cache(
+      cfg, params, TOKENS, positions, init_cache(cfg, 2, 10), 0, kv_valid
+  )
+  lists, cache = forward_with_cache(
+      cfg,
+      unstack_layers(params),
+      TOKENS,
+      positions,
+      unstack_cache(init_cache(cfg, 2, 10)),
+      0,
+      kv_valid,
+  )
   assert isinstance(cache["k"], list)
   keep = MASK.astype(bool)
   np.testing.assert_allclose(np.asarray(lists)[keep], np.asarray(stacked)[keep], atol=1e-5)

@@ -2,25 +2,36 @@
 
 import pytest
 
-from rzero_jax.models import (encode_chat, load_tokenizer, pad_token_id, render_chat,
-                              stop_token_ids)
+from rzero_jax.models import (
+    encode_chat,
+    load_tokenizer,
+    pad_token_id,
+    render_chat,
+    stop_token_ids,
+)
 
-QWEN_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "two plus two"}]
 
 
 def _save_tokenizer(path, chat_template=None):
   from tokenizers import Tokenizer, models, pre_tokenizers
   from transformers import PreTrainedTokenizerFast
+
   words = ["system", "user", "assistant", "be", "brief", "two", "plus", ":", "\n"]
   specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
   vocab = {w: i for i, w in enumerate(specials + words + ["[UNK]"])}
   tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
   tok.pre_tokenizer = pre_tokenizers.Split(r"\s+|:|\n", behavior="isolated")
-  fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                 pad_token="<|endoftext|>",
-                                 additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+  fast = PreTrainedTokenizerFast(
+      tokenizer_object=tok,
+      eos_token="<|endoftext|>",
+      pad_token="<|endoftext|>",
+      additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+  )
   if chat_template:
     fast.chat_template = chat_template
   fast.save_pretrained(path)
@@ -30,13 +41,17 @@ def _save_tokenizer(path, chat_template=None):
 def test_chat_template_rendering_and_stop_tokens(tmp_path):
   tok = load_tokenizer(_save_tokenizer(tmp_path, QWEN_TEMPLATE))
   text = render_chat(tok, MESSAGES)
-  assert text == ("<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\ntwo plus two<|im_end|>\n"
-                  "<|im_start|>assistant\n")
+  assert text == (
+      "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\ntwo plus two<|im_end|>\n"
+      "<|im_start|>assistant\n"
+  )
   ids = encode_chat(tok, MESSAGES)
   assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>")
   stops = stop_token_ids(tok)
-  assert set(stops) == {tok.convert_tokens_to_ids("<|endoftext|>"),
-                        tok.convert_tokens_to_ids("<|im_end|>")}
+  assert set(stops) == {
+      tok.convert_tokens_to_ids("<|endoftext|>"),
+      tok.convert_tokens_to_ids("<|im_end|>"),
+  }
   assert pad_token_id(tok) == tok.convert_tokens_to_ids("<|endoftext|>")
 
 

@@ -1,5 +1,6 @@
 """RZeroRun's setup and update on 8 simulated devices: loading straight onto the mesh, how many
-copies of the weights the roles hold, master-weight dtype, phase starts, the old-policy recompute."""
+copies of the weights the roles hold, master-weight dtype, phase starts, the old-policy recompute.
+"""
 
 import os
 import warnings
@@ -55,8 +56,9 @@ def _matrix_shapes(cfg) -> set:
   return {tuple(shape) for names, shape in pairs if len([a for a in names if a != "layers"]) >= 2}
 
 
-def test_loading_on_an_fsdp_mesh_never_puts_a_whole_matrix_on_one_device(base_model, tmp_path,
-                                                                        monkeypatch):
+def test_loading_on_an_fsdp_mesh_never_puts_a_whole_matrix_on_one_device(
+    base_model, tmp_path, monkeypatch
+):
   placements = []
   real_callback, real_put = jax.make_array_from_callback, jax.device_put
 
@@ -98,8 +100,9 @@ def test_param_dtype_reaches_master_weights_and_adamw_state(base_model, tmp_path
   with pytest.warns(RuntimeWarning, match="param_dtype=bfloat16"):
     run = _run(_config(base_model, param_dtype="bfloat16"), tmp_path)
   for tree in (run.solver.state.params, run.solver.state.opt_state, run.challenger.state.params):
-    float_leaves = [x for x in jax.tree.leaves(tree) if jax.numpy.issubdtype(x.dtype,
-                                                                             jax.numpy.floating)]
+    float_leaves = [
+        x for x in jax.tree.leaves(tree) if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)
+    ]
     assert float_leaves and all(x.dtype == jax.numpy.bfloat16 for x in float_leaves)
   with warnings.catch_warnings():
     warnings.simplefilter("error", RuntimeWarning)
@@ -108,19 +111,30 @@ def test_param_dtype_reaches_master_weights_and_adamw_state(base_model, tmp_path
 
 
 @pytest.mark.parametrize("fresh", [True, False])
-def test_phase_start_sets_the_reference_and_optionally_a_fresh_optimizer(base_model, tmp_path,
-                                                                       fresh):
+def test_phase_start_sets_the_reference_and_optionally_a_fresh_optimizer(
+    base_model, tmp_path, fresh
+):
   run = _run(_config(base_model, fresh_optimizer_each_phase=fresh), tmp_path)
   prompt_ids = [run.challenger_prompt] * 8
-  out = run.sample(run.challenger, prompt_ids, num_samples=4, seed=1, temperature=1.0, top_p=1.0,
-                    max_new_tokens=24)
+  out = run.sample(
+      run.challenger,
+      prompt_ids,
+      num_samples=4,
+      seed=1,
+      temperature=1.0,
+      top_p=1.0,
+      max_new_tokens=24,
+  )
   run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   assert int(run.challenger.state.step) == 1
   trained = jax.tree.map(np.asarray, run.challenger.params)
   run.start_phase(run.challenger)
   assert int(run.challenger.state.step) == (0 if fresh else 1)
-  moments = [np.abs(np.asarray(x)).max() for x in jax.tree.leaves(run.challenger.state.opt_state)
-             if x.ndim >= 2]
+  moments = [
+      np.abs(np.asarray(x)).max()
+      for x in jax.tree.leaves(run.challenger.state.opt_state)
+      if x.ndim >= 2
+  ]
   assert (max(moments) == 0) == fresh
   for tree in (run.challenger.params, run.ref_params):  # weights kept; reference = them
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, tree), trained)
@@ -131,8 +145,15 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
   config.challenger.train.kl_coef = 0.01
   run = _run(config, tmp_path)
   prompt_ids = [run.challenger_prompt] * 8
-  out = run.sample(run.challenger, prompt_ids, num_samples=4, seed=3, temperature=1.0, top_p=1.0,
-                    max_new_tokens=24)
+  out = run.sample(
+      run.challenger,
+      prompt_ids,
+      num_samples=4,
+      seed=3,
+      temperature=1.0,
+      top_p=1.0,
+      max_new_tokens=24,
+  )
   metrics = run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] == 0.0
   assert 0.0 <= metrics["logprob_mismatch"] < 0.05
@@ -140,7 +161,14 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
 
   # Without the recompute, a sampler at another temperature gives ratios far from 1: clipped.
   run = _run(_config(base_model, recompute_old_logprobs=False), tmp_path / "sampler")
-  hot = run.sample(run.challenger, prompt_ids, num_samples=4, seed=3, temperature=3.0,
-                    top_p=1.0, max_new_tokens=24)
+  hot = run.sample(
+      run.challenger,
+      prompt_ids,
+      num_samples=4,
+      seed=3,
+      temperature=3.0,
+      top_p=1.0,
+      max_new_tokens=24,
+  )
   metrics = run._grpo_update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] > 0.1 and "logprob_mismatch" not in metrics

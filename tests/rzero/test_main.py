@@ -13,10 +13,16 @@ from experiments.toy_arith.build import ensure_base_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The smoke demo made smaller still, so three runs fit in CI time.
-TINY = ["--config=experiments/demo.py:smoke", "--config.challenger.prompts_per_step=8",
-        "--config.challenger.prompts_per_update=8", "--config.challenger.train.micro_batch_size=32",
-        "--config.dataset.num_candidates=32", "--config.solver.prompts_per_step=16",
-        "--config.solver.prompts_per_update=16", "--config.checkpoint_every_steps=1"]
+TINY = [
+    "--config=experiments/demo.py:smoke",
+    "--config.challenger.prompts_per_step=8",
+    "--config.challenger.prompts_per_update=8",
+    "--config.challenger.train.micro_batch_size=32",
+    "--config.dataset.num_candidates=32",
+    "--config.solver.prompts_per_step=16",
+    "--config.solver.prompts_per_update=16",
+    "--config.checkpoint_every_steps=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +31,20 @@ def base_model():
 
 
 def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
   env.pop("PYTEST_CURRENT_TEST", None)
   return env
 
 
 def _launch(workdir, *flags):
-  return subprocess.Popen([sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *flags],
-                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  return subprocess.Popen(
+      [sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *flags],
+      cwd=REPO,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
 
 
 def _run(workdir, *flags, timeout=600):
@@ -60,8 +70,12 @@ def _toy_gsm8k(directory) -> str:
 
 
 def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
-  flags = [*TINY, f"--config.model_path={base_model}", "--config.eval.benchmarks=gsm8k",
-           f"--config.eval.data_dir={_toy_gsm8k(tmp_path / 'bench')}"]
+  flags = [
+      *TINY,
+      f"--config.model_path={base_model}",
+      "--config.eval.benchmarks=gsm8k",
+      f"--config.eval.data_dir={_toy_gsm8k(tmp_path / 'bench')}",
+  ]
   straight = tmp_path / "straight"
   code, out = _run(straight, *flags)
   assert code == 0, out
@@ -71,8 +85,13 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   assert "held-out acc" in out  # the final table
   for point in ("base", "iter_1"):  # rzero_jax.eval after each iteration
     assert 0.0 <= summary["benchmarks"][point]["eval/gsm8k"] <= 1.0
-  for sub in ("checkpoints", "tb", "data/iter_1.jsonl", "export/iter_1/solver/config.json",
-              "export/iter_1/challenger/model.safetensors"):
+  for sub in (
+      "checkpoints",
+      "tb",
+      "data/iter_1.jsonl",
+      "export/iter_1/solver/config.json",
+      "export/iter_1/challenger/model.safetensors",
+  ):
     assert os.path.exists(straight / sub), sub
   records = [json.loads(line) for line in open(straight / "data" / "iter_1.jsonl")]
   for r in records:
@@ -97,17 +116,20 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   assert _summary(killed) == summary
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--config.challenger.no_such_field=3"], "no_such_field"),
-    (["--mesh=data:3"], "needs 3 devices"),
-    (["--config.model_path=/no/such/dir"], "does not exist"),
-    (["--strategy=diagonal"], "Unknown sharding strategy 'diagonal'"),
-    (["--config.challenger.train.learning_rte=1.0"], "learning_rte"),
-    (["--config.solver.prompts_per_update=7"], "must be a multiple"),
-    (["--config.challenger.prompts_per_update=0"], "prompts_per_update must be >= 1"),
-    (["--config.solver.group_size=1"], "group_size must be >= 2"),
-    (["--config.eval.benchmarks=math500,gsm9k"], "gsm9k"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--config.challenger.no_such_field=3"], "no_such_field"),
+        (["--mesh=data:3"], "needs 3 devices"),
+        (["--config.model_path=/no/such/dir"], "does not exist"),
+        (["--strategy=diagonal"], "Unknown sharding strategy 'diagonal'"),
+        (["--config.challenger.train.learning_rte=1.0"], "learning_rte"),
+        (["--config.solver.prompts_per_update=7"], "must be a multiple"),
+        (["--config.challenger.prompts_per_update=0"], "prompts_per_update must be >= 1"),
+        (["--config.solver.group_size=1"], "group_size must be >= 2"),
+        (["--config.eval.benchmarks=math500,gsm9k"], "gsm9k"),
+    ],
+)
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
   code, out = _run(tmp_path / "w", *TINY, *model, *flags, timeout=300)
@@ -139,7 +161,9 @@ def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
     steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
-    if steps and max(map(int, steps)) >= 4:  # inside the Solver phase: its adapters are the reference
+    if (
+        steps and max(map(int, steps)) >= 4
+    ):  # inside the Solver phase: its adapters are the reference
       break
     time.sleep(0.2)
   assert proc.poll() is None, "the run finished before it could be killed"
@@ -153,6 +177,7 @@ def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
   import numpy as np
   import torch
   from transformers import AutoModelForCausalLM
+
   tokens = torch.tensor([[1, 5, 9, 13, 17, 21]])
   with torch.no_grad():
     base = AutoModelForCausalLM.from_pretrained(base_model).eval()(tokens).logits.numpy()

@@ -23,8 +23,13 @@ TIMEOUT_S = 600
 def flags():
   model = ensure_base_model(os.path.join(REPO, ".cache"))
   # KL on (the default coefficient), so reference log-probs cross the device/host boundary too.
-  return [*TINY, f"--config.model_path={model}", "--config.solver.train.kl_coef=0.01",
-          "--config.challenger.train.kl_coef=0.01", "--mesh=data:4"]
+  return [
+      *TINY,
+      f"--config.model_path={model}",
+      "--config.solver.train.kl_coef=0.01",
+      "--config.challenger.train.kl_coef=0.01",
+      "--mesh=data:4",
+  ]
 
 
 def _launch(workdir, flags, *, num_processes, devices_per_process, log_dir):
@@ -32,15 +37,28 @@ def _launch(workdir, flags, *, num_processes, devices_per_process, log_dir):
   procs = []
   for i in range(num_processes):
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+    env.update(
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=REPO,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+    )
     if num_processes > 1:
-      env.update(RZERO_COORDINATOR=address, RZERO_NUM_PROCESSES=str(num_processes),
-                 RZERO_PROCESS_ID=str(i))
+      env.update(
+          RZERO_COORDINATOR=address, RZERO_NUM_PROCESSES=str(num_processes), RZERO_PROCESS_ID=str(i)
+      )
     log = open(os.path.join(log_dir, f"p{i}.{time.monotonic_ns()}.log"), "w+")
-    procs.append((subprocess.Popen([sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}",
-                                    *flags], cwd=REPO, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT), log))
+    procs.append(
+        (
+            subprocess.Popen(
+                [sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *flags],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
+    )
   return procs
 
 
@@ -100,10 +118,14 @@ def test_two_processes_match_one_and_resume_after_kill(tmp_path, flags):
     assert (two / sub).exists(), sub
 
   killed = tmp_path / "killed"
-  _kill_after_checkpoint(_launch(killed, flags, num_processes=2, devices_per_process=2,
-                                 log_dir=tmp_path), killed / "checkpoints", min_step=3)
+  _kill_after_checkpoint(
+      _launch(killed, flags, num_processes=2, devices_per_process=2, log_dir=tmp_path),
+      killed / "checkpoints",
+      min_step=3,
+  )
   assert not (killed / "summary.json").exists()
-  outputs = _finish(_launch(killed, flags, num_processes=2, devices_per_process=2,
-                            log_dir=tmp_path))
+  outputs = _finish(
+      _launch(killed, flags, num_processes=2, devices_per_process=2, log_dir=tmp_path)
+  )
   assert "resuming from checkpoint" in outputs[0]
   assert _summary(killed) == reference

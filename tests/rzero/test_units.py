@@ -9,19 +9,25 @@ from rzero_jax.rzero import dataset, prompts, rewards
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("<question>What is 2+3?</question> \\boxed{5}", "What is 2+3?"),
-    ("think...\n<question>\n  Find x.\n</question>", "Find x."),
-    ("no block here \\boxed{3}", None),
-    ("<question></question>", None),
-    ("<question>a</question><question>b</question>", "b"),
-    ("<question>draft</question> on reflection: <question> final </question> \\boxed{1}", "final"),
-    ("<question>a</question><question></question>", None),
-    ("<question>a <question>b</question>", "b"),
-    ("<question>ok</question> then <question>unterminated", "ok"),
-    ("<question>unterminated", None),
-    ("<question>" + "x" * 4001 + "</question>", None),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("<question>What is 2+3?</question> \\boxed{5}", "What is 2+3?"),
+        ("think...\n<question>\n  Find x.\n</question>", "Find x."),
+        ("no block here \\boxed{3}", None),
+        ("<question></question>", None),
+        ("<question>a</question><question>b</question>", "b"),
+        (
+            "<question>draft</question> on reflection: <question> final </question> \\boxed{1}",
+            "final",
+        ),
+        ("<question>a</question><question></question>", None),
+        ("<question>a <question>b</question>", "b"),
+        ("<question>ok</question> then <question>unterminated", "ok"),
+        ("<question>unterminated", None),
+        ("<question>" + "x" * 4001 + "</question>", None),
+    ],
+)
 def test_parse_question(text, expected):
   assert prompts.parse_question(text) == expected
 
@@ -30,13 +36,16 @@ def test_prompts_meet_the_spec():
   system = prompts.challenger_messages()[0]["content"]
   assert "<question>" in system and "\\boxed" in system
   assert prompts.solver_messages("Q?") == [
-      {"role": "system", "content": prompts.SOLVER_SYSTEM}, {"role": "user", "content": "Q?"}]
+      {"role": "system", "content": prompts.SOLVER_SYSTEM},
+      {"role": "user", "content": "Q?"},
+  ]
   assert "\\boxed{}" in prompts.SOLVER_SYSTEM
 
 
 def test_uncertainty_reward_values():
-  np.testing.assert_allclose(rewards.uncertainty_reward([0.0, 0.3, 0.5, 0.7, 1.0]),
-                             [0.0, 0.6, 1.0, 0.6, 0.0])
+  np.testing.assert_allclose(
+      rewards.uncertainty_reward([0.0, 0.3, 0.5, 0.7, 1.0]), [0.0, 0.6, 1.0, 0.6, 0.0]
+  )
 
 
 def test_challenger_reward_paper_and_released():
@@ -44,33 +53,46 @@ def test_challenger_reward_paper_and_released():
   ok = [True, True, True, False]
   rep = [0.25, 0.5, 0.9, 0.25]
   np.testing.assert_allclose(rewards.challenger_rewards(p, ok, rep), [0.75, 0.0, 0.0, 0.0])
-  np.testing.assert_allclose(rewards.challenger_rewards(p, ok, rep, variant="released"),
-                             [0.25, -0.4, -0.6, -1.25])
+  np.testing.assert_allclose(
+      rewards.challenger_rewards(p, ok, rep, variant="released"), [0.25, -0.4, -0.6, -1.25]
+  )
   with pytest.raises(ValueError, match="reward_variant"):
     rewards.challenger_rewards(p, ok, rep, variant="papr")
 
 
 def test_solver_rewards():
   np.testing.assert_allclose(rewards.solver_rewards([1, 0, 0], [1, 1, 0]), [1, 0, 0])
-  np.testing.assert_allclose(rewards.solver_rewards([1, 0, 0], [1, 1, 0], variant="released"),
-                             [1.0, 0.1, 0.0])
+  np.testing.assert_allclose(
+      rewards.solver_rewards([1, 0, 0], [1, 1, 0], variant="released"), [1.0, 0.1, 0.0]
+  )
 
 
 def test_released_solver_format_needs_think_then_boxed():
   ok = "<think>2 + 2 = 4</think> so the answer is \\boxed{4}"
   assert rewards.solver_well_formed(ok, variant="released")
   assert rewards.solver_well_formed(ok)
-  for text in ["\\boxed{4}", "\\boxed{4} <think>late</think>", "<think>no answer</think>",
-               "<think>unclosed \\boxed{4}"]:
+  for text in [
+      "\\boxed{4}",
+      "\\boxed{4} <think>late</think>",
+      "<think>no answer</think>",
+      "<think>unclosed \\boxed{4}",
+  ]:
     assert not rewards.solver_well_formed(text, variant="released"), text
   assert rewards.solver_well_formed("\\boxed{4}") and not rewards.solver_well_formed("4")
   formats = [rewards.solver_well_formed(t, variant="released") for t in (ok, "\\boxed{4}")]
-  np.testing.assert_allclose(rewards.solver_rewards([1, 1], formats, variant="released"), [1.0, 0.9])
+  np.testing.assert_allclose(
+      rewards.solver_rewards([1, 1], formats, variant="released"), [1.0, 0.9]
+  )
 
 
 def test_repetition_penalty_denominators():
-  qs = ["what is 2 plus 3 now", None, "what is 2 plus 3 now",
-        "compute the area of a circle of radius 4", None]
+  qs = [
+      "what is 2 plus 3 now",
+      None,
+      "what is 2 plus 3 now",
+      "compute the area of a circle of radius 4",
+      None,
+  ]
   ours, clusters = rewards.repetition_penalties(qs, tau=0.5, lam=1.0)
   np.testing.assert_allclose(ours, [2 / 3, 0, 2 / 3, 1 / 3, 0])
   assert clusters == 2
@@ -83,8 +105,12 @@ def test_repetition_penalty_denominators():
 
 def test_released_dataset_filter_counts_only_non_empty_answers():
   # 10 votes: 4 agree, 5 abstain -> p_hat 0.4 (paper band keeps it), 4/5 = 0.8 of the answers.
-  answers = [["7"] * 4 + ["8"] + [None] * 5, ["7"] * 4 + ["8"] * 6, ["7"] * 9 + ["8"],
-             ["7"] * 2 + ["8", "9"] + [None] * 6]
+  answers = [
+      ["7"] * 4 + ["8"] + [None] * 5,
+      ["7"] * 4 + ["8"] * 6,
+      ["7"] * 9 + ["8"],
+      ["7"] * 2 + ["8", "9"] + [None] * 6,
+  ]
   p_hats = [0.4, 0.6, 0.9, 0.2]
   labels = ["7", "8", "7", "7"]
   qs = ["q1", "q2", "q3", "q4"]
@@ -100,17 +126,27 @@ def test_released_dataset_filter_counts_only_non_empty_answers():
 
 def test_released_variant_config():
   from rzero_jax.rzero.config import default_config, released_variant
+
   c = released_variant(default_config())
-  assert (c.reward_variant, c.dataset.votes, c.dataset.filter, c.challenger.repetition_denominator,
-          c.fresh_optimizer_each_phase) == ("released", 9, "released", "batch", True)
+  assert (
+      c.reward_variant,
+      c.dataset.votes,
+      c.dataset.filter,
+      c.challenger.repetition_denominator,
+      c.fresh_optimizer_each_phase,
+  ) == ("released", 9, "released", "batch", True)
 
 
 def test_dataset_band_and_duplicates(tmp_path):
   qs = dataset.unique_questions(["A  b", None, "A b", "C"])
   assert qs == ["A  b", "C"]
   kept = dataset.select_questions(
-      ["q1", "q2", "q3", "q4", "q5"], ["1", "2", None, "4", "5"], [0.3, 0.8, 0.5, 0.75, 0.2],
-      [["1"] * 3, ["2"], [None], ["4"], ["5"]], delta=0.25)
+      ["q1", "q2", "q3", "q4", "q5"],
+      ["1", "2", None, "4", "5"],
+      [0.3, 0.8, 0.5, 0.75, 0.2],
+      [["1"] * 3, ["2"], [None], ["4"], ["5"]],
+      delta=0.25,
+  )
   assert [r["question"] for r in kept] == ["q1", "q4"]
   path = str(tmp_path / "d" / "iter_1.jsonl")
   dataset.write_jsonl(path, kept)
@@ -123,16 +159,25 @@ def test_band_matches_spec_for_ten_votes():
 
 
 def test_build_batch_layout():
-  batch = build_batch([[5, 6], [7]], [[1, 2, 3], [4]], [[-0.1, -0.2, -0.3], [-0.4]],
-                      np.array([1.0, -1.0]), prompt_len=3, completion_len=4, pad_id=0)
+  batch = build_batch(
+      [[5, 6], [7]],
+      [[1, 2, 3], [4]],
+      [[-0.1, -0.2, -0.3], [-0.4]],
+      np.array([1.0, -1.0]),
+      prompt_len=3,
+      completion_len=4,
+      pad_id=0,
+  )
   np.testing.assert_array_equal(batch["tokens"], [[0, 5, 6, 1, 2, 3, 0], [0, 0, 7, 4, 0, 0, 0]])
-  np.testing.assert_array_equal(batch["attention_mask"], [[0, 1, 1, 1, 1, 1, 0],
-                                                          [0, 0, 1, 1, 0, 0, 0]])
+  np.testing.assert_array_equal(
+      batch["attention_mask"], [[0, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0, 0]]
+  )
   np.testing.assert_array_equal(batch["loss_mask"], [[0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 0, 0, 0]])
   np.testing.assert_allclose(batch["old_logprobs"][0, 3:6], [-0.1, -0.2, -0.3])
   assert len(split_minibatches(batch, 1)) == 2
   with pytest.raises(ValueError, match="mini-batches"):
     split_minibatches(batch, 3)
   with pytest.raises(ValueError, match="does not fit"):
-    build_batch([[1, 2, 3, 4]], [[1]], [[0.0]], np.zeros(1), prompt_len=3, completion_len=4,
-                pad_id=0)
+    build_batch(
+        [[1, 2, 3, 4]], [[1]], [[0.0]], np.zeros(1), prompt_len=3, completion_len=4, pad_id=0
+    )

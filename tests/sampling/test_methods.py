@@ -18,10 +18,10 @@ def reference(logits, temperature, top_k, top_p):
   probs /= probs.sum()
   order = np.argsort(-probs)
   keep = np.zeros_like(probs, bool)
-  keep[order[:top_k or len(probs)]] = True
+  keep[order[: top_k or len(probs)]] = True
   kept = np.where(keep, probs, 0.0)
   mass = np.cumsum(kept[order]) / kept.sum()
-  nucleus = order[:int(np.searchsorted(mass, top_p - 1e-9)) + 1]
+  nucleus = order[: int(np.searchsorted(mass, top_p - 1e-9)) + 1]
   out = np.zeros_like(probs)
   out[nucleus] = kept[nucleus]
   return out / out.sum()
@@ -34,12 +34,15 @@ def draw(method, logits, n=DRAWS, seed=0):
   return np.asarray(tokens), np.asarray(logprobs)
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p", [
-    (0.7, 0, 1.0),  # temperature only
-    (1.0, 3, 1.0),  # top-k
-    (1.0, 0, 0.8),  # top-p
-    (1.5, 6, 0.75),  # all three: the nucleus is taken within the top-k set
-])
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p",
+    [
+        (0.7, 0, 1.0),  # temperature only
+        (1.0, 3, 1.0),  # top-k
+        (1.0, 0, 0.8),  # top-p
+        (1.5, 6, 0.75),  # all three: the nucleus is taken within the top-k set
+    ],
+)
 def test_frequencies_match_renormalised_distribution(temperature, top_k, top_p):
   want = reference(LOGITS, temperature, top_k, top_p)
   tokens, logprobs = draw(make_method(temperature, top_p, top_k), LOGITS)
@@ -69,7 +72,11 @@ def test_greedy_takes_argmax_with_untempered_logprob():
 def test_make_method_and_invalid_settings():
   assert make_method(temperature=0.0, top_p=0.5, top_k=3) == Greedy()
   assert make_method(0.9, 0.95, 20) == Sampling(temperature=0.9, top_k=20, top_p=0.95)
-  for kwargs in (dict(temperature=-1.0), dict(temperature=1.0, top_p=0.0),
-                 dict(temperature=1.0, top_p=1.5), dict(temperature=1.0, top_k=-2)):
+  for kwargs in (
+      dict(temperature=-1.0),
+      dict(temperature=1.0, top_p=0.0),
+      dict(temperature=1.0, top_p=1.5),
+      dict(temperature=1.0, top_k=-2),
+  ):
     with pytest.raises(ValueError):
       make_method(**kwargs)

@@ -32,27 +32,36 @@ def teacher_forced_logprobs(cfg, params, prompts, completions, temperature):
   tokens = np.zeros((8, width), np.int32)
   mask = np.zeros((8, width), np.int32)
   for i, seq in enumerate(seqs):
-    tokens[i, width - len(seq):], mask[i, width - len(seq):] = seq, 1
+    tokens[i, width - len(seq) :], mask[i, width - len(seq) :] = seq, 1
   logprobs = np.asarray(jax.nn.log_softmax(forward(cfg, params, tokens, mask) / temperature))
-  return [logprobs[i, width - len(c) - 1:width - 1][np.arange(len(c)), c]
-          for i, c in enumerate(completions)]
+  return [
+      logprobs[i, width - len(c) - 1 : width - 1][np.arange(len(c)), c]
+      for i, c in enumerate(completions)
+  ]
 
 
 def hf_greedy(path, prompts, max_new_tokens, eos):
   import torch
   import transformers
+
   model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
   model.generation_config.eos_token_id = eos
   width = max(map(len, prompts))
   ids = torch.zeros((len(prompts), width), dtype=torch.long)
   mask = torch.zeros_like(ids)
   for i, p in enumerate(prompts):
-    ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), 1
+    ids[i, width - len(p) :], mask[i, width - len(p) :] = torch.tensor(p), 1
   with torch.no_grad():
-    out = model.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
-                         pad_token_id=0, eos_token_id=eos)
+    out = model.generate(
+        ids,
+        attention_mask=mask,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=0,
+        eos_token_id=eos,
+    )
   rows = out[:, width:].tolist()
-  return [row[:row.index(eos) + 1] if eos in row else row for row in rows]
+  return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
 
 
 def test_greedy_matches_transformers_with_left_padding_and_a_stop_token(model, tiny_qwen3_dir):
@@ -66,9 +75,11 @@ def test_greedy_matches_transformers_with_left_padding_and_a_stop_token(model, t
   assert out.finished == [row[-1] == stop for row in want]
   assert out.finished[1] and len(out.tokens[1]) <= 5 and not all(out.finished)
   assert all(len(row) == 12 for row, done in zip(out.tokens, out.finished) if not done)
-  assert [row[:len(cut)] for row, cut in zip(free.tokens, out.tokens)] == out.tokens
-  assert generate(cfg, params, PROMPTS, max_new_tokens=12, temperature=0.0,
-                  stop_token_ids=stop).tokens == out.tokens  # one id, not in a sequence
+  assert [row[: len(cut)] for row, cut in zip(free.tokens, out.tokens)] == out.tokens
+  assert (
+      generate(cfg, params, PROMPTS, max_new_tokens=12, temperature=0.0, stop_token_ids=stop).tokens
+      == out.tokens
+  )  # one id, not in a sequence
   for got, ref in zip(out.logprobs, teacher_forced_logprobs(cfg, params, PROMPTS, out.tokens, 1.0)):
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
@@ -109,9 +120,15 @@ def test_row_draws_do_not_depend_on_batch_padding(model, sampled):
   assert fewer.tokens == sampled.tokens[:6]
 
 
-@pytest.mark.parametrize("strategy, spec", [("dp", "data:8"), ("fsdp", "fsdp:8"),
-                                            ("tp", "data:2,tensor:4"),
-                                            ("fsdp_tp", "data:2,fsdp:2,tensor:2")])
+@pytest.mark.parametrize(
+    "strategy, spec",
+    [
+        ("dp", "data:8"),
+        ("fsdp", "fsdp:8"),
+        ("tp", "data:2,tensor:4"),
+        ("fsdp_tp", "data:2,fsdp:2,tensor:2"),
+    ],
+)
 def test_sharded_equals_unsharded(model, sampled, strategy, spec):
   cfg, params = model
   mesh = sharding.make_mesh(spec)
@@ -136,8 +153,9 @@ def test_compiles_a_bounded_number_of_programs(model):
   listener = lambda event, duration, **kw: compiles.append(event)  # noqa: E731
   events = "/jax/core/compile/backend_compile_duration"
   rng = np.random.RandomState(0)
-  prompts = lambda n, longest: [rng.randint(0, 97, size=rng.randint(1, longest + 1)).tolist()
-                                for _ in range(n)]
+  prompts = lambda n, longest: [
+      rng.randint(0, 97, size=rng.randint(1, longest + 1)).tolist() for _ in range(n)
+  ]
   generate(cfg, params, prompts(4, 16), **SAMPLING)
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
@@ -153,15 +171,22 @@ def test_compiles_a_bounded_number_of_programs(model):
 
 def test_bad_inputs_raise_clear_errors(model):
   cfg, params = model
-  cases = [([[]], {}, "empty"), ([[1] * 257], {}, "context"), ([[1, 97]], {}, "token ids"),
-           ([[1]], dict(max_new_tokens=0), "max_new_tokens"),
-           ([[1]], dict(num_samples=0), "num_samples"),
-           ([[1]], dict(temperature=-0.5), "temperature"), ([[1]], dict(top_p=0.0), "top_p")]
+  cases = [
+      ([[]], {}, "empty"),
+      ([[1] * 257], {}, "context"),
+      ([[1, 97]], {}, "token ids"),
+      ([[1]], dict(max_new_tokens=0), "max_new_tokens"),
+      ([[1]], dict(num_samples=0), "num_samples"),
+      ([[1]], dict(temperature=-0.5), "temperature"),
+      ([[1]], dict(top_p=0.0), "top_p"),
+  ]
   for prompts, kwargs, message in cases:
     with pytest.raises(ValueError, match=message):
       generate(cfg, params, prompts, **{"max_new_tokens": 4, **kwargs})
   plain = generate(cfg, params, PROMPTS, max_new_tokens=4, seed=1)
-  assert generate(cfg, params, PROMPTS, max_new_tokens=4, seed=1, top_k=None,
-                  top_p=None).tokens == plain.tokens  # None disables a cut, like 0 / 1.0
+  assert (
+      generate(cfg, params, PROMPTS, max_new_tokens=4, seed=1, top_k=None, top_p=None).tokens
+      == plain.tokens
+  )  # None disables a cut, like 0 / 1.0
   empty = generate(cfg, params, [], max_new_tokens=4)
   assert empty.tokens == [] and empty.finished == []

@@ -24,8 +24,9 @@ def sharp_bf16_model(tiny_qwen3_dir):
   """The tiny Qwen3 with its matrices doubled (peaked distributions, as trained models have), run
   in bfloat16 on float32 master weights."""
   cfg, params = load_pretrained(tiny_qwen3_dir, dtype="float32")
-  params = jax.tree.map(lambda p: p * 2.0 if p.ndim >= 3 or p.shape[0] == cfg.vocab_size else p,
-                        params)
+  params = jax.tree.map(
+      lambda p: p * 2.0 if p.ndim >= 3 or p.shape[0] == cfg.vocab_size else p, params
+  )
   return dataclasses.replace(cfg, dtype="bfloat16"), params
 
 
@@ -34,16 +35,31 @@ def rollout(sharp_bf16_model):
   cfg, params = sharp_bf16_model
   rng = np.random.RandomState(0)
   prompts = [rng.randint(1, cfg.vocab_size, rng.randint(3, 12)).tolist() for _ in range(8)]
-  out = generate(cfg, params, prompts, max_new_tokens=NEW_TOKENS, temperature=TEMPERATURE,
-                 num_samples=4, seed=0)
+  out = generate(
+      cfg,
+      params,
+      prompts,
+      max_new_tokens=NEW_TOKENS,
+      temperature=TEMPERATURE,
+      num_samples=4,
+      seed=0,
+  )
   return [p for p in prompts for _ in range(4)], out
 
 
 def _training_logprobs(cfg, params, prompts, out, prompt_len, chunk):
-  batch = build_batch(prompts, out.tokens, out.logprobs, np.zeros(len(prompts)),
-                      prompt_len=prompt_len, completion_len=NEW_TOKENS, pad_id=0)
-  logprobs = make_logprob_fn(cfg, TEMPERATURE, chunk_size=chunk)(params, batch["tokens"],
-                                                                 batch["attention_mask"])
+  batch = build_batch(
+      prompts,
+      out.tokens,
+      out.logprobs,
+      np.zeros(len(prompts)),
+      prompt_len=prompt_len,
+      completion_len=NEW_TOKENS,
+      pad_id=0,
+  )
+  logprobs = make_logprob_fn(cfg, TEMPERATURE, chunk_size=chunk)(
+      params, batch["tokens"], batch["attention_mask"]
+  )
   mask = batch["loss_mask"][:, prompt_len:] > 0
   return np.asarray(logprobs)[:, prompt_len:], batch["old_logprobs"][:, prompt_len:], mask
 
@@ -54,8 +70,9 @@ def test_sampler_logprobs_within_the_training_pass_noise_floor(sharp_bf16_model,
   shapes = [(16, 32), (16, 8), (24, 4), (16, 1)]  # (prompt length, rows per chunk)
   runs = {s: _training_logprobs(cfg, params, prompts, out, *s) for s in shapes}
   mask = runs[shapes[0]][2]
-  floor = max(np.abs(runs[a][0] - runs[b][0])[mask].mean()
-              for a, b in itertools.combinations(shapes, 2))
+  floor = max(
+      np.abs(runs[a][0] - runs[b][0])[mask].mean() for a, b in itertools.combinations(shapes, 2)
+  )
   sampler = runs[shapes[0]][1]
   mismatch = max(np.abs(sampler - runs[s][0])[mask].mean() for s in shapes)
   assert 0 < floor and mismatch <= 3 * floor, (mismatch, floor)
@@ -72,7 +89,7 @@ def test_cached_decode_equals_the_training_forward_in_bfloat16(sharp_bf16_model)
   step = jax.jit(lambda p, t, pos, c, i: decoder.forward_with_cache(cfg, p, t, pos, c, i, kv_valid))
   cache, steps = decoder.init_cache(cfg, 4, 32), []
   for t in range(tokens.shape[1]):
-    logits, cache = step(params, tokens[:, t:t + 1], positions[:, t:t + 1], cache, t)
+    logits, cache = step(params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, t)
     steps.append(np.asarray(logits)[:, 0])
   real = mask > 0
   np.testing.assert_allclose(np.stack(steps, 1)[real], np.asarray(full)[real], atol=1e-5, rtol=0)
@@ -82,12 +99,21 @@ def test_recomputed_old_logprobs_give_ratio_one(sharp_bf16_model, rollout):
   cfg, params = sharp_bf16_model
   prompts, out = rollout
   advantages = np.linspace(-1.0, 1.0, len(prompts)).astype(np.float32)
-  batch = build_batch(prompts, out.tokens, out.logprobs, advantages, prompt_len=16,
-                      completion_len=NEW_TOKENS, pad_id=0)
-  train_cfg = TrainConfig(learning_rate=1e-3, kl_coef=0.0, micro_batch_size=8,
-                          temperature=TEMPERATURE)
-  batch["old_logprobs"] = np.asarray(make_logprob_fn(cfg, train_cfg)(params, batch["tokens"],
-                                                                     batch["attention_mask"]))
+  batch = build_batch(
+      prompts,
+      out.tokens,
+      out.logprobs,
+      advantages,
+      prompt_len=16,
+      completion_len=NEW_TOKENS,
+      pad_id=0,
+  )
+  train_cfg = TrainConfig(
+      learning_rate=1e-3, kl_coef=0.0, micro_batch_size=8, temperature=TEMPERATURE
+  )
+  batch["old_logprobs"] = np.asarray(
+      make_logprob_fn(cfg, train_cfg)(params, batch["tokens"], batch["attention_mask"])
+  )
   state = init_train_state(cfg, train_cfg, params)
   _, metrics = make_train_step(cfg, train_cfg)(state, batch)
   mask = batch["loss_mask"]

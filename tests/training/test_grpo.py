@@ -14,8 +14,21 @@ def np_advantages(rewards, group_size, eps=1e-6, normalize_std=True):
   return np.concatenate(out)
 
 
-def np_policy_loss(logp, old, ref, adv, mask, *, clip_low, clip_high, kl_coef, kl_estimator, agg,
-                   dual_clip=None, entropy=None):
+def np_policy_loss(
+    logp,
+    old,
+    ref,
+    adv,
+    mask,
+    *,
+    clip_low,
+    clip_high,
+    kl_coef,
+    kl_estimator,
+    agg,
+    dual_clip=None,
+    entropy=None
+):
   """Loop-per-token reference (float64)."""
   b, t = logp.shape
   pg = np.zeros((b, t))
@@ -41,7 +54,11 @@ def np_policy_loss(logp, old, ref, adv, mask, *, clip_low, clip_high, kl_coef, k
     return np.mean(rows)
 
   loss = reduce(pg) + kl_coef * reduce(kl)
-  metrics = {"pg_loss": reduce(pg), "kl": reduce(kl), "clip_frac": (clipped * mask).sum() / mask.sum()}
+  metrics = {
+      "pg_loss": reduce(pg),
+      "kl": reduce(kl),
+      "clip_frac": (clipped * mask).sum() / mask.sum(),
+  }
   if entropy is not None:
     metrics["entropy"] = reduce(entropy)
   return loss, metrics
@@ -64,8 +81,9 @@ def test_group_advantages_matches_reference():
   rewards[8:16] = 0.5  # a constant group
   for normalize_std in (True, False):
     got = np.asarray(grpo.group_advantages(rewards, 8, eps=1e-6, normalize_std=normalize_std))
-    np.testing.assert_allclose(got, np_advantages(rewards, 8, normalize_std=normalize_std),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got, np_advantages(rewards, 8, normalize_std=normalize_std), rtol=1e-5, atol=1e-6
+    )
   assert np.all(np.asarray(grpo.group_advantages(rewards, 8))[8:16] == 0.0)
 
 
@@ -74,16 +92,16 @@ def test_constant_group_gives_exactly_zero(value, size):
   rewards = np.concatenate([np.full(size, value), np.arange(size)]).astype(np.float32)
   got = np.asarray(grpo.group_advantages(rewards, size))
   assert np.all(got[:size] == 0.0)
-  np.testing.assert_allclose(got[size:], np_advantages(rewards, size)[size:], rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(got[size:], np_advantages(rewards, size)[size:], rtol=1e-5, atol=1e-6)
 
 
 def test_group_advantages_keeps_a_2d_shape():
   rewards = np.random.default_rng(1).random((3, 4)).astype(np.float32)
   got = np.asarray(grpo.group_advantages(rewards, 4))
   assert got.shape == (3, 4)
-  np.testing.assert_allclose(got.reshape(-1), np_advantages(rewards.reshape(-1), 4), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+      got.reshape(-1), np_advantages(rewards.reshape(-1), 4), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_group_advantages_rejects_bad_shapes():
@@ -97,10 +115,12 @@ def test_group_advantages_rejects_bad_shapes():
 def test_policy_loss_matches_reference(kl_estimator, agg, dual_clip):
   logp, old, ref, adv, mask, entropy = random_inputs(1)
   kwargs = dict(clip_low=0.2, clip_high=0.28, kl_coef=0.05, kl_estimator=kl_estimator, agg=agg)
-  loss, metrics = grpo.policy_loss(logp, old, ref, adv, mask, dual_clip=dual_clip, entropy=entropy,
-                                   **kwargs)
-  want_loss, want = np_policy_loss(logp, old, ref, adv, mask, dual_clip=dual_clip, entropy=entropy,
-                                   **kwargs)
+  loss, metrics = grpo.policy_loss(
+      logp, old, ref, adv, mask, dual_clip=dual_clip, entropy=entropy, **kwargs
+  )
+  want_loss, want = np_policy_loss(
+      logp, old, ref, adv, mask, dual_clip=dual_clip, entropy=entropy, **kwargs
+  )
   np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5, atol=1e-6)
   for key, value in want.items():
     np.testing.assert_allclose(float(metrics[key]), value, rtol=1e-5, atol=1e-6, err_msg=key)
@@ -112,8 +132,9 @@ def test_dual_clip_bounds_negative_advantage_loss():
   old = np.zeros((1, 1), np.float32)
   kwargs = dict(kl_coef=0.0, clip_low=0.2, clip_high=0.28)
   free, _ = grpo.policy_loss(logp, old, None, np.array([-1.0]), np.ones((1, 1)), **kwargs)
-  bounded, m = grpo.policy_loss(logp, old, None, np.array([-1.0]), np.ones((1, 1)), dual_clip=3.0,
-                                **kwargs)
+  bounded, m = grpo.policy_loss(
+      logp, old, None, np.array([-1.0]), np.ones((1, 1)), dual_clip=3.0, **kwargs
+  )
   np.testing.assert_allclose(float(free), np.exp(3.0), rtol=1e-6)
   np.testing.assert_allclose(float(bounded), 3.0, rtol=1e-6)
   assert float(m["dual_clip_frac"]) == 1.0
@@ -125,16 +146,21 @@ def test_denominators_make_micro_batch_losses_sum_to_full_batch():
     kwargs = dict(kl_coef=0.1, kl_estimator="k3", agg=agg)
     full, _ = grpo.policy_loss(logp, old, ref, adv, mask, **kwargs)
     denominators = grpo.loss_denominators(mask)
-    parts = [grpo.policy_loss(logp[s], old[s], ref[s], adv[s], mask[s], denominators=denominators,
-                              **kwargs)[0] for s in (slice(0, 3), slice(3, 8))]
+    parts = [
+        grpo.policy_loss(
+            logp[s], old[s], ref[s], adv[s], mask[s], denominators=denominators, **kwargs
+        )[0]
+        for s in (slice(0, 3), slice(3, 8))
+    ]
     np.testing.assert_allclose(float(sum(parts)), float(full), rtol=1e-6)
 
 
 def test_large_log_ratios_stay_finite():
   logp = np.array([[0.0, -200.0]], np.float32)
   old = np.array([[-200.0, 0.0]], np.float32)
-  loss, metrics = grpo.policy_loss(logp, old, old, np.array([1.0]), np.ones((1, 2)), kl_coef=1.0,
-                                   kl_estimator="k3")
+  loss, metrics = grpo.policy_loss(
+      logp, old, old, np.array([1.0]), np.ones((1, 2)), kl_coef=1.0, kl_estimator="k3"
+  )
   assert np.isfinite(float(loss)) and np.isfinite(float(metrics["kl"]))
 
 

@@ -8,9 +8,18 @@ import pytest
 from rzero_jax.models import ModelConfig, forward, init_params
 from rzero_jax.training.sft import make_sft_batch, make_sft_step, sft_loss
 
-CFG = ModelConfig(model_type="qwen3", vocab_size=23, hidden_size=32, intermediate_size=64,
-                  num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True,
-                  tie_embeddings=True)
+CFG = ModelConfig(
+    model_type="qwen3",
+    vocab_size=23,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    qk_norm=True,
+    tie_embeddings=True,
+)
 PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
 COMPLETIONS = [[10, 11, 12, 2], [13, 14, 2], [15, 2]]
 
@@ -62,4 +71,3 @@ def test_step_reports_pre_update_loss_and_memorizes():
     params, opt_state, metrics = step(params, opt_state, batch)
   assert float(metrics["loss"]) < 0.1 * first
   assert float(metrics["accuracy"]) == 1.0
-

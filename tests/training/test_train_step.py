@@ -11,15 +11,41 @@ import pytest
 from rzero_jax.models import ModelConfig, param_shapes
 from rzero_jax.models.hf_io import hf_state_dict
 from rzero_jax.sharding import make_mesh
-from rzero_jax.training import (TrainConfig, compute_grads, group_advantages, init_train_state,
-                                make_logprob_fn, make_train_step)
+from rzero_jax.training import (
+    TrainConfig,
+    compute_grads,
+    group_advantages,
+    init_train_state,
+    make_logprob_fn,
+    make_train_step,
+)
 
-TINY = ModelConfig("qwen3", vocab_size=32, hidden_size=32, intermediate_size=64, num_layers=1,
-                   num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True, tie_embeddings=True)
+TINY = ModelConfig(
+    "qwen3",
+    vocab_size=32,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    qk_norm=True,
+    tie_embeddings=True,
+)
 # Every feature on: accumulation, clip-higher, dual clip, k3 KL, temperature, active grad clipping.
-STEP_CFG = TrainConfig(learning_rate=1e-2, weight_decay=0.1, max_grad_norm=0.05, eps=1e-6,
-                       clip_low=0.2, clip_high=0.28, dual_clip=1.5, kl_coef=0.1, kl_estimator="k3",
-                       micro_batch_size=8, temperature=0.7)
+STEP_CFG = TrainConfig(
+    learning_rate=1e-2,
+    weight_decay=0.1,
+    max_grad_norm=0.05,
+    eps=1e-6,
+    clip_low=0.2,
+    clip_high=0.28,
+    dual_clip=1.5,
+    kl_coef=0.1,
+    kl_estimator="k3",
+    micro_batch_size=8,
+    temperature=0.7,
+)
 grads_fn = jax.jit(compute_grads, static_argnums=(0, 1))  # one compile per (model, train) config
 
 
@@ -28,10 +54,12 @@ def random_params(cfg, seed, std=0.2):
   around 1 so that a wrong norm convention would show."""
   rng = np.random.default_rng(seed)
   is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)
+
   def init(path, shape):
     if "norm" in jax.tree_util.keystr(path):
       return (1.0 + 0.3 * rng.normal(size=shape)).astype(np.float32)
     return (std * rng.normal(size=shape)).astype(np.float32)
+
   return jax.tree_util.tree_map_with_path(init, param_shapes(cfg), is_leaf=is_shape)
 
 
@@ -48,13 +76,17 @@ def grpo_batch(cfg, params, batch_size=8, length=12, seed=0, temperature=STEP_CF
     attention[i, :prompt_pad] = 0
     end = prompt_pad + prompt_len + completion_len
     attention[i, end:] = 0
-    loss_mask[i, prompt_pad + prompt_len:end] = 1
+    loss_mask[i, prompt_pad + prompt_len : end] = 1
   current = np.asarray(make_logprob_fn(cfg, temperature)(params, tokens, attention))
   noise = lambda scale: (scale * rng.normal(size=current.shape)).astype(np.float32)
-  return {"tokens": tokens, "attention_mask": attention, "loss_mask": loss_mask,
-          "old_logprobs": (current + noise(0.3)) * attention,
-          "ref_logprobs": (current + noise(0.5)) * attention,
-          "advantages": rng.normal(size=batch_size).astype(np.float32)}
+  return {
+      "tokens": tokens,
+      "attention_mask": attention,
+      "loss_mask": loss_mask,
+      "old_logprobs": (current + noise(0.3)) * attention,
+      "ref_logprobs": (current + noise(0.5)) * attention,
+      "advantages": rng.normal(size=batch_size).astype(np.float32),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +103,15 @@ def unsharded_step():
 # ---------------------------------------------------------------------------------------------
 # Against PyTorch: the transformers model with the same weights, the GRPO loss written in torch.
 
+
 def torch_model(cfg, params):
   import torch
   import transformers
+
   config = transformers.AutoConfig.for_model(**cfg.to_hf_dict())
-  model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                                        attn_implementation="eager")
+  model = transformers.AutoModelForCausalLM.from_config(
+      config, dtype=torch.float32, attn_implementation="eager"
+  )
   state = {k: torch.from_numpy(v) for k, v in hf_state_dict(cfg, params).items()}
   missing, unexpected = model.load_state_dict(state, strict=False)
   assert not unexpected and set(missing) <= {"lm_head.weight"}  # tied to the embedding
@@ -86,10 +121,13 @@ def torch_model(cfg, params):
 def torch_grpo_loss(model, batch, cfg):
   """Full-batch GRPO loss (token-mean, dual clip, k3 KL) in torch, written independently."""
   import torch
+
   t = lambda k: torch.as_tensor(batch[k])
   tokens = t("tokens").long()
   positions = torch.clamp(torch.cumsum(t("attention_mask"), -1) - 1, min=0)
-  logits = model(input_ids=tokens, attention_mask=t("attention_mask"), position_ids=positions).logits
+  logits = model(
+      input_ids=tokens, attention_mask=t("attention_mask"), position_ids=positions
+  ).logits
   logp = torch.log_softmax(logits[:, :-1] / cfg.temperature, -1)
   logp = logp.gather(-1, tokens[:, 1:, None])[..., 0]
   mask, old, ref = t("loss_mask")[:, 1:], t("old_logprobs")[:, 1:], t("ref_logprobs")[:, 1:]
@@ -126,6 +164,7 @@ def test_loss_and_grads_match_pytorch(tiny, torch_reference):
 
 def test_step_matches_pytorch_adamw(tiny, torch_reference, unsharded_step):
   import torch
+
   params, batch = tiny
   model, _, want_grads = torch_reference
   state, metrics = unsharded_step(init_train_state(TINY, STEP_CFG, params), batch)
@@ -133,26 +172,33 @@ def test_step_matches_pytorch_adamw(tiny, torch_reference, unsharded_step):
   np.testing.assert_allclose(float(metrics["grad_norm"]), grad_norm, rtol=1e-4)
   assert grad_norm > STEP_CFG.max_grad_norm  # clipping is exercised
   torch.nn.utils.clip_grad_norm_(model.parameters(), STEP_CFG.max_grad_norm)
-  optimizer = torch.optim.AdamW(model.parameters(), lr=STEP_CFG.learning_rate,
-                                betas=(STEP_CFG.b1, STEP_CFG.b2), eps=STEP_CFG.eps,
-                                weight_decay=STEP_CFG.weight_decay)
+  optimizer = torch.optim.AdamW(
+      model.parameters(),
+      lr=STEP_CFG.learning_rate,
+      betas=(STEP_CFG.b1, STEP_CFG.b2),
+      eps=STEP_CFG.eps,
+      weight_decay=STEP_CFG.weight_decay,
+  )
   optimizer.step()
   got = hf_state_dict(TINY, state.params)
   for name, p in model.named_parameters():
-    np.testing.assert_allclose(got[name], p.detach().numpy(), atol=1e-2 * STEP_CFG.learning_rate,
-                               err_msg=name)
+    np.testing.assert_allclose(
+        got[name], p.detach().numpy(), atol=1e-2 * STEP_CFG.learning_rate, err_msg=name
+    )
   assert int(state.step) == 1 and int(metrics["skipped"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------
 # Exactness of accumulation and sharding; non-finite skip; bf16 compute.
 
+
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
 def test_one_by_eight_equals_eight_by_one(tiny, agg):
   params, batch = tiny
   (loss8, grads8, m8), (loss1, grads1, m1) = (
       grads_fn(TINY, dataclasses.replace(STEP_CFG, agg=agg, micro_batch_size=micro), params, batch)
-      for micro in (8, 1))
+      for micro in (8, 1)
+  )
   np.testing.assert_allclose(float(loss1), float(loss8), rtol=1e-5, atol=1e-6)
   for key in ("pg_loss", "kl", "clip_frac", "entropy", "num_tokens"):
     np.testing.assert_allclose(float(m1[key]), float(m8[key]), rtol=1e-5, err_msg=key)
@@ -165,8 +211,10 @@ def test_fsdp_on_eight_devices_equals_unsharded(tiny, unsharded_step):
   batch = {k: np.concatenate([v, v[::-1]]) for k, v in batch.items()}  # 16 rows: 2 micro-batches
   mesh = make_mesh("fsdp:8")
   runs = []
-  for step, mesh_, strategy in ((unsharded_step, None, None),
-                                (make_train_step(TINY, STEP_CFG, mesh, "fsdp"), mesh, "fsdp")):
+  for step, mesh_, strategy in (
+      (unsharded_step, None, None),
+      (make_train_step(TINY, STEP_CFG, mesh, "fsdp"), mesh, "fsdp"),
+  ):
     state = init_train_state(TINY, STEP_CFG, params, mesh_, strategy)
     metrics = []
     for _ in range(2):
@@ -175,7 +223,9 @@ def test_fsdp_on_eight_devices_equals_unsharded(tiny, unsharded_step):
     runs.append((state, metrics))
   (plain, plain_metrics), (sharded, sharded_metrics) = runs
   assert "fsdp" in sharded.params["layers"]["q"].sharding.spec
-  assert sharded.opt_state[1][0].mu["layers"]["q"].sharding == sharded.params["layers"]["q"].sharding
+  assert (
+      sharded.opt_state[1][0].mu["layers"]["q"].sharding == sharded.params["layers"]["q"].sharding
+  )
   for a, b in zip(plain_metrics, sharded_metrics):
     for key in ("loss", "grad_norm", "kl", "clip_frac"):
       np.testing.assert_allclose(float(b[key]), float(a[key]), rtol=1e-4, err_msg=key)
@@ -215,8 +265,10 @@ def test_bfloat16_compute_keeps_float32_master_weights(tiny, unsharded_step):
 # ---------------------------------------------------------------------------------------------
 # A real learning test: sample with the sampler, reward the share of a target token, train.
 
+
 def test_grpo_learns_to_emit_a_target_token():
   from rzero_jax.sampling import generate
+
   cfg = dataclasses.replace(TINY, vocab_size=16)
   prompts = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
   group, new_tokens, target = 8, 8, 13
@@ -225,8 +277,15 @@ def test_grpo_learns_to_emit_a_target_token():
   state = init_train_state(cfg, train_cfg, random_params(cfg, 1, std=0.02))
   rewards_per_step = []
   for i in range(40):
-    out = generate(cfg, state.params, prompts, max_new_tokens=new_tokens, temperature=1.0,
-                   num_samples=group, seed=i)
+    out = generate(
+        cfg,
+        state.params,
+        prompts,
+        max_new_tokens=new_tokens,
+        temperature=1.0,
+        num_samples=group,
+        seed=i,
+    )
     rewards = np.array([np.mean(np.asarray(c) == target) for c in out.tokens], np.float32)
     rewards_per_step.append(rewards.mean())
     if rewards.mean() > 0.6:
@@ -234,11 +293,16 @@ def test_grpo_learns_to_emit_a_target_token():
     rows = [p for p in prompts for _ in range(group)]
     tokens = np.array([p + c for p, c in zip(rows, out.tokens)], np.int32)  # no stop: equal lengths
     loss_mask = np.zeros(tokens.shape, np.float32)
-    loss_mask[:, len(prompts[0]):] = 1
+    loss_mask[:, len(prompts[0]) :] = 1
     old = np.zeros(tokens.shape, np.float32)
-    old[:, len(prompts[0]):] = np.asarray(out.logprobs)
-    batch = {"tokens": tokens, "attention_mask": np.ones_like(tokens), "loss_mask": loss_mask,
-             "old_logprobs": old, "advantages": np.asarray(group_advantages(rewards, group))}
+    old[:, len(prompts[0]) :] = np.asarray(out.logprobs)
+    batch = {
+        "tokens": tokens,
+        "attention_mask": np.ones_like(tokens),
+        "loss_mask": loss_mask,
+        "old_logprobs": old,
+        "advantages": np.asarray(group_advantages(rewards, group)),
+    }
     state, metrics = step(state, batch)
     if i == 0:  # the sampler's log-probs are the trainer's: the ratio starts at exactly ~1
       assert float(metrics["clip_frac"]) == 0.0 and abs(float(metrics["pg_loss"])) < 1e-4

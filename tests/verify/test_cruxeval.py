@@ -14,10 +14,19 @@ import pytest
 
 from rzero_jax.verify.executor import Executor, same_output
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "benchmarks",
-                    "cruxeval.jsonl")
-EXPRESSION_INPUTS = {"sample_152", "sample_239", "sample_258", "sample_344", "sample_364",
-                     "sample_522", "sample_720", "sample_770"}
+DATA = os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "shared", "data", "benchmarks", "cruxeval.jsonl"
+)
+EXPRESSION_INPUTS = {
+    "sample_152",
+    "sample_239",
+    "sample_258",
+    "sample_344",
+    "sample_364",
+    "sample_522",
+    "sample_720",
+    "sample_770",
+}
 
 pytestmark = pytest.mark.skipif(not os.path.exists(DATA), reason="no ../shared/data/benchmarks")
 
@@ -28,8 +37,11 @@ def _literal_arguments(text: str) -> bool:
   call = ast.parse(f"f({text}\n)", mode="eval").body
 
   def ok(node):
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
-        "dict", "set", "frozenset", "tuple", "list"):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("dict", "set", "frozenset", "tuple", "list")
+    ):
       return all(ok(a) for a in node.args) and all(ok(k.value) for k in node.keywords)
     try:
       ast.literal_eval(node)
@@ -55,7 +67,9 @@ def test_all_800_tasks(outcomes):
   literal = [(row, r) for row, r in zip(rows, results) if row["id"] not in EXPRESSION_INPUTS]
   assert len(literal) == 792
   assert all(_literal_arguments(row["input"]) for row, _ in literal)
-  missed = [(row["id"], r) for row, r in literal if not (r.ok and same_output(r.output, row["output"]))]
+  missed = [
+      (row["id"], r) for row, r in literal if not (r.ok and same_output(r.output, row["output"]))
+  ]
   assert missed == []
   for row, r in zip(rows, results):
     if row["id"] in EXPRESSION_INPUTS:
@@ -68,7 +82,15 @@ def test_all_800_tasks(outcomes):
 def test_former_misses(outcomes):
   rows, results = outcomes
   by_id = {row["id"]: (row, r) for row, r in zip(rows, results)}
-  for name in ("sample_415", "sample_771", "sample_378", "sample_459", "sample_694", "sample_760",
-               "sample_683", "sample_621"):
+  for name in (
+      "sample_415",
+      "sample_771",
+      "sample_378",
+      "sample_459",
+      "sample_694",
+      "sample_760",
+      "sample_683",
+      "sample_621",
+  ):
     row, r = by_id[name]
     assert r.ok and same_output(r.output, row["output"]), (name, r)

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from rzero_jax.verify.executor import (ExecResult, Executor, call_text, check_program,
-                                       same_output)
+from rzero_jax.verify.executor import (ExecResult, Executor, call_text, check_program, same_output)
 
 SECRET = "hunter2-rzero-test-secret"
 os.environ["RZERO_TEST_SECRET"] = SECRET
@@ -25,287 +24,494 @@ def host_paths(tmp_path_factory):
   root = tmp_path_factory.mktemp("host")
   (root / "secret.txt").write_text(SECRET)
   (root / "keep.txt").write_text("keep")
-  return {"marker": str(root / "pwned"), "secret": str(root / "secret.txt"),
-          "keep": str(root / "keep.txt"), "dir": str(root)}
+  return {
+      "marker": str(root / "pwned"),
+      "secret": str(root / "secret.txt"),
+      "keep": str(root / "keep.txt"),
+      "dir": str(root),
+  }
 
 
 # (name, inputs, program); inputs may use {marker}, {secret}, {keep}, {dir}.
 ATTACKS = [
-    ("infinite_loop", "", """
+    (
+        "infinite_loop",
+        "",
+        """
 def f():
     while True:
         pass
-"""),
-    ("sleep_forever", "", """
+""",
+    ),
+    (
+        "sleep_forever",
+        "",
+        """
 import time
 def f():
     time.sleep(1000)
-"""),
-    ("ignore_sigxcpu", "", """
+""",
+    ),
+    (
+        "ignore_sigxcpu",
+        "",
+        """
 import signal
 def f():
     signal.signal(signal.SIGXCPU, signal.SIG_IGN)
     signal.alarm(0)
     while True:
         pass
-"""),
-    ("fork_bomb", "", """
+""",
+    ),
+    (
+        "fork_bomb",
+        "",
+        """
 import os
 def f():
     while True:
         os.fork()
-"""),
-    ("ctypes_fork", "", """
+""",
+    ),
+    (
+        "ctypes_fork",
+        "",
+        """
 import ctypes
 def f():
     pid = ctypes.CDLL(None).fork()
     assert pid < 0, pid
     return pid
-"""),
-    ("multiprocessing", "", """
+""",
+    ),
+    (
+        "multiprocessing",
+        "",
+        """
 import multiprocessing as mp
 def f():
     p = mp.Process(target=print)
     p.start()
     return 1
-"""),
-    ("thread_bomb", "", """
+""",
+    ),
+    (
+        "thread_bomb",
+        "",
+        """
 import threading
 def f():
     for _ in range(10):
         threading.Thread(target=lambda: None).start()
     return 1
-"""),
-    ("os_system", "'{marker}'", """
+""",
+    ),
+    (
+        "os_system",
+        "'{marker}'",
+        """
 import os
 def f(p):
     return os.system('touch ' + p)
-"""),
-    ("subprocess", "'{marker}'", """
+""",
+    ),
+    (
+        "subprocess",
+        "'{marker}'",
+        """
 import subprocess
 def f(p):
     return subprocess.run(['touch', p]).returncode
-"""),
-    ("execv", "", """
+""",
+    ),
+    (
+        "execv",
+        "",
+        """
 import os
 def f():
     os.execv('/bin/sh', ['sh', '-c', 'true'])
-"""),
-    ("ctypes_system", "'{marker}'", """
+""",
+    ),
+    (
+        "ctypes_system",
+        "'{marker}'",
+        """
 import ctypes
 def f(p):
     return ctypes.CDLL(None).system(('touch ' + p).encode())
-"""),
-    ("dunder_import_concat", "'{marker}'", """
+""",
+    ),
+    (
+        "dunder_import_concat",
+        "'{marker}'",
+        """
 def f(p):
     return __import__('o' + 's').system('touch ' + p)
-"""),
-    ("importlib", "'{marker}'", """
+""",
+    ),
+    (
+        "importlib",
+        "'{marker}'",
+        """
 import importlib
 def f(p):
     return importlib.import_module('os').system('touch ' + p)
-"""),
-    ("unicode_identifier", "'{marker}'", """
+""",
+    ),
+    (
+        "unicode_identifier",
+        "'{marker}'",
+        """
 def f(p):
     return __impｏrt__('os').system('touch ' + p)
-"""),
-    ("subclasses_walk", "", """
+""",
+    ),
+    (
+        "subclasses_walk",
+        "",
+        """
 def f():
     return [c.__name__ for c in ().__class__.__base__.__subclasses__()][:3]
-"""),
-    ("write_host_file", "'{marker}'", """
+""",
+    ),
+    (
+        "write_host_file",
+        "'{marker}'",
+        """
 def f(p):
     with open(p, 'w') as fh:
         fh.write('x')
     return 1
-"""),
-    ("write_tmp", "", """
+""",
+    ),
+    (
+        "write_tmp",
+        "",
+        """
 def f():
     with open('/tmp/x', 'w') as fh:
         fh.write('x')
     return 1
-"""),
-    ("unlink_host_file", "'{keep}'", """
+""",
+    ),
+    (
+        "unlink_host_file",
+        "'{keep}'",
+        """
 import os
 def f(p):
     os.unlink(p)
     return 1
-"""),
-    ("mkdir", "'{dir}'", """
+""",
+    ),
+    (
+        "mkdir",
+        "'{dir}'",
+        """
 import os
 def f(d):
     os.mkdir(d + '/newdir')
     return 1
-"""),
-    ("read_host_secret", "'{secret}'", """
+""",
+    ),
+    (
+        "read_host_secret",
+        "'{secret}'",
+        """
 def f(p):
     return open(p).read()
-"""),
-    ("read_environ", "", """
+""",
+    ),
+    (
+        "read_environ",
+        "",
+        """
 import os
 def f():
     return dict(os.environ)
-"""),
-    ("read_proc_environ", "", """
+""",
+    ),
+    (
+        "read_proc_environ",
+        "",
+        """
 def f():
     return open('/proc/self/environ').read()
-"""),
-    ("read_parent_environ", "", """
+""",
+    ),
+    (
+        "read_parent_environ",
+        "",
+        """
 import os
 def f():
     return open(f'/proc/{os.getppid()}/environ').read()
-"""),
-    ("read_etc_passwd", "", """
+""",
+    ),
+    (
+        "read_etc_passwd",
+        "",
+        """
 def f():
     return open('/etc/passwd').read()
-"""),
-    ("list_root", "", """
+""",
+    ),
+    (
+        "list_root",
+        "",
+        """
 import os
 def f():
     return sorted(os.listdir('/'))
-"""),
-    ("socket_connect", "", """
+""",
+    ),
+    (
+        "socket_connect",
+        "",
+        """
 import socket
 def f():
     s = socket.socket()
     s.connect(('1.1.1.1', 80))
     return 1
-"""),
-    ("ctypes_socket", "", """
+""",
+    ),
+    (
+        "ctypes_socket",
+        "",
+        """
 import ctypes
 def f():
     fd = ctypes.CDLL(None).syscall(41, 2, 1, 0)
     assert fd < 0, fd
     return fd
-"""),
-    ("kill_parent", "", """
+""",
+    ),
+    (
+        "kill_parent",
+        "",
+        """
 import os
 def f():
     os.kill(os.getppid(), 9)
     return 1
-"""),
-    ("kill_everyone", "", """
+""",
+    ),
+    (
+        "kill_everyone",
+        "",
+        """
 import os
 def f():
     os.kill(-1, 9)
     return 1
-"""),
-    ("ctypes_kill", "", """
+""",
+    ),
+    (
+        "ctypes_kill",
+        "",
+        """
 import ctypes
 def f():
     r = ctypes.CDLL(None).kill(-1, 9)
     assert r < 0
     return r
-"""),
-    ("memory_bomb_list", "", """
+""",
+    ),
+    (
+        "memory_bomb_list",
+        "",
+        """
 def f():
     return len([0] * 10**10)
-"""),
-    ("memory_bomb_bytes", "", """
+""",
+    ),
+    (
+        "memory_bomb_bytes",
+        "",
+        """
 def f():
     return len(bytearray(2**34))
-"""),
-    ("memory_creep", "", """
+""",
+    ),
+    (
+        "memory_creep",
+        "",
+        """
 def f():
     x = []
     while True:
         x.append(' ' * 10**6)
-"""),
-    ("print_flood", "", """
+""",
+    ),
+    (
+        "print_flood",
+        "",
+        """
 def f():
     while True:
         print('A' * 10000)
-"""),
-    ("huge_output", "", """
+""",
+    ),
+    (
+        "huge_output",
+        "",
+        """
 def f():
     return 'A' * 10**7
-"""),
-    ("deep_recursion", "0", """
+""",
+    ),
+    (
+        "deep_recursion",
+        "0",
+        """
 def f(n):
     return f(n + 1)
-"""),
-    ("segfault_recursion", "0", """
+""",
+    ),
+    (
+        "segfault_recursion",
+        "0",
+        """
 import sys
 sys.setrecursionlimit(10**7)
 def f(n):
     return f(n + 1)
-"""),
-    ("big_int_pow", "", """
+""",
+    ),
+    (
+        "big_int_pow",
+        "",
+        """
 def f():
     return 10 ** (10 ** 9)
-"""),
-    ("big_int_str", "", """
+""",
+    ),
+    (
+        "big_int_str",
+        "",
+        """
 def f():
     return str(10 ** 5000)
-"""),
-    ("sys_exit", "", """
+""",
+    ),
+    (
+        "sys_exit",
+        "",
+        """
 import sys
 def f():
     sys.exit(0)
-"""),
-    ("os_exit", "", """
+""",
+    ),
+    (
+        "os_exit",
+        "",
+        """
 import os
 def f():
     os._exit(0)
-"""),
-    ("x32_syscall", "", """
+""",
+    ),
+    (
+        "x32_syscall",
+        "",
+        """
 import ctypes
 def f():
     return ctypes.CDLL(None).syscall(0x40000000 | 39)
-"""),
-    ("io_uring", "", """
+""",
+    ),
+    (
+        "io_uring",
+        "",
+        """
 import ctypes
 def f():
     r = ctypes.CDLL(None).syscall(425, 8, 0)
     assert r < 0
     return r
-"""),
-    ("memfd", "", """
+""",
+    ),
+    (
+        "memfd",
+        "",
+        """
 import os
 def f():
     return os.memfd_create('x')
-"""),
-    ("raise_rlimit", "", """
+""",
+    ),
+    (
+        "raise_rlimit",
+        "",
+        """
 import resource
 def f():
     resource.setrlimit(resource.RLIMIT_CPU, (1000, 1000))
     return 1
-"""),
-    ("setuid_root", "", """
+""",
+    ),
+    (
+        "setuid_root",
+        "",
+        """
 import os
 def f():
     os.setuid(0)
     return 1
-"""),
-    ("ctypes_unshare", "", """
+""",
+    ),
+    (
+        "ctypes_unshare",
+        "",
+        """
 import ctypes
 def f():
     r = ctypes.CDLL(None).unshare(0x10000000)
     assert r < 0
     return r
-"""),
-    ("ctypes_ptrace", "", """
+""",
+    ),
+    (
+        "ctypes_ptrace",
+        "",
+        """
 import ctypes, os
 def f():
     r = ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0)
     assert r < 0
     return r
-"""),
-    ("tiocsti", "", """
+""",
+    ),
+    (
+        "tiocsti",
+        "",
+        """
 import fcntl, termios
 def f():
     fcntl.ioctl(0, termios.TIOCSTI, b'x')
     return 1
-"""),
-    ("always_equal", "", """
+""",
+    ),
+    (
+        "always_equal",
+        "",
+        """
 class A:
     def __eq__(self, other):
         return True
     __hash__ = None
 def f():
     return A()
-"""),
-    ("str_subclass_repr", "", """
+""",
+    ),
+    (
+        "str_subclass_repr",
+        "",
+        """
 class S(str):
     def __eq__(self, other):
         return True
@@ -314,7 +520,8 @@ class A:
         return S('5')
 def f():
     return A()
-"""),
+""",
+    ),
 ]
 ATTACK_IDS = [a[0] for a in ATTACKS]
 
@@ -329,8 +536,11 @@ def battery(executor, host_paths):
   pids = executor.server_pids()
   checked = executor.run_many(_jobs(host_paths), timeout_s=TIMEOUT_S)
   raw = executor.run_many(_jobs(host_paths), timeout_s=TIMEOUT_S, static_checks=False)
-  return {"checked": dict(zip(ATTACK_IDS, checked)), "raw": dict(zip(ATTACK_IDS, raw)),
-          "pids": pids}
+  return {
+      "checked": dict(zip(ATTACK_IDS, checked)),
+      "raw": dict(zip(ATTACK_IDS, raw)),
+      "pids": pids,
+  }
 
 
 def _contained(name, result, host_paths):
@@ -352,17 +562,40 @@ def test_attack_contained_by_policy(battery, host_paths, name):
 
 
 EXPECTED_RAW = {
-    "infinite_loop": "timeout", "sleep_forever": "timeout", "ignore_sigxcpu": "timeout",
-    "fork_bomb": "error", "multiprocessing": "error", "thread_bomb": "error", "subprocess": "error",
-    "execv": "error", "write_host_file": "error", "write_tmp": "error", "unlink_host_file": "error",
-    "mkdir": "error", "read_host_secret": "error", "read_proc_environ": "error",
-    "read_parent_environ": "error", "read_etc_passwd": "error", "socket_connect": "error",
-    "kill_parent": "error", "kill_everyone": "error", "memory_bomb_list": "error",
-    "memory_bomb_bytes": "error", "print_flood": "timeout", "huge_output": "error",
-    "deep_recursion": "error", "big_int_pow": "timeout", "big_int_str": "error",
+    "infinite_loop": "timeout",
+    "sleep_forever": "timeout",
+    "ignore_sigxcpu": "timeout",
+    "fork_bomb": "error",
+    "multiprocessing": "error",
+    "thread_bomb": "error",
+    "subprocess": "error",
+    "execv": "error",
+    "write_host_file": "error",
+    "write_tmp": "error",
+    "unlink_host_file": "error",
+    "mkdir": "error",
+    "read_host_secret": "error",
+    "read_proc_environ": "error",
+    "read_parent_environ": "error",
+    "read_etc_passwd": "error",
+    "socket_connect": "error",
+    "kill_parent": "error",
+    "kill_everyone": "error",
+    "memory_bomb_list": "error",
+    "memory_bomb_bytes": "error",
+    "print_flood": "timeout",
+    "huge_output": "error",
+    "deep_recursion": "error",
+    "big_int_pow": "timeout",
+    "big_int_str": "error",
     "sys_exit": "error",
-    "os_exit": "error", "x32_syscall": "error", "memfd": "error", "raise_rlimit": "error",
-    "setuid_root": "error", "tiocsti": "error", "str_subclass_repr": "error",
+    "os_exit": "error",
+    "x32_syscall": "error",
+    "memfd": "error",
+    "raise_rlimit": "error",
+    "setuid_root": "error",
+    "tiocsti": "error",
+    "str_subclass_repr": "error",
 }
 
 
@@ -390,44 +623,79 @@ def test_servers_survive_the_battery(executor, battery):
 
 
 BENIGN = [  # (inputs, expected output, program)
-    ("1, 2", "3", """
+    (
+        "1, 2",
+        "3",
+        """
 def f(a, b):
     return a + b
-"""),
-    ("(6, 7)", "42", """
+""",
+    ),
+    (
+        "(6, 7)",
+        "42",
+        """
 def f(pair):
     a, b = pair
     return a * b
-"""),
-    ("'Hello world'", "'dlrow olleH'", """
+""",
+    ),
+    (
+        "'Hello world'",
+        "'dlrow olleH'",
+        """
 def f(s):
     return s[::-1]
-"""),
-    ("[3, 1, 2]", "[3, 2, 1]", """
+""",
+    ),
+    (
+        "[3, 1, 2]",
+        "[3, 2, 1]",
+        """
 def f(xs):
     return sorted(xs, key=lambda v: -v)
-"""),
-    ("", "None", """
+""",
+    ),
+    (
+        "",
+        "None",
+        """
 def f():
     return None
-"""),
-    ("", "'empty'", """
+""",
+    ),
+    (
+        "",
+        "'empty'",
+        """
 def f():
     return 'empty'
-"""),
-    ("80", "23416728348467685", """
+""",
+    ),
+    (
+        "80",
+        "23416728348467685",
+        """
 from functools import lru_cache
 @lru_cache(None)
 def fib(n):
     return n if n < 2 else fib(n-1) + fib(n-2)
 def f(n):
     return fib(n)
-"""),
-    ("20", "2432902008176640000", """
+""",
+    ),
+    (
+        "20",
+        "2432902008176640000",
+        """
 def f(n):
     return 1 if n == 0 else n * f(n - 1)
-"""),
-    ("3", "9", """
+""",
+    ),
+    (
+        "3",
+        "9",
+        """
 def f(n):
     def ack(m, k):
         if m == 0:
@@ -436,8 +704,12 @@ def f(n):
             return ack(m - 1, 1)
         return ack(m - 1, ack(m, k - 1))
     return ack(2, n)
-"""),
-    ("[1, 2, 3]", "[3, 2, 1]", """
+""",
+    ),
+    (
+        "[1, 2, 3]",
+        "[3, 2, 1]",
+        """
 class Stack:
     def __init__(self):
         self.items = []
@@ -450,8 +722,12 @@ def f(xs):
     for x in xs:
         s.push(x)
     return [s.pop() for _ in xs]
-"""),
-    ("4", "'Child(8)'", """
+""",
+    ),
+    (
+        "4",
+        "'Child(8)'",
+        """
 class Base:
     def __init__(self, v):
         self.v = v
@@ -462,8 +738,12 @@ class Child(Base):
         return f'Child({self.v})'
 def f(v):
     return repr(Child(v))
-"""),
-    ("1, 2", "(1, 2)", """
+""",
+    ),
+    (
+        "1, 2",
+        "(1, 2)",
+        """
 from dataclasses import dataclass
 @dataclass
 class P:
@@ -471,82 +751,142 @@ class P:
     y: int
 def f(a, b):
     return (P(a, b).x, P(a, b).y)
-"""),
-    ("10", "([1, 9, 25, 49, 81], {0: 0, 1: 1, 2: 2, 3: 0})", """
+""",
+    ),
+    (
+        "10",
+        "([1, 9, 25, 49, 81], {0: 0, 1: 1, 2: 2, 3: 0})",
+        """
 def f(n):
     return [x * x for x in range(n) if x % 2], {k: k % 3 for k in range(4)}
-"""),
-    ("'banana'", "['a', 'b', 'n']", """
+""",
+    ),
+    (
+        "'banana'",
+        "['a', 'b', 'n']",
+        """
 def f(s):
     return sorted({c for c in s})
-"""),
-    ("12, 18", "(6, 66, 4.242641, True)", """
+""",
+    ),
+    (
+        "12, 18",
+        "(6, 66, 4.242641, True)",
+        """
 import math
 def f(a, b):
     return math.gcd(a, b), math.comb(a, 2), round(math.sqrt(b), 6), math.pi > 3
-"""),
-    ("'aab'", "([('a', 2)], 'baa')", """
+""",
+    ),
+    (
+        "'aab'",
+        "([('a', 2)], 'baa')",
+        """
 from collections import Counter, deque
 def f(s):
     d = deque(s)
     d.rotate(1)
     return Counter(s).most_common(1), ''.join(d)
-"""),
-    ("[5, 1, 4]", "([1, 4], 6)", """
+""",
+    ),
+    (
+        "[5, 1, 4]",
+        "([1, 4], 6)",
+        """
 import heapq, itertools
 def f(xs):
     return heapq.nsmallest(2, xs), len(list(itertools.permutations(xs)))
-"""),
-    ("'a1b22'", "(['1', '22'], 'abc')", r"""
+""",
+    ),
+    (
+        "'a1b22'",
+        "(['1', '22'], 'abc')",
+        r"""
 import re, string
 def f(s):
     return re.findall(r'\d+', s), string.ascii_lowercase[:3]
-"""),
-    ("[1, 2, 3]", "6", """
+""",
+    ),
+    (
+        "[1, 2, 3]",
+        "6",
+        """
 from typing import List
 import sys
 sys.setrecursionlimit(3000)
 def f(xs: List[int]) -> int:
     return sum(xs)
-"""),
-    ("4", "14", """
+""",
+    ),
+    (
+        "4",
+        "14",
+        """
 def gen(n):
     for i in range(n):
         yield i * i
 def f(n):
     return sum(gen(n))
-"""),
-    ("0", "'div0'", """
+""",
+    ),
+    (
+        "0",
+        "'div0'",
+        """
 def f(x):
     try:
         return 1 // x
     except ZeroDivisionError:
         return 'div0'
-"""),
-    ("2, 4", "'1/2'", """
+""",
+    ),
+    (
+        "2, 4",
+        "'1/2'",
+        """
 from fractions import Fraction
 def f(a, b):
     return str(Fraction(a, b))
-"""),
-    ("{'a': 1}", "{1: 'a'}", """
+""",
+    ),
+    (
+        "{'a': 1}",
+        "{1: 'a'}",
+        """
 def f(d):
     return {v: k for k, v in d.items()}
-"""),
-    ("100", "1267650600228229401496703205376", """
+""",
+    ),
+    (
+        "100",
+        "1267650600228229401496703205376",
+        """
 def f(n):
     return 2 ** n
-"""),
-    ("", "0.30000000000000004", """
+""",
+    ),
+    (
+        "",
+        "0.30000000000000004",
+        """
 def f():
     return 0.1 + 0.2
-"""),
-    ("(1, 2)", "(1, 2)", """
+""",
+    ),
+    (
+        "(1, 2)",
+        "(1, 2)",
+        """
 def f(x):
     return x
 if __name__ == '__main__':
     print(f(input()))
-"""),
-    ("3, y=4", "25", """
+""",
+    ),
+    (
+        "3, y=4",
+        "25",
+        """
 class Point:
     __slots__ = ('x', 'y')
     def __init__(self, x, y):
@@ -554,7 +894,8 @@ class Point:
 def f(x, y):
     p = Point(x, y)
     return p.x * p.x + p.y * p.y
-"""),
+""",
+    ),
 ]
 
 
@@ -577,17 +918,22 @@ def test_state_does_not_leak_between_programs(executor):
   checks = [
       ("def f(xs):\n    return sorted(xs), len(xs), abs(-1)", "[3, 1, 2]", "([1, 2, 3], 3, 1)"),
       ("import math\ndef f():\n    return math.sqrt(4)", "", "2.0"),
-      ("import signal\ndef f():\n    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL",
-       "", "True"),
+      (
+          "import signal\ndef f():\n    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL",
+          "",
+          "True",
+      ),
   ]
   for program, inputs, expected in checks:
     assert executor.run(program, inputs, static_checks=False) == ExecResult("ok", expected)
 
 
 def test_only_the_result_pipe_is_inherited(executor):
-  program = ("import os\ndef f():\n    found = []\n    for k in range(3, 1024):\n        try:\n"
-             "            os.write(k, b'')\n            found.append(k)\n        except OSError:\n"
-             "            pass\n    return len(found)")
+  program = (
+      "import os\ndef f():\n    found = []\n    for k in range(3, 1024):\n        try:\n"
+      "            os.write(k, b'')\n            found.append(k)\n        except OSError:\n"
+      "            pass\n    return len(found)"
+  )
   assert executor.run(program, "", static_checks=False) == ExecResult("ok", "1")
 
 
@@ -610,10 +956,15 @@ def test_inputs_conventions_and_rejections(executor):
       ("1,", "((1,), {})"),
       ("'a', k=[1], j=None", "(('a',), {'k': [1], 'j': None})"),
       ("dict(a=1, b=2)", "(({'a': 1, 'b': 2},), {})"),
-      ("dict(), set(), frozenset({1}), tuple([1]), list('ab')",
-       "(({}, set(), frozenset({1}), (1,), ['a', 'b']), {})"),
+      (
+          "dict(), set(), frozenset({1}), tuple([1]), list('ab')",
+          "(({}, set(), frozenset({1}), (1,), ['a', 'b']), {})",
+      ),
       ("dict([(1, 2)], c=3)", "(({1: 2, 'c': 3},), {})"),
-      ("[dict(x=(1, -2.5))], {frozenset(): b'z'}", "(([{'x': (1, -2.5)}], {frozenset(): b'z'}), {})"),
+      (
+          "[dict(x=(1, -2.5))], {frozenset(): b'z'}",
+          "(([{'x': (1, -2.5)}], {frozenset(): b'z'}), {})",
+      ),
       ("1 # comment", "((1,), {})"),
       ("-1, 2j, 1+2j", "((-1, 2j, (1+2j)), {})"),
   ]
@@ -623,11 +974,37 @@ def test_inputs_conventions_and_rejections(executor):
   assert executor.run(identity, (1, "a")).output == "((1, 'a'), {})"
   assert executor.run(identity, ((1, 2),)).output == "(((1, 2),), {})"
   assert executor.run(identity, ()).output == "((), {})"
-  for bad in ["3) or True or (0", "1)(2", "1), (2", "__import__('os')", "f(1)", "x", "9" * 5000,
-              "[" * 300 + "]" * 300, "1" * (1 << 16), "*[1, 2]", "**{'a': 1}", "[*[1]]",
-              "{**{}}", "dict(**{'a': 1})", "list([1], [2])", "set(a=1)", "dict.fromkeys('ab')",
-              "range(3)", "'a' + 'b'", "lambda: 0", "x for x in [1]", "(y := 1)", "{[1]: 2}",
-              "set([[1]])", "a=1, a=2", "dict(a=1, a=2)", "a=1, 2", "sorted([2, 1])", "(1, 2)[0]"]:
+  for bad in [
+      "3) or True or (0",
+      "1)(2",
+      "1), (2",
+      "__import__('os')",
+      "f(1)",
+      "x",
+      "9" * 5000,
+      "[" * 300 + "]" * 300,
+      "1" * (1 << 16),
+      "*[1, 2]",
+      "**{'a': 1}",
+      "[*[1]]",
+      "{**{}}",
+      "dict(**{'a': 1})",
+      "list([1], [2])",
+      "set(a=1)",
+      "dict.fromkeys('ab')",
+      "range(3)",
+      "'a' + 'b'",
+      "lambda: 0",
+      "x for x in [1]",
+      "(y := 1)",
+      "{[1]: 2}",
+      "set([[1]])",
+      "a=1, a=2",
+      "dict(a=1, a=2)",
+      "a=1, 2",
+      "sorted([2, 1])",
+      "(1, 2)[0]",
+  ]:
     result = executor.run(identity, bad)
     assert result.status == "rejected" and result.error.startswith("inputs rejected"), (bad, result)
   lam = executor.run(identity, "[1], lambda x: x < 2").error
@@ -643,8 +1020,7 @@ def test_inputs_conventions_and_rejections(executor):
 
 
 def test_inputs_are_parsed_before_the_program_can_patch_builtins(executor):
-  patcher = ("import builtins\nbuiltins.dict = lambda **k: 'HACKED'\n"
-             "def f(d):\n    return d")
+  patcher = "import builtins\nbuiltins.dict = lambda **k: 'HACKED'\n" "def f(d):\n    return d"
   assert executor.run(patcher, "dict(a=1)", static_checks=False) == ExecResult("ok", "{'a': 1}")
 
 
@@ -678,9 +1054,11 @@ def test_validate_checks_policy_determinism_and_literal_output(executor):
 def test_validate_catches_address_dependent_outputs():
   """Two forks of one server share a heap layout; the child shifts it so that outputs derived
   from object addresses (default hash, repr, set order) differ between the two runs."""
-  programs = ["def f():\n    return hash(object()) % 100003",
-              "class A:\n    pass\ndef f():\n    return str(A())[-8:]",
-              "def f():\n    return [hash(object()) % 7 for _ in range(20)]"]
+  programs = [
+      "def f():\n    return hash(object()) % 100003",
+      "class A:\n    pass\ndef f():\n    return str(A())[-8:]",
+      "def f():\n    return [hash(object()) % 7 for _ in range(20)]",
+  ]
   with Executor(workers=1) as ex:
     for program in programs:
       result = ex.validate(program, "")
@@ -704,36 +1082,39 @@ def test_same_output_compares_literals_only():
   assert not same_output(None, "1")
 
 
-@pytest.mark.parametrize("program, deterministic, allowed", [
-    ("import math\ndef f(x):\n    return math.sqrt(x)", False, True),
-    ("import sys\nsys.setrecursionlimit(5000)\ndef f():\n    return 1", False, True),
-    ("class f:\n    pass", False, True),
-    ("f = lambda x: x", False, True),
-    ("import os.path\ndef f():\n    return 1", False, False),
-    ("from os import path\ndef f():\n    return 1", False, False),
-    ("from . import x\ndef f():\n    return 1", False, False),
-    ("import sys\ndef f():\n    return sys.modules", False, False),
-    ("import sys\ndef f():\n    sys.exit(0)", False, False),
-    ("def f():\n    return eval('1')", False, False),
-    ("def f():\n    g = getattr\n    return g(1, 'real')", False, False),
-    ("def f():\n    return ().__class__.__bases__", False, False),
-    ("def f():\n    return __builtins__", False, False),
-    ("def f():\n    return __impｏrt__('os')", False, False),
-    ("from sys import modules\ndef f():\n    return 1", False, False),
-    ("def f():\n    return (lambda: 0).__globals__", False, False),
-    ("def f(d):\n    return [__ for __ in d]", False, True),
-    ("def f():\n    ___ = 1\n    return ___", False, True),
-    ("def f():\n    return __loader__", False, False),
-    ("def f():\n    return __spec__", False, False),
-    ("def f():\n    __x = 1\n    return __x", False, False),
-    ("def f():\n    return __.__class__", False, False),
-    ("import random\ndef f():\n    return random.random()", False, True),
-    ("import random\ndef f():\n    return random.random()", True, False),
-    ("import time\ndef f():\n    return time.time()", True, False),
-    ("def f():\n    return id(1)", True, False),
-    ("def g():\n    return 1", False, False),
-    ("x" * 30_000, False, False),
-])
+@pytest.mark.parametrize(
+    "program, deterministic, allowed",
+    [
+        ("import math\ndef f(x):\n    return math.sqrt(x)", False, True),
+        ("import sys\nsys.setrecursionlimit(5000)\ndef f():\n    return 1", False, True),
+        ("class f:\n    pass", False, True),
+        ("f = lambda x: x", False, True),
+        ("import os.path\ndef f():\n    return 1", False, False),
+        ("from os import path\ndef f():\n    return 1", False, False),
+        ("from . import x\ndef f():\n    return 1", False, False),
+        ("import sys\ndef f():\n    return sys.modules", False, False),
+        ("import sys\ndef f():\n    sys.exit(0)", False, False),
+        ("def f():\n    return eval('1')", False, False),
+        ("def f():\n    g = getattr\n    return g(1, 'real')", False, False),
+        ("def f():\n    return ().__class__.__bases__", False, False),
+        ("def f():\n    return __builtins__", False, False),
+        ("def f():\n    return __impｏrt__('os')", False, False),
+        ("from sys import modules\ndef f():\n    return 1", False, False),
+        ("def f():\n    return (lambda: 0).__globals__", False, False),
+        ("def f(d):\n    return [__ for __ in d]", False, True),
+        ("def f():\n    ___ = 1\n    return ___", False, True),
+        ("def f():\n    return __loader__", False, False),
+        ("def f():\n    return __spec__", False, False),
+        ("def f():\n    __x = 1\n    return __x", False, False),
+        ("def f():\n    return __.__class__", False, False),
+        ("import random\ndef f():\n    return random.random()", False, True),
+        ("import random\ndef f():\n    return random.random()", True, False),
+        ("import time\ndef f():\n    return time.time()", True, False),
+        ("def f():\n    return id(1)", True, False),
+        ("def g():\n    return 1", False, False),
+        ("x" * 30_000, False, False),
+    ],
+)
 def test_check_program(program, deterministic, allowed):
   assert (check_program(program, deterministic=deterministic) is None) is allowed
 
@@ -773,8 +1154,17 @@ def test_degraded_mode_warns_loudly_and_still_contains(host_paths):
     ex = Executor(namespaces=False)
   with ex:
     assert ex.isolation["seccomp"] and not ex.isolation["filesystem"]
-    names = ["fork_bomb", "subprocess", "os_system", "write_host_file", "socket_connect",
-             "kill_parent", "kill_everyone", "memory_bomb_list", "read_environ"]
+    names = [
+        "fork_bomb",
+        "subprocess",
+        "os_system",
+        "write_host_file",
+        "socket_connect",
+        "kill_parent",
+        "kill_everyone",
+        "memory_bomb_list",
+        "read_environ",
+    ]
     jobs = [job for name, job in zip(ATTACK_IDS, _jobs(host_paths)) if name in names]
     for name, result in zip(names, ex.run_many(jobs, timeout_s=TIMEOUT_S, static_checks=False)):
       _contained(name, result, host_paths)

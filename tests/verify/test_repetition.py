@@ -24,15 +24,19 @@ def random_sentence(rng, low=0, high=14):
 
 
 def question(rng):
-  template = rng.choice([
-      "What is the value of {a} times {b} plus {c} ?",
-      "Find all real x such that x^2 + {a}x + {b} = 0 .",
-      "Let f(x) = {a}x^3 - {b}x + {c} . Compute f({a}) .",
-      "How many positive integers less than {a} are divisible by {b} or {c} ?",
-  ])
+  template = rng.choice(
+      [
+          "What is the value of {a} times {b} plus {c} ?",
+          "Find all real x such that x^2 + {a}x + {b} = 0 .",
+          "Let f(x) = {a}x^3 - {b}x + {c} . Compute f({a}) .",
+          "How many positive integers less than {a} are divisible by {b} or {c} ?",
+      ]
+  )
   text = template.format(a=rng.randint(1, 99), b=rng.randint(1, 99), c=rng.randint(1, 99))
-  words = ("Express your answer as a common fraction in simplest form round to the nearest tenth "
-           "prime digits circle radius angle").split()
+  words = (
+      "Express your answer as a common fraction in simplest form round to the nearest tenth "
+      "prime digits circle radius angle"
+  ).split()
   tail = [rng.choice(words) for _ in range(rng.randint(0, 40))]
   return " ".join([text] + tail)
 
@@ -43,10 +47,17 @@ def canonical_partition(labels):
 
 
 EDGE_PAIRS = [
-    ([], []), ([], ["a"]), (["a"], []), (["a"], ["a"]), (["a", "b"], ["a", "b"]),
-    (["a", "b", "c"], ["a", "b", "c", "d"]), ("a b c d".split(), "a b c d".split()),
-    ("the the the the".split(), "the cat".split()), ("a b c d e".split(), "e d c b a".split()),
-    ("x y".split(), "p q r s t u v".split()), ("α β γ δ".split(), "α β γ δ ε".split()),
+    ([], []),
+    ([], ["a"]),
+    (["a"], []),
+    (["a"], ["a"]),
+    (["a", "b"], ["a", "b"]),
+    (["a", "b", "c"], ["a", "b", "c", "d"]),
+    ("a b c d".split(), "a b c d".split()),
+    ("the the the the".split(), "the cat".split()),
+    ("a b c d e".split(), "e d c b a".split()),
+    ("x y".split(), "p q r s t u v".split()),
+    ("α β γ δ".split(), "α β γ δ ε".split()),
 ]
 
 
@@ -72,8 +83,13 @@ def test_clustering_equals_scipy_on_nltk_distances():
   questions = [question(rng) for _ in range(60)]
   questions += [q + " again" for q in questions[:20]] + questions[:10]
   tokens = [q.split() for q in questions]
-  condensed = np.array([1 - nltk_bleu(tokens[i], tokens[j])
-                        for i in range(len(tokens)) for j in range(i + 1, len(tokens))])
+  condensed = np.array(
+      [
+          1 - nltk_bleu(tokens[i], tokens[j])
+          for i in range(len(tokens))
+          for j in range(i + 1, len(tokens))
+      ]
+  )
   reference = fcluster(linkage(condensed, "average"), np.nextafter(0.5, 0), "distance")
   labels = cluster_questions(questions, 0.5)
   assert canonical_partition(labels) == canonical_partition(reference)
@@ -96,8 +112,9 @@ def test_penalty_small_batches():
   assert repetition_penalty([]).shape == (0,)
   np.testing.assert_allclose(repetition_penalty(["only one"], lam=1.0), [1.0])
   same = "what is the sum of the first ten primes ?"
-  np.testing.assert_allclose(repetition_penalty([same, same, "a totally different question here"]),
-                             [2 / 3, 2 / 3, 1 / 3])
+  np.testing.assert_allclose(
+      repetition_penalty([same, same, "a totally different question here"]), [2 / 3, 2 / 3, 1 / 3]
+  )
 
 
 def test_2048_questions_fast_and_exact():

@@ -11,9 +11,18 @@ from experiments.toy_arith import build
 from rzero_jax.models import encode_chat, forward, load_pretrained, load_tokenizer, stop_token_ids
 from rzero_jax.rzero import prompts
 
-TINY = build.BuildConfig(tokenizer_problems=300, hidden_size=16, intermediate_size=32,
-                         num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, steps=3,
-                         batch_size=4, warmup_steps=1)
+TINY = build.BuildConfig(
+    tokenizer_problems=300,
+    hidden_size=16,
+    intermediate_size=32,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=8,
+    steps=3,
+    batch_size=4,
+    warmup_steps=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +64,7 @@ def completions(batch, tok):
   """The decoded target text (without `<|im_end|>`) of each row, and its prompt."""
   for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
     targets = tokens[mask == 1]
-    yield tok.decode(targets[:-1]), tok.decode(tokens[:np.argmax(mask)])
+    yield tok.decode(targets[:-1]), tok.decode(tokens[: np.argmax(mask)])
 
 
 def test_training_batch_targets_completion_and_end_of_turn(tokenizer):
@@ -72,9 +81,11 @@ def test_training_batch_targets_completion_and_end_of_turn(tokenizer):
 
 def test_direct_rate_controls_answers_without_working(tokenizer):
   cfg = build.BuildConfig(challenger_fraction=0.0, batch_size=32)
-  worked = list(completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 0.0),
-                            tokenizer))
-  direct = list(completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 1.0),
-                            tokenizer))
+  worked = list(
+      completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 0.0), tokenizer)
+  )
+  direct = list(
+      completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 1.0), tokenizer)
+  )
   assert all(" = " in text for text, _ in worked)
   assert all(text.startswith("\\boxed{") and " = " not in text for text, _ in direct)

@@ -53,12 +53,22 @@ def test_heldout_is_disjoint_from_training_text():
   assert all(data.true_answer(q) == a for q, a, _ in heldout)
 
 
-@pytest.mark.parametrize("question, expected", [
-    ("What is 3 + 4 * 2?", 11), ("What is -(3 - 10) * (2 + 1)?", 21), ("What is 7?", 7),
-    ("What is 3 4?", None), ("What is 3 + ?", None), ("What is 2 ** 3?", None),
-    ("What is (1 + 2?", None), ("what is 3?", None), ("What is __import__('os')?", None),
-    ("What is 1234567890 + 1?", None), ("What is " + "(" * 150 + "1" + ")" * 150 + "?", None),
-])
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("What is 3 + 4 * 2?", 11),
+        ("What is -(3 - 10) * (2 + 1)?", 21),
+        ("What is 7?", 7),
+        ("What is 3 4?", None),
+        ("What is 3 + ?", None),
+        ("What is 2 ** 3?", None),
+        ("What is (1 + 2?", None),
+        ("what is 3?", None),
+        ("What is __import__('os')?", None),
+        ("What is 1234567890 + 1?", None),
+        ("What is " + "(" * 150 + "1" + ")" * 150 + "?", None),
+    ],
+)
 def test_true_answer_parses_model_text_safely(question, expected):
   assert data.true_answer(question) == expected
 

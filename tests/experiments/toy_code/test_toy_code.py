@@ -12,9 +12,18 @@ from rzero_jax.azr import tasks
 from rzero_jax.models import encode_chat, load_pretrained, load_tokenizer
 from rzero_jax.verify.executor import Executor
 
-TINY = build.BuildConfig(tokenizer_examples=200, hidden_size=16, intermediate_size=32,
-                         num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, steps=2,
-                         batch_size=4, warmup_steps=1)
+TINY = build.BuildConfig(
+    tokenizer_examples=200,
+    hidden_size=16,
+    intermediate_size=32,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=1,
+    head_dim=8,
+    steps=2,
+    batch_size=4,
+    warmup_steps=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +43,18 @@ def test_generated_tasks_are_valid_and_their_texts_solve_them(executor):
     proposal = tasks.parse_proposal("deduction", data.propose_text(p, v))
     assert proposal.program == p.text and proposal.inputs == (repr(v),)
   for worked in (True, False):
-    ded = [(p.text, repr(v), tasks.parse_solution("deduction", data.deduction_text(p, v, worked)))
-           for p, v in zip(programs, values)]
-    abd = [(p.text, repr(p.run(v)),
-            tasks.parse_solution("abduction", data.abduction_text(p, v, worked)))
-           for p, v in zip(programs, values)]
+    ded = [
+        (p.text, repr(v), tasks.parse_solution("deduction", data.deduction_text(p, v, worked)))
+        for p, v in zip(programs, values)
+    ]
+    abd = [
+        (
+            p.text,
+            repr(p.run(v)),
+            tasks.parse_solution("abduction", data.abduction_text(p, v, worked)),
+        )
+        for p, v in zip(programs, values)
+    ]
     assert all(tasks.check_deductions(ded, executor))
     assert all(tasks.check_abductions(abd, executor))
   task = data.induction_task(rng, programs[0], 4)
