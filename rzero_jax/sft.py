@@ -40,6 +40,7 @@ _MAX_LEN = flags.DEFINE_integer("max_len", 1024, "Longest prompt + response in t
 _MESH = flags.DEFINE_string("mesh", "data:-1", "Device mesh, e.g. 'fsdp:8' or 'data:2,fsdp:4'.")
 _STRATEGY = flags.DEFINE_string("strategy", "fsdp", "Sharding strategy (dp, fsdp, tp, fsdp_tp).")
 _LORA_RANK = flags.DEFINE_integer("lora_rank", 0, "LoRA rank (0 = full fine-tuning).")
+_LORA_ALPHA = flags.DEFINE_float("lora_alpha", 16.0, "LoRA scale numerator (scale alpha / rank).")
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Compute dtype (master weights stay float32).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data order.")
 _CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
@@ -167,7 +168,8 @@ def run(out: str) -> dict:
   from rzero_jax import sharding
   from rzero_jax.checkpoint import RunCheckpointer
   from rzero_jax.metrics import MetricWriter, Progress
-  from rzero_jax.models import load_pretrained, load_tokenizer, save_pretrained
+  from rzero_jax.models import combine_params, init_lora, load_pretrained, load_tokenizer
+  from rzero_jax.models import save_pretrained
   from rzero_jax.training import TrainConfig, init_train_state
   from rzero_jax.training.sft import make_sft_batch, make_sft_train_step
 
@@ -176,11 +178,6 @@ def run(out: str) -> dict:
   # 1. Data, flags and mesh are checked before anything is written.
   tokenizer = load_tokenizer(_MODEL.value)
   examples = read_examples(_DATA.value, tokenizer, _MAX_LEN.value)
-  if _LORA_RANK.value:
-    raise DataError(
-        "--lora_rank > 0 needs LoRA support in rzero_jax.models, which this version "
-        "does not have yet: use --lora_rank=0 (full fine-tuning)."
-    )
   mesh = sharding.make_mesh(_MESH.value)
   plan = sharding.make_plan(mesh, _STRATEGY.value)
   steps = total_steps(len(examples), _BATCH.value, _STEPS.value, _EPOCHS.value)
@@ -196,8 +193,16 @@ def run(out: str) -> dict:
       weight_decay=_WEIGHT_DECAY.value,
       kl_coef=0.0,
   )
-  state = init_train_state(cfg, train_cfg, params, mesh=mesh, strategy=_STRATEGY.value, donate=True)
-  del params
+  # Full fine-tuning: the state takes over the loaded weights. LoRA: the loaded weights stay a
+  # frozen base and the state holds fresh adapters (targets: every projection).
+  base, trained = None, params
+  if _LORA_RANK.value:
+    cfg = dataclasses.replace(cfg, lora_rank=_LORA_RANK.value, lora_alpha=_LORA_ALPHA.value)
+    base, trained = params, init_lora(cfg, jax.random.key(_SEED.value))
+  state = init_train_state(
+      cfg, train_cfg, trained, mesh=mesh, strategy=_STRATEGY.value, donate=base is None
+  )
+  del params, trained
   train_step = make_sft_train_step(cfg, train_cfg, mesh=mesh, strategy=_STRATEGY.value)
   os.makedirs(out, exist_ok=True)
   ckpt = RunCheckpointer(os.path.join(out, "checkpoints"), ("state",))
@@ -219,7 +224,7 @@ def run(out: str) -> dict:
     ]
     batch = make_sft_batch([e.prompt for e in chosen], [e.response for e in chosen], length, pad)
     batch = sharding.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
-    state, metrics = train_step(state, batch)
+    state, metrics = train_step(state, batch, base)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     meta["step"] += 1
     meta["losses"].append(metrics["loss"])
@@ -232,7 +237,8 @@ def run(out: str) -> dict:
 
   # 4. Export (adapters merged when LoRA is on) and summary, by process 0.
   host_params = jax.tree.map(
-      lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), state.params
+      lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)),
+      combine_params(base, state.params),
   )
   summary = {
       "steps": steps,
@@ -252,6 +258,7 @@ def run(out: str) -> dict:
               "mesh",
               "strategy",
               "lora_rank",
+              "lora_alpha",
               "dtype",
               "warmup_steps",
               "weight_decay",

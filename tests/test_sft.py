@@ -117,6 +117,32 @@ def test_resume_sharding_and_export(tmp_path, data_file):
   assert load_tokenizer(str(straight / "export")).chat_template
 
 
+def test_lora_trains_adapters_and_exports_the_merged_model(tmp_path, data_file):
+  out = tmp_path / "lora"
+  code, output = _cli(
+      out,
+      f"--data={data_file}",
+      "--steps=3",
+      "--lora_rank=4",
+      "--lora_alpha=8",
+      "--lr=1e-2",
+      *FLAGS,
+  )
+  assert code == 0, output
+  _, base = load_pretrained(MODEL, dtype="float32")
+  cfg, merged = load_pretrained(str(out / "export"), dtype="float32")
+  assert cfg.lora_rank == 0  # a plain HF checkpoint: adapters folded into the weights
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), merged, base)
+  assert changed["layers"]["q"] and changed["layers"]["down"]  # adapted projections moved
+  assert not changed["embed"] and not changed["layers"]["attn_norm"]  # the frozen rest did not
+  tokens = np.array([[5, 17, 3, 99, 2, 61, 7, 30]])
+  np.testing.assert_allclose(
+      hf_fixtures.hf_logits(str(out / "export"), tokens),
+      np.asarray(forward(cfg, merged, tokens)),
+      atol=1e-4,
+  )
+
+
 @pytest.mark.parametrize(
     "lines,message",
     [

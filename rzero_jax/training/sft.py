@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.decoder import Params, forward
+from rzero_jax.models.decoder import Params, combine_params, forward
 from rzero_jax.sharding import ShardingPlan
 
 Batch = dict[str, jax.Array]
@@ -65,10 +65,11 @@ def make_sft_step(
 def make_sft_train_step(
     model_cfg: ModelConfig, train_cfg: Any, mesh: Any = None, strategy: Any = None
 ) -> Callable[[Any, Batch], tuple[Any, dict]]:
-  """A jitted `(TrainState, batch) -> (TrainState, metrics)` SFT update with the loops' optimizer
-  (`make_optimizer(train_cfg)`: clipping + AdamW) and shardings; the state is donated. The
-  compute dtype is the model config's (or `train_cfg.compute_dtype`). Metrics: loss, accuracy,
-  tokens, grad_norm, learning_rate."""
+  """A jitted `(TrainState, batch, base=None) -> (TrainState, metrics)` SFT update with the loops'
+  optimizer (`make_optimizer(train_cfg)`: clipping + AdamW) and shardings; the state is donated.
+  With LoRA (`model_cfg.lora_rank` > 0) the state holds the adapters and `base` is the frozen
+  base params (no gradient for them). The compute dtype is the model config's (or
+  `train_cfg.compute_dtype`). Metrics: loss, accuracy, tokens, grad_norm, learning_rate."""
   from rzero_jax.sharding import make_plan
   from rzero_jax.training.train_state import (
       TrainState,
@@ -82,8 +83,9 @@ def make_sft_train_step(
   optimizer, schedule = make_optimizer(train_cfg), make_schedule(train_cfg)
   cfg = compute_config(model_cfg, train_cfg)
 
-  def step(state, batch):
-    grad_fn = jax.value_and_grad(lambda p: sft_loss(cfg, p, batch, plan=plan), has_aux=True)
+  def step(state, batch, base=None):
+    full = lambda p: combine_params(base, p)  # noqa: E731
+    grad_fn = jax.value_and_grad(lambda p: sft_loss(cfg, full(p), batch, plan=plan), has_aux=True)
     (_, metrics), grads = grad_fn(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = TrainState(
