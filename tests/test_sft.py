@@ -161,8 +161,10 @@ def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, lines, messag
     path.write_text("".join(line + "\n" for line in lines))
   out = tmp_path / "out"
   code, output = _cli(out, f"--data={path}", "--steps=1", *FLAGS, timeout=300)
-  assert code == 2 and message in output and "Traceback" not in output, output
-  assert len(output.strip().splitlines()) == 1, output
+  assert code == 2 and "Traceback" not in output, output
+  # One error line (transformers may add its own "PyTorch was not found" notice without torch).
+  errors = [line for line in output.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and message in errors[0], output
   assert not out.exists()
 
 
