@@ -203,6 +203,9 @@ class WorkerPool:
       now = time.monotonic()
       for w in list(self._workers):
         if w.ready and w.job is None and pending:
+          if w.proc.poll() is not None:  # died while idle (killed, OOM): no request's fault
+            self._replace(w)
+            continue
           job = pending.popleft()
           try:
             w.send(requests[job])
