@@ -46,15 +46,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data order.")
 _CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
 
 LENGTH_BUCKET = 16
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "vocab.json",
-    "merges.txt",
-    "generation_config.json",
-)
 
 
 class DataError(ValueError):
@@ -168,6 +159,8 @@ def run(out: str) -> dict:
   from rzero_jax import sharding
   from rzero_jax.checkpoint import RunCheckpointer
   from rzero_jax.metrics import MetricWriter, Progress
+  from rzero_jax.selfplay.runner import TOKENIZER_FILES
+  from rzero_jax.selfplay.util import atomic_json
   from rzero_jax.models import combine_params, init_lora, load_pretrained, load_tokenizer
   from rzero_jax.models import save_pretrained
   from rzero_jax.training import TrainConfig, init_train_state
@@ -278,20 +271,13 @@ def run(out: str) -> dict:
         os.path.join(out, "export"),
         extra_files=files,
     )
-    _atomic_json(os.path.join(out, "summary.json"), summary)
+    atomic_json(os.path.join(out, "summary.json"), summary)
     print(
         f"done: {steps} steps, final loss {summary['final_loss']:.4f}; HF export in "
         f"{os.path.join(out, 'export')}",
         flush=True,
     )
   return summary
-
-
-def _atomic_json(path: str, data: Any) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2)
-  os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> None:
