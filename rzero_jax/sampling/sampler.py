@@ -11,8 +11,9 @@ multiple of the mesh's batch shards. A long run thus compiles a handful of progr
 (config, sampling method, mesh); `max_new_tokens`, the seed and the stop ids (padded to 4, 8, ...)
 are traced. The prefill does not depend on the sampling method: greedy and sampled calls share it.
 
-Randomness. Row r of a call draws from `fold_in(fold_in(key(seed), r), step)`: the same seed gives
-the same output, and a row's draws do not depend on the batch padding.
+Randomness. Row r (= prompt index x num_samples + sample index) draws its token t from
+`fold_in(fold_in(key(seed), r), t)`: the same seed gives the same output, and a row's draws depend
+neither on the batch padding nor on how `max_batch_size` splits the rows into calls.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def _decode(
     seed: jax.Array,
     max_new_tokens: jax.Array,
     stop_ids: jax.Array,
+    row_offset: jax.Array,
     *,
     cfg: ModelConfig,
     method: Method,
@@ -159,7 +161,7 @@ def _decode(
   slots = jnp.arange(prompt_len + new_len)
   params = unstack_layers(params)
   row_keys = jax.vmap(jax.random.fold_in, (None, 0))(
-      jax.random.key(seed), jnp.arange(state.done.shape[0])
+      jax.random.key(seed), row_offset + jnp.arange(state.done.shape[0])
   )
 
   def cond(s: DecodeState) -> jax.Array:
@@ -264,6 +266,7 @@ def generate(
     mesh: Mesh | None = None,
     strategy: str | Sequence | None = None,
     cache_dtype: str | None = None,
+    max_batch_size: int | None = None,
 ) -> SampleOutput:
   """Samples `num_samples` completions per prompt (greedy when temperature == 0).
 
@@ -272,6 +275,9 @@ def generate(
   With a `mesh`, rows are sharded over the strategy's batch axes and heads/cache over its tensor
   axis; params already on the mesh are used as they are, others are sharded by the strategy.
   `cache_dtype` ("bfloat16", ...) defaults to the config's compute dtype.
+  `max_batch_size`: at most this many rows per device call (None: all at once). Calls take the
+  (prompt, sample) rows in order; a row's random stream depends only on (seed, prompt index,
+  sample index, token index), so completions do not depend on `max_batch_size`.
   """
   method = make_method(temperature, top_p, top_k)
   _validate(cfg, prompts, max_new_tokens, num_samples, seed)
@@ -282,54 +288,68 @@ def generate(
     return SampleOutput(
         [], [], [], empty.astype(np.int32), empty.astype(np.float32), np.zeros((0,), np.int32)
     )
+  if max_batch_size is not None and (
+      not isinstance(max_batch_size, (int, np.integer)) or max_batch_size < 1
+  ):
+    raise ValueError(f"max_batch_size must be a positive int or None, got {max_batch_size!r}.")
   plan = make_plan(mesh, strategy)
   params = _place_params(cfg, params, plan)
   shards = _batch_shards(plan)
   lens = np.asarray([len(p) for p in prompts], np.int32)
   prompt_len = _bucket(int(lens.max()), MIN_LENGTH_BUCKET)
-  prompt_rows = _bucket(len(prompts), multiple=shards)
-  batch = _bucket(num, multiple=shards)
-
-  tokens = np.zeros((prompt_rows, prompt_len), np.int32)
-  for i, prompt in enumerate(prompts):
-    tokens[i, prompt_len - len(prompt) :] = prompt
-  prompt_lens = np.ones((prompt_rows,), np.int32)  # padding rows: one token, never read
-  prompt_lens[: len(prompts)] = lens
-  source = np.zeros((batch,), np.int32)
-  source[:num] = np.repeat(np.arange(len(prompts)), num_samples)
-  state = _prefill(
-      params,
-      tokens,
-      prompt_lens,
-      source,
-      np.arange(batch) < num,
-      cfg=cfg,
-      plan=plan,
-      new_len=_bucket(max_new_tokens, MIN_LENGTH_BUCKET),
-      cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name,
-  )
   if isinstance(stop_token_ids, (int, np.integer)):
     stop_token_ids = (stop_token_ids,)
   stops = [int(t) for t in stop_token_ids]
   stop_ids = np.full((_bucket(len(stops), 4),), -1, np.int32)
   stop_ids[: len(stops)] = stops
-  state = _decode(
-      params,
-      state,
-      np.uint32(seed),
-      np.int32(max_new_tokens),
-      stop_ids,
-      cfg=cfg,
-      method=method,
-      plan=plan,
-      pad_id=pad_id,
-  )
+  per_call = num if max_batch_size is None else int(max_batch_size)
+  rows_of_prompt = np.repeat(np.arange(len(prompts)), num_samples)
+  parts = []
+  for start in range(0, num, per_call):  # rows [start, stop) in one prefill + decode
+    stop = min(start + per_call, num)
+    chunk_prompts, source_local = np.unique(rows_of_prompt[start:stop], return_inverse=True)
+    rows = stop - start
+    prompt_rows = _bucket(len(chunk_prompts), multiple=shards)
+    batch = _bucket(min(per_call, num), multiple=shards)
+    tokens = np.zeros((prompt_rows, prompt_len), np.int32)
+    for k, i in enumerate(chunk_prompts):
+      tokens[k, prompt_len - len(prompts[i]) :] = prompts[i]
+    prompt_lens = np.ones((prompt_rows,), np.int32)  # padding rows: one token, never read
+    prompt_lens[: len(chunk_prompts)] = lens[chunk_prompts]
+    source = np.zeros((batch,), np.int32)
+    source[:rows] = source_local
+    state = _prefill(
+        params,
+        tokens,
+        prompt_lens,
+        source,
+        np.arange(batch) < rows,
+        cfg=cfg,
+        plan=plan,
+        new_len=_bucket(max_new_tokens, MIN_LENGTH_BUCKET),
+        cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name,
+    )
+    state = _decode(
+        params,
+        state,
+        np.uint32(seed),
+        np.int32(max_new_tokens),
+        stop_ids,
+        np.int32(start),
+        cfg=cfg,
+        method=method,
+        plan=plan,
+        pad_id=pad_id,
+    )
+    parts.append(
+        [_to_host(x)[:rows] for x in (state.lengths, state.tokens, state.logprobs, state.done)]
+    )
 
-  lengths = _to_host(state.lengths)[:num]
+  lengths = np.concatenate([p[0] for p in parts])
   width = int(lengths.max())
-  token_array = _to_host(state.tokens)[:num, :width]
-  logprob_array = _to_host(state.logprobs)[:num, :width]
-  finished = _to_host(state.done)[:num]
+  token_array = np.concatenate([p[1][:, :width] for p in parts])
+  logprob_array = np.concatenate([p[2][:, :width] for p in parts])
+  finished = np.concatenate([p[3] for p in parts])
   return SampleOutput(
       tokens=[row[:n].tolist() for row, n in zip(token_array, lengths)],
       logprobs=[row[:n].tolist() for row, n in zip(logprob_array, lengths)],

@@ -190,3 +190,12 @@ def test_bad_inputs_raise_clear_errors(model):
   )  # None disables a cut, like 0 / 1.0
   empty = generate(cfg, params, [], max_new_tokens=4)
   assert empty.tokens == [] and empty.finished == []
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 3, 7, 64])
+def test_max_batch_size_does_not_change_completions(model, sampled, max_batch_size):
+  """Static calls of at most max_batch_size rows (continuous batching is not done yet): a row's
+  random stream depends only on (seed, prompt, sample, token), so the completions are the same."""
+  out = generate(*model, PROMPTS, **SAMPLING, max_batch_size=max_batch_size)
+  assert out.tokens == sampled.tokens and out.finished == sampled.finished
+  np.testing.assert_allclose(out.logprob_array, sampled.logprob_array, atol=1e-5)
