@@ -199,3 +199,9 @@ def test_max_batch_size_does_not_change_completions(model, sampled, max_batch_si
   out = generate(*model, PROMPTS, **SAMPLING, max_batch_size=max_batch_size)
   assert out.tokens == sampled.tokens and out.finished == sampled.finished
   np.testing.assert_allclose(out.logprob_array, sampled.logprob_array, atol=1e-5)
+
+
+def test_max_batch_size_sharded_equals_unsharded(model, sampled):
+  out = generate(*model, PROMPTS, **SAMPLING, max_batch_size=3,
+                 mesh=sharding.make_mesh("data:2,tensor:4"), strategy="tp")
+  assert out.tokens == sampled.tokens
