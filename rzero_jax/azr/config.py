@@ -25,7 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 10
   c.export_hf = True  # write the model in HF format at the end
   c.reward_variant = "paper"  # or "released": -0.5 for valid proposals solved always/never
-  c.max_sample_batch = 512  # sequences per sampler call (chunks of a fixed shape)
+  c.max_sample_batch = 512  # rows in flight in the sampler (generate's max_batch_size)
   c.recompute_old_logprobs = True  # old policy = the training forward pass before the update
 
   # One model plays both roles with one train state; `prompts_per_step` prompts per (task type,

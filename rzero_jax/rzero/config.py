@@ -53,7 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.reward_variant = "paper"  # or "released" (the reference code's rewards)
   c.grade_timeout_s = 5.0
   c.wandb_project = ""  # also log metrics to this Weights & Biases project (optional)
-  c.max_sample_batch = 512  # sequences per sampler call (chunks of a fixed shape)
+  c.max_sample_batch = 512  # rows in flight in the sampler (generate's max_batch_size)
   c.recompute_old_logprobs = True  # old policy = the training forward pass before the update (as
   # veRL), not the sampler's log-probs (logged as logprob_mismatch)
   c.fresh_optimizer_each_phase = True  # AdamW state and schedule restart at every phase start (the

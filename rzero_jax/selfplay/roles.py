@@ -140,32 +140,24 @@ def sample(
     stop_ids: Any,
     mesh: Any,
 ) -> Completions:
-  """`num_samples` completions per prompt, in chunks of at most `max_batch` sequences (a fixed
-  chunk shape compiles once); chunk k samples with `derive_seed(seed, k)`. `model_cfg` is unused
-  (each role samples with its own config, LoRA included); kept for callers."""
-  per_chunk = max(1, max_batch // num_samples)
-  parts = []
-  for k in range(0, len(prompt_ids), per_chunk):
-    parts.append(
-        generate(
-            role.model_cfg,
-            role.params,
-            list(prompt_ids[k : k + per_chunk]),
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            num_samples=num_samples,
-            stop_token_ids=stop_ids,
-            seed=derive_seed(seed, k),
-            mesh=mesh,
-            strategy=role.strategy,
-        )
-    )
-  return Completions(
-      tokens=[t for p in parts for t in p.tokens],
-      logprobs=[lp for p in parts for lp in p.logprobs],
-      finished=[f for p in parts for f in p.finished],
+  """`num_samples` completions per prompt in one `generate` call with at most `max_batch` rows in
+  flight; a completion's random stream depends only on (seed, prompt, sample, token). `model_cfg`
+  is unused (each role samples with its own config, LoRA included); kept for callers."""
+  out = generate(
+      role.model_cfg,
+      role.params,
+      list(prompt_ids),
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      top_p=top_p,
+      num_samples=num_samples,
+      stop_token_ids=stop_ids,
+      seed=seed,
+      mesh=mesh,
+      strategy=role.strategy,
+      max_batch_size=max_batch,
   )
+  return Completions(tokens=out.tokens, logprobs=out.logprobs, finished=out.finished)
 
 
 @jax.jit

@@ -166,8 +166,8 @@ class Runner:
       top_p: float,
       max_new_tokens: int,
   ) -> Completions:
-    """`roles.sample` with the run's model, mesh, stop tokens and `config.max_sample_batch`;
-    timed as sampling (also sets `tokens_per_s`)."""
+    """`roles.sample` with the run's model, mesh, stop tokens and `config.max_sample_batch` rows
+    in flight; timed as sampling (also sets `tokens_per_s`)."""
     t0 = time.perf_counter()
     out = roles_lib.sample(
         self.cfg,
