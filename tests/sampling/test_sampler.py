@@ -202,6 +202,12 @@ def test_max_batch_size_does_not_change_completions(model, sampled, max_batch_si
 
 
 def test_max_batch_size_sharded_equals_unsharded(model, sampled):
-  out = generate(*model, PROMPTS, **SAMPLING, max_batch_size=3,
-                 mesh=sharding.make_mesh("data:2,tensor:4"), strategy="tp")
+  out = generate(
+      *model,
+      PROMPTS,
+      **SAMPLING,
+      max_batch_size=3,
+      mesh=sharding.make_mesh("data:2,tensor:4"),
+      strategy="tp"
+  )
   assert out.tokens == sampled.tokens
