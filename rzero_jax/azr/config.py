@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.actor = ml_collections.ConfigDict(
       dict(
           strategy="fsdp",
+          sampler_strategy="",  # decode layout of the bf16 sampler copy; "" = strategy
           prompts_per_step=64,
           updates_per_step=1,
           max_prompt_tokens=4096,

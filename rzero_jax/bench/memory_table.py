@@ -155,9 +155,11 @@ def table(batch: int, length: int) -> str:
 def rzero_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, lora_rank: int) -> dict:
   """Per-device bytes of an R-Zero run's trained state: two roles and the KL reference.
 
-  Full fine-tuning (lora_rank 0): each role f32 weights + AdamW m, v; the reference an f32 copy.
-  LoRA: one frozen bf16 base shared by both roles; each role f32 adapters + m, v; the reference
-  the phase-start adapters (f32). The sampler's KV cache comes on top (see `table`)."""
+  Full fine-tuning (lora_rank 0): each role f32 weights + AdamW m, v, and its bf16 sampler copy
+  (`sampler`, in the same layout; `config.<role>.sampler_strategy` may pick another); the
+  reference an f32 copy. LoRA: one frozen bf16 base shared by both roles, which the sampler reads
+  as it is; each role f32 adapters + m, v; the reference the phase-start adapters (f32). The
+  sampler's KV cache comes on top (see `table`)."""
   rules = sharding.get_rules(strategy)
   base, _ = _elements(cfg, rules, sizes)
   if not lora_rank:
@@ -165,14 +167,16 @@ def rzero_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, lora_
     return {
         "base": 0,
         "roles": 2 * per_role,
+        "sampler": 2 * base * 2,
         "reference": base * 4,
-        "total": 2 * per_role + base * 4,
+        "total": 2 * per_role + 2 * base * 2 + base * 4,
     }
   _, adapters = _elements(dataclasses.replace(cfg, lora_rank=lora_rank), rules, sizes)
   per_role = adapters * (4 + 8)
   return {
       "base": base * 2,
       "roles": 2 * per_role,
+      "sampler": 0,
       "reference": adapters * 4,
       "total": base * 2 + 2 * per_role + adapters * 4,
   }
@@ -182,7 +186,7 @@ def rzero_table(lora_rank: int) -> str:
   """Markdown: an R-Zero run's trained state per device, full fine-tuning next to LoRA."""
   gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
   lines = [
-      f"| Model | Devices | Strategy | Mesh | Full FT: 2 x (f32 w + m + v) + f32 ref | "
+      f"| Model | Devices | Strategy | Mesh | Full FT: 2 x (f32 w + m + v + bf16 sampler copy) + f32 ref | "
       f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters |",
       "|---|---|---|---|---|---|",
   ]

@@ -175,10 +175,12 @@ def hidden_with_cache(
     *,
     plan: ShardingPlan | None = None,
 ) -> tuple[jax.Array, Params]:
-  """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T).
+  """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T)
+  (index a scalar, or one per row [B]).
 
   kv_valid [B, S] marks cache slots that hold real (non-padding) tokens once this call has written;
-  query t attends to slot s when kv_valid[b, s] and s <= index + t. `params["layers"]` and the
+  query t attends to slot s when kv_valid[b, s] and s <= index + t. A narrower kv_valid [B, W]
+  (W <= S) makes attention read only the first W slots. `params["layers"]` and the
   cache may be stacked or per-layer lists (`unstack_layers`, `unstack_cache`, with
   `cfg.scan_layers` off); the cache comes back in the form it came in. Returns (last-layer hidden
   states [B, T, D] before the final norm, cache).

@@ -153,6 +153,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
   return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, t, h, hd)
 
 
+def write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+  """Writes new [B, Hkv, T, hd] into cache [B, Hkv, S, hd] at slots [index, index + T): one index
+  for every row (a scalar), or one per row (index [B], continuous batching)."""
+  new = new.astype(cache.dtype)
+  if jnp.ndim(index) == 0:
+    return jax.lax.dynamic_update_slice(cache, new, (0, 0, index, 0))
+  write_row = lambda c, x, i: jax.lax.dynamic_update_slice(c, x, (0, i, 0))
+  return jax.vmap(write_row)(cache, new, index)
+
+
 def default_positions(attention_mask: jax.Array) -> jax.Array:
   """Positions that skip left padding: cumulative count of real tokens minus one (0 on padding)."""
   return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
@@ -226,15 +236,11 @@ class DecoderLayer(nn.Module):
     v = self._c(jnp.swapaxes(v, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
     if cache is not None:
       cache = {
-          name: self._c(
-              jax.lax.dynamic_update_slice(
-                  cache[name], new.astype(cache[name].dtype), (0, 0, index, 0)
-              ),
-              CACHE_AXES[1:],
-          )
+          name: self._c(write_cache(cache[name], new, index), CACHE_AXES[1:])
           for name, new in (("k", k), ("v", v))
       }
-      k, v = cache["k"], cache["v"]
+      window = mask.shape[-1]  # attention reads the cache's first `window` slots only
+      k, v = cache["k"][:, :, :window], cache["v"][:, :, :window]
     attn = attention(q, k, v, mask)
     x = x + self._bias("o_bias", self._proj("o", "bthk,hkd->btd", attn))
     x = self._c(x, ("batch", "length", "embed"))
@@ -254,8 +260,10 @@ class Decoder(nn.Module):
     attention_mask [B, T] (1 = real token; default all ones), positions default to counting real
     tokens, so left padding gets the right positions.
   - with a cache {"k", "v"} (stacked [L, B, Hkv, S, hd] or per-layer lists): the T new tokens'
-    keys/values are written at slots [index, index + T), query t attends to slot s when
-    kv_valid[b, s] and s <= index + t; returns (logits, cache), the cache in the form it came in.
+    keys/values are written at slots [index, index + T) (index: a scalar, or one per row [B]),
+    query t attends to slot s when kv_valid[b, s] and s <= index + t; kv_valid [B, W] may cover
+    only the cache's first W slots, which are then all that attention reads (the sampler's window
+    over the filled part); returns (logits, cache), the cache in the form it came in.
   `hidden=True` returns the last layer's hidden states (before the final norm) instead of logits.
   """
 
@@ -375,9 +383,9 @@ class Decoder(nn.Module):
       positions = default_positions(attention_mask)
     if cache is None:  # the call's own tokens are the attended slots
       index, kv_valid = 0, attention_mask
-    query_slots = index + jnp.arange(t)
+    query_slots = jnp.reshape(index, (-1, 1)) + jnp.arange(t)  # [1 or B, T]
     slots = jnp.arange(kv_valid.shape[1])
-    mask = (slots[None, None, :] <= query_slots[None, :, None]) & kv_valid[:, None, :]
+    mask = (slots[None, None, :] <= query_slots[:, :, None]) & kv_valid[:, None, :]
     # The table is used whole along `embed` (gathered like any FSDP weight): looking rows up in an
     # embed-split table gives embed-split rows, which XLA can only move to batch-split by replicating.
     table = constrain(self.embed, ("vocab", None), self.plan)

@@ -62,6 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.challenger = ml_collections.ConfigDict(
       dict(
           strategy="fsdp",
+          sampler_strategy="",  # decode layout of the bf16 sampler copy; "" = strategy
           group_size=4,
           prompts_per_step=512,
           prompts_per_update=16,
@@ -81,6 +82,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.solver = ml_collections.ConfigDict(
       dict(
           strategy="fsdp",
+          sampler_strategy="",  # decode layout of the bf16 sampler copy; "" = strategy
           group_size=5,
           prompts_per_step=512,
           prompts_per_update=128,

@@ -1,19 +1,27 @@
-"""Batched generation: one jitted prefill, then one jitted `lax.while_loop` decode over a
-preallocated KV cache (donated), stopping early once every row is done.
+"""Generation with continuous batching: a fixed set of slots decodes on device while the host
+refills the slots whose rows stopped with the next waiting (prompt, sample) rows.
 
-Layout. Prompts are left-padded to a bucketed length P; the cache has P + N slots, N the bucketed
-`max_new_tokens`; the j-th generated token is fed back at slot P + j with position len(prompt) + j.
-Each distinct prompt is prefilled once; its cache rows are then gathered `num_samples` times
-(samples of a prompt are contiguous), so prefill costs do not grow with `num_samples`.
+Slots. `max_batch_size` rows are in flight (all rows when None). Each slot owns one row of a
+preallocated KV cache of P + N entries (P, N: the prompt and `max_new_tokens` buckets). A row's
+prompt sits at the start of its slot (right-padded) and its j-th generated token is written at
+len(prompt) + j, so the filled part of every slot is a prefix and the position id of the next
+token is the slot's fill. Inserting rows prefills their distinct prompts once (samples of a prompt
+share the prefill) and copies each prompt's cache into its slots (`_insert`).
 
-Buckets. P and N are powers of two (at least 16); row counts are powers of two rounded up to a
-multiple of the mesh's batch shards. A long run thus compiles a handful of programs per
-(config, sampling method, mesh); `max_new_tokens`, the seed and the stop ids (padded to 4, 8, ...)
-are traced. The prefill does not depend on the sampling method: greedy and sampled calls share it.
+Decode. One jitted `lax.while_loop` (`_decode`) samples and feeds a token for every slot, for many
+steps per host visit: it returns when enough slots are done to be worth refilling (an eighth of
+them while rows wait), when every slot is done, or when the filled prefix reaches the attention
+window. Attention reads only the cache's first `window` entries, a power of two just above the
+longest live fill: decode cost follows the filled cache, not the cap, and a handful of windows
+compile per cache size.
+
+Buckets. P, N and the window are powers of two (at least 16 / 32); slot and prefill row counts are
+powers of two rounded up to a multiple of the mesh's batch shards. `max_new_tokens`, the seed and
+the stop ids (padded to 4, 8, ...) are traced. The prefill does not depend on the sampling method.
 
 Randomness. Row r (= prompt index x num_samples + sample index) draws its token t from
-`fold_in(fold_in(key(seed), r), t)`: the same seed gives the same output, and a row's draws depend
-neither on the batch padding nor on how `max_batch_size` splits the rows into calls.
+`fold_in(fold_in(key(seed), r), t)`: the same seed gives the same completions whatever
+`max_batch_size`, the slot a row lands in, the batch padding or the mesh.
 """
 
 from __future__ import annotations
@@ -32,7 +40,6 @@ from jax.sharding import Mesh
 from rzero_jax.models.config import ModelConfig, resolve_dtype
 from rzero_jax.models.decoder import (
     CACHE_AXES,
-    default_positions,
     forward_with_cache,
     hidden_with_cache,
     init_cache,
@@ -46,6 +53,9 @@ from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 
 Params = dict[str, Any]
 MIN_LENGTH_BUCKET = 16
+MIN_WINDOW = 32
+MIN_STEPS_PER_VISIT = 16
+REFILL_FRACTION = 8  # while rows wait, the host refills once 1/8 of the slots are free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,8 @@ class SampleOutput:
   finished: True when the sample ended with a stop token, False when it hit `max_new_tokens`.
   token_array / logprob_array: the same, padded to the longest completion [num, T] (pad id / 0.0).
   lengths: number of tokens per sample [num].
+  decode_row_steps: slots x decode steps the device ran (sum(lengths) / decode_row_steps is the
+    share of decode work spent on live rows).
   """
 
   tokens: list[list[int]]
@@ -65,22 +77,22 @@ class SampleOutput:
   token_array: np.ndarray
   logprob_array: np.ndarray
   lengths: np.ndarray
+  decode_row_steps: int = 0
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
-class DecodeState:
-  """Loop state; every array has a leading batch axis B except `step`."""
+class SlotState:
+  """Decode state; every array has a leading slot axis S."""
 
-  step: jax.Array  # [] tokens generated so far
-  tokens: jax.Array  # [B, N] generated tokens (pad once a row is done)
-  logprobs: jax.Array  # [B, N] float32
-  lengths: jax.Array  # [B] tokens kept (through the stop token)
-  done: jax.Array  # [B] stop token emitted (padding rows start done)
-  logits: jax.Array  # [B, V] float32 next-token logits
-  position: jax.Array  # [B] position id of the next token
-  pad: jax.Array  # [B] left padding of the prompt: cache slots below it are never attended
-  cache: Params  # {"k", "v"}: per-layer lists of [B, kv_heads, P + N, head_dim]
+  tokens: jax.Array  # [S, N] tokens of the slot's row so far
+  logprobs: jax.Array  # [S, N] float32
+  count: jax.Array  # [S] tokens generated by the slot's row
+  done: jax.Array  # [S] the row stopped (or the slot is free)
+  row: jax.Array  # [S] global row id of the slot's row (its random stream)
+  fill: jax.Array  # [S] cache entries filled: where the next token is written, and its position
+  logits: jax.Array  # [S, V] float32 next-token logits
+  cache: Params  # {"k", "v"}: per-layer lists of [S, kv_heads, P + N, head_dim]
 
 
 def _bucket(n: int, minimum: int = 1, multiple: int = 1) -> int:
@@ -97,106 +109,140 @@ def _batch_shards(plan: ShardingPlan | None) -> int:
   return math.prod(plan.mesh.shape[a] for a in axes)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "plan", "new_len", "cache_dtype"))
-def _prefill(
-    params: Params,
-    tokens: jax.Array,
-    prompt_lens: jax.Array,
-    source: jax.Array,
-    valid: jax.Array,
+@functools.partial(
+    jax.jit, static_argnames=("cfg", "plan", "slots", "new_len", "cache_len", "cache_dtype")
+)
+def _empty_state(
     *,
     cfg: ModelConfig,
     plan: ShardingPlan | None,
+    slots: int,
     new_len: int,
+    cache_len: int,
     cache_dtype: str,
-) -> DecodeState:
-  """Prefills the distinct left-padded prompts [Bp, P] and gathers the sample rows (`source` [B]
-  indexes prompts; rows with `valid` False are batch padding)."""
-  rows, prompt_len = tokens.shape
-  tokens = constrain(tokens, ("batch", "length"), plan)
-  mask = jnp.arange(prompt_len)[None, :] >= (prompt_len - prompt_lens)[:, None]
-  cache = unstack_cache(init_cache(cfg, rows, prompt_len, cache_dtype))
-  x, cache = hidden_with_cache(
-      cfg, params, tokens, default_positions(mask), cache, 0, mask, plan=plan
+) -> SlotState:
+  """Every slot free (done), the cache zeroed."""
+  by_slot = lambda x, axes=("batch",): constrain(x, axes, plan)
+  cache = unstack_cache(init_cache(cfg, slots, cache_len, cache_dtype))
+  return SlotState(
+      tokens=by_slot(jnp.zeros((slots, new_len), jnp.int32), ("batch", "length")),
+      logprobs=by_slot(jnp.zeros((slots, new_len), jnp.float32), ("batch", "length")),
+      count=by_slot(jnp.zeros((slots,), jnp.int32)),
+      done=by_slot(jnp.ones((slots,), bool)),
+      row=by_slot(jnp.zeros((slots,), jnp.int32)),
+      fill=by_slot(jnp.zeros((slots,), jnp.int32)),
+      logits=by_slot(jnp.zeros((slots, cfg.vocab_size), jnp.float32), ("batch", "vocab")),
+      cache=jax.tree.map(lambda c: constrain(c, CACHE_AXES[1:], plan), cache),
   )
-  logits = unembed(cfg, params, x[:, -1:], plan)[source, 0]
-  widen = ((0, 0), (0, 0), (0, new_len), (0, 0))
-  cache = jax.tree.map(lambda c: constrain(jnp.pad(c[source], widen), CACHE_AXES[1:], plan), cache)
-  batch = source.shape[0]
-  by_row = lambda x, axes=("batch",): constrain(x, axes, plan)
-  return DecodeState(
-      step=jnp.zeros((), jnp.int32),
-      tokens=by_row(jnp.zeros((batch, new_len), jnp.int32), ("batch", "length")),
-      logprobs=by_row(jnp.zeros((batch, new_len), jnp.float32), ("batch", "length")),
-      lengths=by_row(jnp.zeros((batch,), jnp.int32)),
-      done=by_row(~valid),
-      logits=by_row(logits, ("batch", "vocab")),
-      position=by_row(prompt_lens[source]),
-      pad=by_row(prompt_len - prompt_lens[source]),
-      cache=cache,
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "plan"), donate_argnames=("state",))
+def _insert(
+    params: Params,
+    state: SlotState,
+    tokens: jax.Array,
+    prompt_lens: jax.Array,
+    source: jax.Array,
+    rows: jax.Array,
+    *,
+    cfg: ModelConfig,
+    plan: ShardingPlan | None,
+) -> SlotState:
+  """Prefills the distinct right-padded prompts [Bp, P] and starts row `rows[s]` in every slot s
+  with `source[s] >= 0` (the index of its prompt); other slots are left as they are."""
+  prefill_rows, prompt_len = tokens.shape
+  tokens = constrain(tokens, ("batch", "length"), plan)
+  mask = jnp.arange(prompt_len)[None, :] < prompt_lens[:, None]
+  positions = jnp.broadcast_to(jnp.arange(prompt_len), tokens.shape)
+  dtype = state.cache["k"][0].dtype
+  cache = unstack_cache(init_cache(cfg, prefill_rows, prompt_len, dtype))
+  x, cache = hidden_with_cache(cfg, params, tokens, positions, cache, 0, mask, plan=plan)
+  last = jnp.take_along_axis(x, (prompt_lens - 1)[:, None, None], axis=1)  # [Bp, 1, D]
+  logits = unembed(cfg, params, last, plan)[:, 0]
+  inserted = source >= 0
+  source = jnp.maximum(source, 0)
+
+  def put(slot_cache: jax.Array, prompt_cache: jax.Array) -> jax.Array:
+    head = jnp.where(
+        inserted[:, None, None, None], prompt_cache[source], slot_cache[:, :, :prompt_len]
+    )
+    return constrain(slot_cache.at[:, :, :prompt_len].set(head), CACHE_AXES[1:], plan)
+
+  pick = lambda new, old: jnp.where(inserted.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+  return SlotState(
+      tokens=state.tokens,
+      logprobs=state.logprobs,
+      count=pick(0, state.count),
+      done=pick(False, state.done),
+      row=pick(rows, state.row),
+      fill=pick(prompt_lens[source], state.fill),
+      logits=constrain(pick(logits[source], state.logits), ("batch", "vocab"), plan),
+      cache={n: [put(c, p) for c, p in zip(state.cache[n], cache[n])] for n in state.cache},
   )
 
 
 @functools.partial(
-    jax.jit, static_argnames=("cfg", "method", "plan", "pad_id"), donate_argnames=("state",)
+    jax.jit,
+    static_argnames=("cfg", "method", "plan", "pad_id", "window"),
+    donate_argnames=("state",),
 )
 def _decode(
     params: Params,
-    state: DecodeState,
+    state: SlotState,
     seed: jax.Array,
     max_new_tokens: jax.Array,
     stop_ids: jax.Array,
-    row_offset: jax.Array,
+    min_done: jax.Array,
+    max_steps: jax.Array,
     *,
     cfg: ModelConfig,
     method: Method,
     plan: ShardingPlan | None,
     pad_id: int,
-) -> DecodeState:
-  """Samples a token from the state's logits and feeds it, until every row is done or
-  `max_new_tokens` tokens exist (the last iteration's forward pass goes unused). `stop_ids` is
-  padded with -1."""
-  new_len = state.tokens.shape[1]
-  prompt_len = state.cache["k"][0].shape[2] - new_len
-  slots = jnp.arange(prompt_len + new_len)
+    window: int,
+) -> tuple[SlotState, jax.Array]:
+  """Samples a token for every slot from its logits and feeds it, for up to `max_steps` steps,
+  until at least `min_done` slots are done. Attention reads the cache's first `window` entries
+  (every live slot's fill stays below it for `max_steps` steps). `stop_ids` is padded with -1.
+  Returns the state and the number of steps run."""
+  slots, new_len = state.tokens.shape
   params = unstack_layers(params)
-  row_keys = jax.vmap(jax.random.fold_in, (None, 0))(
-      jax.random.key(seed), row_offset + jnp.arange(state.done.shape[0])
-  )
+  key = jax.random.key(seed)
+  kv_valid = jnp.ones((slots, window), bool)  # the causal bound (slot <= fill) does the masking
+  stream = jax.vmap(lambda row, t: jax.random.fold_in(jax.random.fold_in(key, row), t))
 
-  def cond(s: DecodeState) -> jax.Array:
-    return (s.step < max_new_tokens) & ~jnp.all(s.done)
+  def cond(carry: tuple[jax.Array, SlotState]) -> jax.Array:
+    step, s = carry
+    return (step < max_steps) & (jnp.sum(s.done) < min_done)
 
-  def body(s: DecodeState) -> DecodeState:
-    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, s.step)
-    token, logprob = method.sample(s.logits, keys)
+  def body(carry: tuple[jax.Array, SlotState]) -> tuple[jax.Array, SlotState]:
+    step, s = carry
+    token, logprob = method.sample(s.logits, stream(s.row, s.count))
     token = jnp.where(s.done, pad_id, token)
-    write = lambda buf, x: jax.lax.dynamic_update_slice(buf, x[:, None], (0, s.step))
-    kv_valid = slots[None, :] >= s.pad[:, None]
+    at = jnp.minimum(s.count, new_len - 1)[:, None]  # done slots rewrite what is there
+
+    def record(buf: jax.Array, x: jax.Array) -> jax.Array:
+      x = jnp.where(s.done, jnp.take_along_axis(buf, at, axis=1)[:, 0], x)
+      return jax.vmap(jax.lax.dynamic_update_slice)(buf, x[:, None], at)
+
     logits, cache = forward_with_cache(
-        cfg,
-        params,
-        token[:, None],
-        s.position[:, None],
-        s.cache,
-        prompt_len + s.step,
-        kv_valid,
-        plan=plan,
+        cfg, params, token[:, None], s.fill[:, None], s.cache, s.fill, kv_valid, plan=plan
     )
-    stopped = jnp.any(token[:, None] == stop_ids[None, :], axis=1)
-    return DecodeState(
-        step=s.step + 1,
-        tokens=write(s.tokens, token),
-        logprobs=write(s.logprobs, jnp.where(s.done, 0.0, logprob)),
-        lengths=jnp.where(s.done, s.lengths, s.step + 1),
+    count = jnp.where(s.done, s.count, s.count + 1)
+    stopped = jnp.any(token[:, None] == stop_ids[None, :], axis=1) | (count >= max_new_tokens)
+    return step + 1, SlotState(
+        tokens=record(s.tokens, token),
+        logprobs=record(s.logprobs, logprob),
+        count=count,
         done=s.done | stopped,
-        logits=logits[:, 0],
-        position=s.position + 1,
-        pad=s.pad,
+        row=s.row,
+        fill=jnp.where(s.done, s.fill, s.fill + 1),
+        logits=constrain(logits[:, 0], ("batch", "vocab"), plan),
         cache=cache,
     )
 
-  return jax.lax.while_loop(cond, body, state)
+  steps, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
+  return state, steps
 
 
 def _place_params(cfg: ModelConfig, params: Params, plan: ShardingPlan | None) -> Params:
@@ -272,15 +318,19 @@ def generate(
 
   Generation stops at any of `stop_token_ids` (one id or several; kept in the output) or after
   `max_new_tokens`.
+  `max_batch_size`: rows in flight (None: every row at once). When a row stops, the next waiting
+  (prompt, sample) row takes its slot (continuous batching). A row's random stream depends only on
+  (seed, prompt index, sample index, token index), so completions do not depend on it.
   With a `mesh`, rows are sharded over the strategy's batch axes and heads/cache over its tensor
   axis; params already on the mesh are used as they are, others are sharded by the strategy.
   `cache_dtype` ("bfloat16", ...) defaults to the config's compute dtype.
-  `max_batch_size`: at most this many rows per device call (None: all at once). Calls take the
-  (prompt, sample) rows in order; a row's random stream depends only on (seed, prompt index,
-  sample index, token index), so completions do not depend on `max_batch_size`.
   """
   method = make_method(temperature, top_p, top_k)
   _validate(cfg, prompts, max_new_tokens, num_samples, seed)
+  if max_batch_size is not None and (
+      not isinstance(max_batch_size, (int, np.integer)) or max_batch_size < 1
+  ):
+    raise ValueError(f"max_batch_size must be a positive int or None, got {max_batch_size!r}.")
   num = len(prompts) * num_samples
   pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
   if num == 0:
@@ -288,73 +338,122 @@ def generate(
     return SampleOutput(
         [], [], [], empty.astype(np.int32), empty.astype(np.float32), np.zeros((0,), np.int32)
     )
-  if max_batch_size is not None and (
-      not isinstance(max_batch_size, (int, np.integer)) or max_batch_size < 1
-  ):
-    raise ValueError(f"max_batch_size must be a positive int or None, got {max_batch_size!r}.")
   plan = make_plan(mesh, strategy)
   params = _place_params(cfg, params, plan)
   shards = _batch_shards(plan)
-  lens = np.asarray([len(p) for p in prompts], np.int32)
-  prompt_len = _bucket(int(lens.max()), MIN_LENGTH_BUCKET)
   if isinstance(stop_token_ids, (int, np.integer)):
     stop_token_ids = (stop_token_ids,)
   stops = [int(t) for t in stop_token_ids]
   stop_ids = np.full((_bucket(len(stops), 4),), -1, np.int32)
   stop_ids[: len(stops)] = stops
-  per_call = num if max_batch_size is None else int(max_batch_size)
-  rows_of_prompt = np.repeat(np.arange(len(prompts)), num_samples)
-  parts = []
-  for start in range(0, num, per_call):  # rows [start, stop) in one prefill + decode
-    stop = min(start + per_call, num)
-    chunk_prompts, source_local = np.unique(rows_of_prompt[start:stop], return_inverse=True)
-    rows = stop - start
-    prompt_rows = _bucket(len(chunk_prompts), multiple=shards)
-    batch = _bucket(min(per_call, num), multiple=shards)
-    tokens = np.zeros((prompt_rows, prompt_len), np.int32)
-    for k, i in enumerate(chunk_prompts):
-      tokens[k, prompt_len - len(prompts[i]) :] = prompts[i]
-    prompt_lens = np.ones((prompt_rows,), np.int32)  # padding rows: one token, never read
-    prompt_lens[: len(chunk_prompts)] = lens[chunk_prompts]
-    source = np.zeros((batch,), np.int32)
-    source[:rows] = source_local
-    state = _prefill(
-        params,
-        tokens,
-        prompt_lens,
-        source,
-        np.arange(batch) < rows,
-        cfg=cfg,
-        plan=plan,
-        new_len=_bucket(max_new_tokens, MIN_LENGTH_BUCKET),
-        cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name,
-    )
-    state = _decode(
-        params,
-        state,
-        np.uint32(seed),
-        np.int32(max_new_tokens),
-        stop_ids,
-        np.int32(start),
-        cfg=cfg,
-        method=method,
-        plan=plan,
-        pad_id=pad_id,
-    )
-    parts.append(
-        [_to_host(x)[:rows] for x in (state.lengths, state.tokens, state.logprobs, state.done)]
-    )
 
-  lengths = np.concatenate([p[0] for p in parts])
-  width = int(lengths.max())
-  token_array = np.concatenate([p[1][:, :width] for p in parts])
-  logprob_array = np.concatenate([p[2][:, :width] for p in parts])
-  finished = np.concatenate([p[3] for p in parts])
+  lens = np.asarray([len(p) for p in prompts], np.int32)
+  prompt_len = _bucket(int(lens.max()), MIN_LENGTH_BUCKET)
+  new_len = _bucket(max_new_tokens, MIN_LENGTH_BUCKET)
+  cache_len = prompt_len + new_len
+  slots = _bucket(min(num, max_batch_size or num), multiple=shards)
+  prompt_of_row = np.repeat(np.arange(len(prompts)), num_samples)
+  state = _empty_state(
+      cfg=cfg,
+      plan=plan,
+      slots=slots,
+      new_len=new_len,
+      cache_len=cache_len,
+      cache_dtype=jnp.dtype(resolve_dtype(cache_dtype or cfg.dtype)).name,
+  )
+  decode = functools.partial(
+      _decode,
+      params,
+      seed=np.uint32(seed),
+      max_new_tokens=np.int32(max_new_tokens),
+      stop_ids=stop_ids,
+      cfg=cfg,
+      method=method,
+      plan=plan,
+      pad_id=pad_id,
+  )
+  slot_row = np.full((slots,), -1)  # the row each slot holds (-1: free)
+  fill = np.zeros((slots,), np.int64)
+  next_row, row_steps = 0, 0
+  tokens, logprobs = [None] * num, [None] * num
+  while True:
+    free = np.flatnonzero(slot_row < 0)[: num - next_row]
+    if len(free):  # the next waiting rows take the free slots
+      new_rows = np.arange(next_row, next_row + len(free))
+      state = _insert_rows(cfg, params, state, prompts, prompt_of_row, new_rows, free, shards, plan)
+      slot_row[free], fill[free] = new_rows, lens[prompt_of_row[new_rows]]
+      next_row += len(free)
+    live = slot_row >= 0
+    if not live.any():
+      break
+    waiting = next_row < num
+    min_done = (
+        min(slots, int(np.sum(~live)) + max(1, slots // REFILL_FRACTION)) if waiting else slots
+    )
+    window = min(cache_len, _bucket(int(fill[live].max()) + MIN_STEPS_PER_VISIT, MIN_WINDOW))
+    max_steps = window - int(fill[live].max())
+    state, steps = decode(
+        state, min_done=np.int32(min_done), max_steps=np.int32(max_steps), window=window
+    )
+    row_steps += int(steps) * slots
+    done, count = _to_host(state.done), _to_host(state.count)
+    fill[live] = lens[prompt_of_row[slot_row[live]]] + count[live]
+    finished = np.flatnonzero(live & done)
+    if len(finished):
+      slot_tokens, slot_logprobs = _to_host(state.tokens), _to_host(state.logprobs)
+      for j in finished:
+        tokens[slot_row[j]] = slot_tokens[j, : count[j]]
+        logprobs[slot_row[j]] = slot_logprobs[j, : count[j]]
+      slot_row[finished] = -1
+  return _assemble(tokens, logprobs, stops, pad_id, row_steps)
+
+
+def _insert_rows(
+    cfg: ModelConfig,
+    params: Params,
+    state: SlotState,
+    prompts: Sequence[Sequence[int]],
+    prompt_of_row: np.ndarray,
+    rows: np.ndarray,
+    slot_ids: np.ndarray,
+    shards: int,
+    plan: ShardingPlan | None,
+) -> SlotState:
+  """Starts `rows` in the slots `slot_ids`, prefilling each distinct prompt once."""
+  distinct, source_of_row = np.unique(prompt_of_row[rows], return_inverse=True)
+  prompt_len = state.cache["k"][0].shape[2] - state.tokens.shape[1]  # the call's prompt bucket
+  tokens = np.zeros((_bucket(len(distinct), multiple=shards), prompt_len), np.int32)
+  prompt_lens = np.ones((len(tokens),), np.int32)  # padding rows: one token, never read
+  for k, i in enumerate(distinct):
+    tokens[k, : len(prompts[i])] = prompts[i]
+    prompt_lens[k] = len(prompts[i])
+  source = np.full((len(state.row),), -1, np.int32)
+  source[slot_ids] = source_of_row
+  row_ids = np.zeros((len(state.row),), np.int32)
+  row_ids[slot_ids] = rows
+  return _insert(params, state, tokens, prompt_lens, source, row_ids, cfg=cfg, plan=plan)
+
+
+def _assemble(
+    tokens: list[np.ndarray],
+    logprobs: list[np.ndarray],
+    stops: list[int],
+    pad_id: int,
+    row_steps: int,
+) -> SampleOutput:
+  """The rows' completions as a `SampleOutput` (arrays padded with `pad_id` / 0.0)."""
+  lengths = np.asarray([len(t) for t in tokens], np.int32)
+  token_array = np.full((len(tokens), int(lengths.max())), pad_id, np.int32)
+  logprob_array = np.zeros(token_array.shape, np.float32)
+  for i, (row_tokens, row_logprobs) in enumerate(zip(tokens, logprobs)):
+    token_array[i, : len(row_tokens)] = row_tokens
+    logprob_array[i, : len(row_logprobs)] = row_logprobs
   return SampleOutput(
-      tokens=[row[:n].tolist() for row, n in zip(token_array, lengths)],
-      logprobs=[row[:n].tolist() for row, n in zip(logprob_array, lengths)],
-      finished=finished.tolist(),
+      tokens=[t.tolist() for t in tokens],
+      logprobs=[lp.tolist() for lp in logprobs],
+      finished=[len(t) > 0 and int(t[-1]) in stops for t in tokens],
       token_array=token_array,
       logprob_array=logprob_array,
       lengths=lengths,
+      decode_row_steps=row_steps,
   )

@@ -9,7 +9,9 @@ recomputed on device before the first optimizer step, and only replicated scalar
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+import weakref
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -18,6 +20,7 @@ import numpy as np
 
 from rzero_jax import sharding
 from rzero_jax.models import combine_params, init_lora
+from rzero_jax.models.decoder import base_config, merge_lora, param_shardings, split_lora
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
 from rzero_jax.sampling import generate
 from rzero_jax.selfplay.util import RunError, derive_seed
@@ -50,6 +53,9 @@ class Role:
   logprob_fn: Callable
   model_cfg: Any
   base: Any = None
+  sampler_strategy: str = ""
+  mesh: Any = None
+  _sampler_copy: Any = dataclasses.field(default=None, repr=False)  # (weakref to state, params)
 
   def full(self, trained: Any) -> Any:
     """The model's params tree for trained params (adapters, or the whole model) of this role."""
@@ -58,6 +64,43 @@ class Role:
   @property
   def params(self):
     return self.full(self.state.params)
+
+  def sampler_params(self) -> tuple[Any, Any]:
+    """(model config, params) the sampler runs, in `sampler_strategy`'s layout.
+
+    When the trained params are already in the compute dtype and the sampler layout they are used
+    as they are. Otherwise the sampler gets its own copy in the compute dtype (LoRA adapters
+    merged into it), made on device from the current train state whenever it has changed: float32
+    master weights are not converted at every decode step, and decoding does not run in the
+    training layout (under `fsdp`, weights gathered for every token)."""
+    dtype = jax.numpy.dtype(self.model_cfg.compute_dtype)
+    weights = split_lora(self.params)[0]  # adapters are small: cast at use, never copied
+    if self.sampler_strategy == self.strategy and all(
+        x.dtype == dtype for x in jax.tree.leaves(weights)
+    ):
+      return self.model_cfg, self.params
+    made_from = self._sampler_copy[0]() if self._sampler_copy else None
+    if made_from is not self.state:
+      self._sampler_copy = None  # free the previous copy first
+      copy = sampler_copy_fn(self.model_cfg, self.mesh, self.sampler_strategy)
+      self._sampler_copy = (weakref.ref(self.state), copy(self.state.params, self.base))
+    return base_config(self.model_cfg), self._sampler_copy[1]
+
+
+@functools.lru_cache(maxsize=16)
+def sampler_copy_fn(model_cfg: Any, mesh: Any, strategy: str) -> Callable:
+  """Jitted (trained params, frozen base or None) -> the model's params in the compute dtype,
+  LoRA merged, placed by `strategy` (on device: no host round trip)."""
+  sampler_cfg = base_config(model_cfg)
+  shardings = None if mesh is None else param_shardings(sampler_cfg, mesh, strategy)
+  dtype = model_cfg.compute_dtype
+
+  @functools.partial(jax.jit, out_shardings=shardings)
+  def copy(trained: Any, base: Any) -> Any:
+    merged = merge_lora(model_cfg, combine_params(base, trained))
+    return jax.tree.map(lambda p: p.astype(dtype), merged)
+
+  return copy
 
 
 LORA_SEED_TAG = 7  # derive_seed(seed, LORA_SEED_TAG, role): each role's initial adapters
@@ -123,6 +166,8 @@ def make_role(
       make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
       model_cfg,
       base,
+      settings.get("sampler_strategy") or strategy,
+      mesh,
   )
 
 
@@ -143,9 +188,10 @@ def sample(
   """`num_samples` completions per prompt in one `generate` call with at most `max_batch` rows in
   flight; a completion's random stream depends only on (seed, prompt, sample, token). `model_cfg`
   is unused (each role samples with its own config, LoRA included); kept for callers."""
+  sampler_cfg, params = role.sampler_params()
   out = generate(
-      role.model_cfg,
-      role.params,
+      sampler_cfg,
+      params,
       list(prompt_ids),
       max_new_tokens=max_new_tokens,
       temperature=temperature,
@@ -154,7 +200,7 @@ def sample(
       stop_token_ids=stop_ids,
       seed=seed,
       mesh=mesh,
-      strategy=role.strategy,
+      strategy=role.sampler_strategy,
       max_batch_size=max_batch,
   )
   return Completions(tokens=out.tokens, logprobs=out.logprobs, finished=out.finished)

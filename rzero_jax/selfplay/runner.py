@@ -72,10 +72,11 @@ class Runner:
     except ValueError as e:
       raise RunError(f"{e} (set --mesh or config.mesh)") from e
     for name in role_names:
-      try:
-        sharding.make_plan(self.mesh, config[name].strategy)
-      except ValueError as e:
-        raise RunError(f"config.{name}.strategy: {e}") from e
+      for field in ("strategy", "sampler_strategy"):
+        try:
+          sharding.make_plan(self.mesh, config[name].get(field) or config[name].strategy)
+        except ValueError as e:
+          raise RunError(f"config.{name}.{field}: {e}") from e
     # Straight onto the mesh in the first role's layout, tensor by tensor. With LoRA on every role
     # the base stays frozen, so it is kept in the compute dtype.
     lora = [roles_lib.lora_rank(config[name]) > 0 for name in role_names]
@@ -295,16 +296,17 @@ class Runner:
       return None
     from rzero_jax import eval as eval_lib
 
+    sampler_cfg, params = role.sampler_params()
     result = eval_lib.evaluate(
-        role.model_cfg,
-        role.params,
+        sampler_cfg,
+        params,
         self.tokenizer,
         names,
         data_dir=e.get("data_dir") or None,
         limit=e.get("limit") or None,
         max_new_tokens=e.max_new_tokens,
         mesh=self.mesh,
-        strategy=role.strategy,
+        strategy=role.sampler_strategy,
         keep_records=False,
     )
     scores = eval_lib.flat_metrics(result)

@@ -81,7 +81,8 @@ def test_lora_rows_count_adapters_and_one_shared_base():
   full = memory_table.rzero_bytes(cfg, "dp", sizes, lora_rank=0)
   lora = memory_table.rzero_bytes(cfg, "dp", sizes, lora_rank=64)
   n = cfg.num_params()
-  assert full["total"] == 2 * 12 * n + 4 * n
+  assert full["sampler"] == 2 * 2 * n  # each role's bf16 sampler copy
+  assert full["total"] == 2 * 12 * n + 2 * 2 * n + 4 * n
   d, f, hd, h, kv, layers = (
       cfg.hidden_size,
       cfg.intermediate_size,

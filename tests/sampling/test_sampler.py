@@ -164,7 +164,8 @@ def test_compiles_a_bounded_number_of_programs(model):
       assert len(out.tokens) == 2 * n
     assert [e for e in compiles if e == events] == []  # same buckets: nothing recompiles
     generate(cfg, params, [list(range(1, 30))], **SAMPLING)  # a longer prompt bucket
-    assert [e for e in compiles if e == events] == [events] * 2  # prefill + decode, nothing else
+    # a new prompt bucket (and 2 slots): the empty state, prefill/insert and decode, nothing else
+    assert [e for e in compiles if e == events] == [events] * 3
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
 
@@ -192,22 +193,71 @@ def test_bad_inputs_raise_clear_errors(model):
   assert empty.tokens == [] and empty.finished == []
 
 
-@pytest.mark.parametrize("max_batch_size", [1, 3, 7, 64])
-def test_max_batch_size_does_not_change_completions(model, sampled, max_batch_size):
-  """Static calls of at most max_batch_size rows (continuous batching is not done yet): a row's
-  random stream depends only on (seed, prompt, sample, token), so the completions are the same."""
-  out = generate(*model, PROMPTS, **SAMPLING, max_batch_size=max_batch_size)
-  assert out.tokens == sampled.tokens and out.finished == sampled.finished
-  np.testing.assert_allclose(out.logprob_array, sampled.logprob_array, atol=1e-5)
+# A long tail of completion lengths: 3 of the model's ids stop a row (tokens drawn at T = 1).
+TAIL = dict(max_new_tokens=40, temperature=1.0, num_samples=4, seed=5, stop_token_ids=(8, 9, 10))
+TAIL_PROMPTS = PROMPTS + [[40, 41], [7] * 12]
 
 
-def test_max_batch_size_sharded_equals_unsharded(model, sampled):
+@pytest.fixture(scope="module")
+def long_tail(model):
+  return generate(*model, TAIL_PROMPTS, **TAIL)
+
+
+def test_long_tail_workload_has_a_tail(long_tail):
+  lengths = long_tail.lengths
+  assert lengths.min() < 10 and lengths.max() == 40 and 0 < np.mean(long_tail.finished) < 1
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 7, 64, None])
+def test_max_batch_size_does_not_change_completions(model, long_tail, max_batch_size):
+  """Slots refilled as rows stop (continuous batching): a row's random stream depends only on
+  (seed, prompt, sample, token), so the completions are those of one batch of every row."""
+  out = generate(*model, TAIL_PROMPTS, **TAIL, max_batch_size=max_batch_size)
+  assert out.tokens == long_tail.tokens and out.finished == long_tail.finished
+  np.testing.assert_allclose(out.logprob_array, long_tail.logprob_array, atol=1e-5)
+
+
+def test_refilled_slots_spend_decode_steps_on_live_rows(model, long_tail):
+  """Row-steps of a static batch: every slot runs until the longest row stops; with slots
+  refilled, most row-steps go to live rows."""
+  live_tokens = int(long_tail.lengths.sum())
+  assert live_tokens / long_tail.decode_row_steps < 0.5  # one batch: short rows idle
+  out = generate(*model, TAIL_PROMPTS, **TAIL, max_batch_size=4)
+  assert live_tokens / out.decode_row_steps > 0.75
+
+
+def test_refilled_slots_logprobs_equal_a_teacher_forced_forward(model):
+  cfg, params = model
+  out = generate(cfg, params, TAIL_PROMPTS[:4], **{**TAIL, "num_samples": 2}, max_batch_size=3)
+  seqs = [TAIL_PROMPTS[i // 2] + t for i, t in enumerate(out.tokens)]
+  width = max(map(len, seqs))
+  tokens = np.zeros((len(seqs), width), np.int32)
+  mask = np.zeros_like(tokens)
+  for i, seq in enumerate(seqs):
+    tokens[i, : len(seq)], mask[i, : len(seq)] = seq, 1
+  logprobs = np.asarray(jax.nn.log_softmax(forward(cfg, params, tokens, mask), axis=-1))
+  for i, completion in enumerate(out.tokens):
+    start = len(TAIL_PROMPTS[i // 2]) - 1
+    want = logprobs[i, start : start + len(completion)][np.arange(len(completion)), completion]
+    np.testing.assert_allclose(out.logprobs[i], want, atol=2e-4)
+
+
+def test_a_larger_cap_keeps_the_rows_that_stop_early(model, long_tail):
+  out = generate(*model, TAIL_PROMPTS, **{**TAIL, "max_new_tokens": 100}, max_batch_size=8)
+  for short, long in zip(long_tail.tokens, out.tokens):
+    assert long[: len(short)] == short
+    if len(short) < 40:
+      assert long == short
+
+
+def test_max_batch_size_sharded_equals_unsharded(model, long_tail):
   out = generate(
       *model,
-      PROMPTS,
-      **SAMPLING,
-      max_batch_size=3,
+      TAIL_PROMPTS,
+      **TAIL,
+      max_batch_size=6,
       mesh=sharding.make_mesh("data:2,tensor:4"),
-      strategy="tp"
+      strategy="tp",
   )
-  assert out.tokens == sampled.tokens
+  assert out.tokens == long_tail.tokens
+  np.testing.assert_allclose(out.logprob_array, long_tail.logprob_array, atol=1e-5)

@@ -1,0 +1,83 @@
+"""A role's sampler copy: bf16 weights in the sampler strategy's layout, made on device from the
+train state, refreshed when the state changes, LoRA merged; it samples what the trained params do."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from rzero_jax import sharding
+from rzero_jax.models import load_pretrained
+from rzero_jax.rzero.config import default_config
+from rzero_jax.sampling import generate
+from rzero_jax.selfplay import roles
+
+PROMPTS = [[5, 17, 3], [8, 1, 44, 90, 2, 61], [12], [3, 3, 9, 70]]
+GREEDY = dict(max_new_tokens=12, temperature=0.0, num_samples=2)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  return sharding.make_mesh("data:2,tensor:4")
+
+
+def make(tiny_qwen3_dir, mesh, *, sampler_strategy, lora_rank=0):
+  cfg, base = load_pretrained(tiny_qwen3_dir, dtype="float32", mesh=mesh, strategy="fsdp")
+  cfg = dataclasses.replace(cfg, dtype="bfloat16")
+  settings = default_config().solver
+  settings.update(strategy="fsdp", sampler_strategy=sampler_strategy)
+  settings.lora.rank = lora_rank
+  role = roles.make_role(
+      "solver", settings, cfg, base, mesh=mesh, param_dtype="float32", donate=False, seed=1
+  )
+  return role
+
+
+def test_bf16_sampler_copy_in_tp_layout_samples_what_the_training_params_do(tiny_qwen3_dir, mesh):
+  role = make(tiny_qwen3_dir, mesh, sampler_strategy="tp")
+  cfg, params = role.sampler_params()
+  assert {x.dtype for x in jax.tree.leaves(params)} == {np.dtype("bfloat16")}
+  q = params["layers"]["q"]  # [layers, embed, heads, head_dim]: heads split over "tensor"
+  assert q.sharding.spec[2] == "tensor" and q.sharding.spec[1] is None
+  assert role.sampler_params()[1] is params  # unchanged state: no new copy
+  trained = generate(
+      role.model_cfg, role.params, PROMPTS, mesh=mesh, strategy=role.strategy, **GREEDY
+  )
+  copied = generate(cfg, params, PROMPTS, mesh=mesh, strategy="tp", **GREEDY)
+  assert copied.tokens == trained.tokens
+  np.testing.assert_allclose(copied.logprob_array, trained.logprob_array, atol=3e-2)
+
+
+def test_sampler_copy_follows_the_train_state(tiny_qwen3_dir, mesh):
+  role = make(tiny_qwen3_dir, mesh, sampler_strategy="tp")
+  before = role.sampler_params()[1]
+  role.state = role.state.replace(params=jax.tree.map(lambda p: p * 0.5, role.state.params))
+  after = role.sampler_params()[1]
+  np.testing.assert_allclose(
+      np.asarray(after["embed"], np.float32),
+      np.asarray(before["embed"], np.float32) * 0.5,
+      rtol=1e-2,
+  )
+
+
+def test_same_dtype_and_layout_use_the_trained_params(tiny_qwen3_dir, mesh):
+  role = make(tiny_qwen3_dir, mesh, sampler_strategy="")
+  role.model_cfg = dataclasses.replace(role.model_cfg, dtype="float32")
+  cfg, params = role.sampler_params()
+  assert cfg is role.model_cfg and jax.tree.leaves(params)[0] is jax.tree.leaves(role.params)[0]
+
+
+def test_lora_adapters_are_merged_into_the_sampler_copy(tiny_qwen3_dir, mesh):
+  role = make(tiny_qwen3_dir, mesh, sampler_strategy="tp", lora_rank=4)
+  role.model_cfg = dataclasses.replace(role.model_cfg, dtype="float32")  # exact comparison
+  adapters = jax.tree.map(lambda a: a + 0.05, role.state.params)  # B != 0: the adapters act
+  role.state = role.state.replace(params=adapters)
+  cfg, params = role.sampler_params()
+  assert cfg.lora_rank == 0 and not any("lora" in k for k in params["layers"])
+  trained = generate(
+      role.model_cfg, role.params, PROMPTS, mesh=mesh, strategy=role.strategy, **GREEDY
+  )
+  copied = generate(cfg, params, PROMPTS, mesh=mesh, strategy="tp", **GREEDY)
+  assert copied.tokens == trained.tokens
+  np.testing.assert_allclose(copied.logprob_array, trained.logprob_array, atol=1e-4)
