@@ -1,5 +1,6 @@
 """A role's sampler copy: bf16 weights in the sampler strategy's layout, made on device from the
-train state, refreshed when the state changes, LoRA merged; it samples what the trained params do."""
+train state, refreshed when the state changes, LoRA merged; it samples what the trained params do.
+"""
 
 import dataclasses
 
