@@ -50,8 +50,8 @@ def get_config(arg: str = ""):
       strategy="dp",
       prompts_per_step=16,
       updates_per_step=1,
-      max_prompt_tokens=64,
-      max_new_tokens=96,
+      max_prompt_tokens=96,
+      max_new_tokens=128,
   )
   c.actor.train.update(learning_rate=1e-4, micro_batch_size=96)
   c.tasks.update(
@@ -66,7 +66,7 @@ def get_config(arg: str = ""):
       timeout_s=2.0,
       executor_workers=2,
   )
-  c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=8, max_new_tokens=96)
+  c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=8, max_new_tokens=128)
   if arg == "smoke":
     c.steps = 2
     c.checkpoint_every_steps = 1
