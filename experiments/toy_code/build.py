@@ -4,9 +4,12 @@
 
 A small Qwen3 pretrained from scratch on synthetic proposer and solver text of
 `experiments.toy_code.data` in the prompts of `experiments.toy_code.prompts`, with the toy
-arithmetic world's tokenizer recipe (BPE, single-digit tokens, Qwen chat template). Solver texts are
-worked out step by step early in training and mostly direct guesses over the last `direct_steps`
-(see `data`). `ensure_base_model(cache_dir)` returns the committed `base_model/` when its
+arithmetic world's tokenizer recipe (BPE, single-digit tokens, Qwen chat template) plus
+single-letter tokens inside quoted strings (`BuildConfig.isolate`), so that string steps can be
+traced letter by letter. Solver texts are worked out step by step early in training and mostly
+direct guesses over the last `direct_steps` (see `data`): the model ends up guessing greedily,
+while its sampled worked answers are right more often than its guesses (`check_room.py`), the room
+that self-play can use. `ensure_base_model(cache_dir)` returns the committed `base_model/` when its
 fingerprint matches the settings, else builds once into the cache.
 """
 
