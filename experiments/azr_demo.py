@@ -3,7 +3,7 @@
   python -m rzero_jax.main --config=experiments/azr_demo.py --workdir=runs/azr_demo
   python -m rzero_jax.main --config=experiments/azr_demo.py:smoke --workdir=runs/azr_smoke
 
-The base model (a 0.9M-parameter Qwen3 pretrained on synthetic proposer and solver text by
+The base model (a 0.87M-parameter Qwen3 pretrained on synthetic proposer and solver text by
 `experiments/toy_code/build.py`) is committed in experiments/toy_code/base_model and rebuilt (then
 cached next to the workdir) when the build settings change. Its world is short Python functions on
 ints, strings and lists; one model proposes deduction, abduction and induction tasks, the sandboxed
@@ -43,17 +43,17 @@ def get_config(arg: str = ""):
   c.base_model_builder = "experiments.toy_code.build:ensure_base_model"
   c.dtype = "float32"
   c.mesh = "data:-1"
-  c.steps = 16
-  c.checkpoint_every_steps = 4
+  c.steps = 20
+  c.checkpoint_every_steps = 5
   c.max_sample_batch = 512
   c.actor.update(
       strategy="dp",
       prompts_per_step=16,
       updates_per_step=1,
-      max_prompt_tokens=64,
-      max_new_tokens=96,
+      max_prompt_tokens=96,
+      max_new_tokens=128,
   )
-  c.actor.train.update(learning_rate=1e-4, micro_batch_size=96)
+  c.actor.train.update(learning_rate=2e-4, micro_batch_size=96)
   c.tasks.update(
       prompts="experiments.toy_code.prompts",
       seed_tasks="experiments.azr_demo:seed_tasks",
@@ -66,7 +66,7 @@ def get_config(arg: str = ""):
       timeout_s=2.0,
       executor_workers=2,
   )
-  c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=8, max_new_tokens=96)
+  c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=10, max_new_tokens=128)
   if arg == "smoke":
     c.steps = 2
     c.checkpoint_every_steps = 1

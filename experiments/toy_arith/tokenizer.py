@@ -23,10 +23,11 @@ CHAT_TEMPLATE = (
 ALPHABET = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 192) -> Any:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 192, isolate: str | None = None) -> Any:
   """Trains the BPE on `texts` (chat-rendered training text) and returns a
-  `transformers.PreTrainedTokenizerFast` with the chat template set."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  `transformers.PreTrainedTokenizerFast` with the chat template set. `isolate`: a regex whose
+  matches are always tokens of their own (never merged), on top of the single digits."""
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
   from transformers import PreTrainedTokenizerFast
 
   minimum = len(SPECIAL_TOKENS) + len(ALPHABET)
@@ -37,6 +38,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 192) -> Any:
     )
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.Digits(individual_digits=True)
+  if isolate is not None:
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(isolate), "isolated"), tok.pre_tokenizer]
+    )
   tok.decoder = decoders.Fuse()
   trainer = trainers.BpeTrainer(
       vocab_size=vocab_size,

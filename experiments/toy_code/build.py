@@ -4,9 +4,12 @@
 
 A small Qwen3 pretrained from scratch on synthetic proposer and solver text of
 `experiments.toy_code.data` in the prompts of `experiments.toy_code.prompts`, with the toy
-arithmetic world's tokenizer recipe (BPE, single-digit tokens, Qwen chat template). Solver texts are
-worked out step by step early in training and mostly direct guesses over the last `direct_steps`
-(see `data`). `ensure_base_model(cache_dir)` returns the committed `base_model/` when its
+arithmetic world's tokenizer recipe (BPE, single-digit tokens, Qwen chat template) plus
+single-letter tokens inside quoted strings (`BuildConfig.isolate`), so that string steps can be
+traced letter by letter. Solver texts are worked out step by step early in training and mostly
+direct guesses over the last `direct_steps` (see `data`): the model ends up guessing greedily,
+while its sampled worked answers are right more often than its guesses (`check_room.py`), the room
+that self-play can use. `ensure_base_model(cache_dir)` returns the committed `base_model/` when its
 fingerprint matches the settings, else builds once into the cache.
 """
 
@@ -52,21 +55,23 @@ class BuildConfig:
   num_heads: int = 4
   num_kv_heads: int = 2
   head_dim: int = 32
-  steps: int = 700
+  # letters inside quoted strings are single tokens (so 'abc'[::-1] can be traced letter by letter)
+  isolate: str = "[a-zA-Z](?=[a-zA-Z]*')"
+  steps: int = 1000
   batch_size: int = 48
   learning_rate: float = 3e-3
   warmup_steps: int = 60
   weight_decay: float = 0.01
   # mix of example kinds: proposer (deduction/abduction, induction), solver (three types)
   mix: tuple[tuple[str, float], ...] = (
-      ("propose_triplet", 0.15),
-      ("propose_induction", 0.1),
-      ("deduction", 0.27),
-      ("abduction", 0.27),
-      ("induction", 0.21),
+      ("propose_triplet", 0.1),
+      ("propose_induction", 0.06),
+      ("deduction", 0.3),
+      ("abduction", 0.3),
+      ("induction", 0.24),
   )
   direct_rate: float = 0.6
-  direct_steps: int = 150
+  direct_steps: int = 200
 
   def fingerprint(self) -> str:
     probe = data.Program("int", ((0, 3),))
@@ -172,7 +177,7 @@ def pretrain(cfg: BuildConfig, model_cfg: Any, tokenizer: Any, *, log_every: int
 def build(out: str, cfg: BuildConfig = BuildConfig()) -> str:
   """Builds the base model into `out` and returns its path."""
   t0 = time.perf_counter()
-  tokenizer = train_tokenizer(tokenizer_corpus(cfg), cfg.vocab_size)
+  tokenizer = train_tokenizer(tokenizer_corpus(cfg), cfg.vocab_size, cfg.isolate)
   model_cfg = model_config(cfg, tokenizer)
   print(f"tokenizer: {len(tokenizer)} tokens; model: {model_cfg.num_params():,} params", flush=True)
   params, metrics = pretrain(cfg, model_cfg, tokenizer)

@@ -79,6 +79,12 @@ def test_tiny_build_loads_back_and_is_cached(tmp_path):
   assert cfg.vocab_size == len(tok) and cfg.hidden_size == 16
   t = data.triplet(data.Program("int", ((0, 3),)), 5)
   assert encode_chat(tok, prompts.solver_messages("deduction", t))
+  # letters inside quoted strings (and digits) are tokens of their own; code text is merged
+  text = "'bad'[::-1] = 'DAB' 12"
+  pieces = [tok.decode([i]) for i in tok.encode(text, add_special_tokens=False)]
+  assert "".join(pieces) == text
+  assert pieces[:4] == ["'", "b", "a", "d"] and pieces[-2:] == ["1", "2"]
+  assert pieces[pieces.index("D") : pieces.index("D") + 3] == ["D", "A", "B"]
   stamp = os.path.getmtime(os.path.join(path, "model.safetensors"))
   assert build.ensure_base_model(str(tmp_path), TINY) == path
   assert os.path.getmtime(os.path.join(path, "model.safetensors")) == stamp
