@@ -11,7 +11,9 @@ share the prefill) and copies each prompt's cache into its slots (`_insert`).
 Decode. One jitted `lax.while_loop` (`_decode`) samples and feeds a token for every slot, for many
 steps per host visit: it returns when enough slots are done to be worth refilling (an eighth of
 them while rows wait), when every slot is done, or when the filled prefix reaches the attention
-window. Attention reads only the cache's first `window` entries, a power of two just above the
+window. Once no rows wait and at most a quarter of the slots still run, those stragglers move to
+a smaller slot array (`_compact`, at least 16 slots). Attention reads only the cache's first
+`window` entries, a power of two just above the
 longest live fill: decode cost follows the filled cache, not the cap, and a handful of windows
 compile per cache size.
 
@@ -56,6 +58,7 @@ MIN_LENGTH_BUCKET = 16
 MIN_WINDOW = 32
 MIN_STEPS_PER_VISIT = 16
 REFILL_FRACTION = 8  # while rows wait, the host refills once 1/8 of the slots are free
+MIN_COMPACT_SLOTS = 16  # once no rows wait, stragglers in <= 1/4 of the slots move to fewer slots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +181,23 @@ def _insert(
       fill=pick(prompt_lens[source], state.fill),
       logits=constrain(pick(logits[source], state.logits), ("batch", "vocab"), plan),
       cache={n: [put(c, p) for c, p in zip(state.cache[n], cache[n])] for n in state.cache},
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _compact(state: SlotState, keep: jax.Array, *, plan: ShardingPlan | None) -> SlotState:
+  """The state of the slots `keep` only (the stragglers of a call, once no rows wait): decode
+  steps then cost what the rows still running need."""
+  take = lambda x: jnp.take(x, keep, axis=0)
+  return SlotState(
+      tokens=constrain(take(state.tokens), ("batch", "length"), plan),
+      logprobs=constrain(take(state.logprobs), ("batch", "length"), plan),
+      count=take(state.count),
+      done=take(state.done),
+      row=take(state.row),
+      fill=take(state.fill),
+      logits=constrain(take(state.logits), ("batch", "vocab"), plan),
+      cache=jax.tree.map(lambda c: constrain(take(c), CACHE_AXES[1:], plan), state.cache),
   )
 
 
@@ -387,9 +407,12 @@ def generate(
     if not live.any():
       break
     waiting = next_row < num
-    min_done = (
-        min(slots, int(np.sum(~live)) + max(1, slots // REFILL_FRACTION)) if waiting else slots
-    )
+    if waiting:  # back once there is a batch of slots to refill
+      min_done = min(slots, int(np.sum(~live)) + max(1, slots // REFILL_FRACTION))
+    elif slots > MIN_COMPACT_SLOTS and live.sum() > slots // 4:  # back to compact the stragglers
+      min_done = slots - slots // 4
+    else:
+      min_done = slots
     window = min(cache_len, _bucket(int(fill[live].max()) + MIN_STEPS_PER_VISIT, MIN_WINDOW))
     max_steps = window - int(fill[live].max())
     state, steps = decode(
@@ -405,6 +428,13 @@ def generate(
         tokens[slot_row[j]] = slot_tokens[j, : count[j]]
         logprobs[slot_row[j]] = slot_logprobs[j, : count[j]]
       slot_row[finished] = -1
+    live_now = int(np.sum(slot_row >= 0))
+    if next_row == num and slots > MIN_COMPACT_SLOTS and 0 < live_now <= slots // 4:
+      keep = np.argsort(slot_row < 0, kind="stable")  # live slots first
+      slots = max(MIN_COMPACT_SLOTS, _bucket(live_now, multiple=shards))
+      keep = keep[:slots]
+      state = _compact(state, keep, plan=plan)
+      slot_row, fill = slot_row[keep], fill[keep]
   return _assemble(tokens, logprobs, stops, pad_id, row_steps)
 
 
