@@ -22,14 +22,17 @@ def heldout_problems():
   return data.heldout_set(HELDOUT_PER_LEVEL)
 
 
-VARIANTS = ("", "smoke", "lora", "lora_smoke")
+# Pseudo-label remedies (issue 18; README "Pseudo-label quality"): each is one change to the demo.
+REMEDIES = ("votes20", "band", "margin", "confidence")
+VARIANTS = ("", "smoke", "lora", "lora_smoke", "verifier", "verifier_smoke", *REMEDIES)
 
 
 def get_config(arg: str = ""):
   if arg not in VARIANTS:
     raise ValueError(
-        f"Unknown demo variant {arg!r}: use experiments/demo.py or "
-        "experiments/demo.py:smoke, :lora, :lora_smoke."
+        f"Unknown demo variant {arg!r}: use experiments/demo.py or experiments/demo.py:"
+        + ", :".join(v for v in VARIANTS if v)
+        + "."
     )
   c = default_config()
   c.base_model_builder = "experiments.toy_arith.build:ensure_base_model"
@@ -72,11 +75,36 @@ def get_config(arg: str = ""):
     for role in (c.challenger, c.solver):
       role.lora.update(rank=16, alpha=32.0)
       role.train.learning_rate = 1e-3
+  if arg == "votes20":  # more votes: p_hat and the labels from 20 answers instead of 10
+    c.dataset.votes = 20
+  if arg == "band":  # an asymmetric band: the majority must hold at least 6 of 10 votes
+    c.dataset.update(filter="band", band_low=0.6, band_high=0.9)
+  if arg == "margin":  # a minimum margin: the majority leads the runner-up by >= 3 of 10 votes
+    c.dataset.min_margin = 0.3
+  if arg == "confidence":  # Solver advantages scaled by the label's vote share (relative)
+    c.solver.confidence_weight = "p_hat"
+  if arg.startswith("verifier"):
+    # A third role judges the Solver's answers (rzero_jax/rzero/verifier.py); it trains on the
+    # Solver's confident votes only (no labels).
+    c.verifier.update(
+        enabled=True,
+        strategy="dp",
+        steps=6,
+        prompts_per_step=64,
+        prompts_per_update=32,
+        max_prompt_tokens=128,
+        max_new_tokens=8,
+        confident=0.8,
+        relabel=True,
+        min_score=0.5,
+    )
+    c.verifier.train.update(learning_rate=2e-4, micro_batch_size=64)
   if arg.endswith("smoke"):
     c.iterations = 1
     c.challenger.update(prompts_per_step=16, steps=2)
     c.solver.update(prompts_per_step=32, steps=2)
     c.dataset.num_candidates = 64
+    c.verifier.update(steps=2, prompts_per_step=32)
     c.eval.heldout = "experiments.demo:smoke_heldout_problems"
   return c
 
