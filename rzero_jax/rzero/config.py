@@ -131,6 +131,8 @@ def default_config() -> ml_collections.ConfigDict:
           min_score=0.5,  # drop a kept question whose label's voters average P(right) below
           calibrate=True,  # the threshold is instead the midpoint between the mean P(right) of
           # held-out right and wrong targets (a quarter of the confident questions)
+          min_auc=0.0,  # judgements are used only when the Verifier's AUC on those held-out
+          # targets reaches this (a label-free check of whether it can tell right from wrong)
       )
   )
   c.verifier.train = _train()

@@ -161,6 +161,7 @@ EXTRA_DATASET_FIGURES = (
     "verifier_targets",
     "verifier_auc",
     "verifier_threshold",
+    "verifier_used",
 )
 
 
@@ -523,14 +524,18 @@ class RZeroRun(Runner):
     threshold = v.min_score
     if v.get("calibrate", False):
       threshold = verifier_lib.calibrated_threshold(check_scores, rights, v.min_score)
+    # a Verifier that cannot separate held-out right and wrong targets is not used this time
+    check_auc = verifier_lib.auc(check_scores, rights)
+    min_auc = v.get("min_auc", 0.0)
+    used = min_auc <= 0 or (check_auc is not None and check_auc + 1e-12 >= min_auc)
     # labels: the heaviest cluster by P(right); doubtful labels are dropped
     kept, dropped, relabelled = [], 0, 0
     for q in band:
       vote = votes[q]
       qs = [score_of.get((q, a), 0.5) for a in range(len(members[q]))]
-      j = verifier_lib.judged_vote(vote.groups, members[q], qs, m, relabel=v.relabel)
+      j = verifier_lib.judged_vote(vote.groups, members[q], qs, m, relabel=v.relabel and used)
       relabelled += int(j.changed)
-      if j.label is None or j.score + 1e-12 < threshold:
+      if j.label is None or (used and j.score + 1e-12 < threshold):
         dropped += 1
         continue
       kept.append(
@@ -547,7 +552,8 @@ class RZeroRun(Runner):
     stats = {
         "verifier_targets": len(targets),
         "verifier_target_agreement": float(np.mean(agreement)) if agreement else None,
-        "verifier_auc": verifier_lib.auc(check_scores, rights),
+        "verifier_auc": check_auc,
+        "verifier_used": int(used),
         "verifier_threshold": float(threshold),
         "verifier_check_targets": len(check),
         "verifier_dropped": dropped,
@@ -573,7 +579,8 @@ class RZeroRun(Runner):
     )
     r = verifier_lib.verdict_rewards(picks)
     metrics = self._grpo_update(self.verifier, prompt_ids, out, r, recompute=True)
-    metrics.update(reward=float(r.mean()), right_share=float(np.mean([t.right for t in picks])))
+    metrics.pop("logprob_mismatch", None)  # the verdicts were not sampled: nothing to compare
+    metrics.update(right_share=float(np.mean([t.right for t in picks])))
     return metrics
 
   def judge(self, prompt_ids: list[list[int]]) -> np.ndarray:
