@@ -110,6 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
           band_low=0.25,
           band_high=0.75,
           min_margin=0.0,  # keep only when (largest - second largest cluster) / m >= this
+          challenger_agreement=False,  # keep only labels equal to the Challenger's own answer
           save_all_votes=False,  # also write data/votes_iter_<i>.jsonl: every question's votes
       )
   )

@@ -162,6 +162,7 @@ EXTRA_DATASET_FIGURES = (
     "verifier_auc",
     "verifier_threshold",
     "verifier_used",
+    "challenger_disagreed",
 )
 
 
@@ -413,7 +414,8 @@ class RZeroRun(Runner):
         top_p=self.config.challenger.top_p,
         max_new_tokens=self.config.challenger.max_new_tokens,
     )
-    questions = ds.unique_questions(self._parse_questions(out.tokens))
+    parsed = self._parse_questions(out.tokens)
+    questions = ds.unique_questions(parsed)
     votes, answers, texts, members = self._vote(
         questions, seed + 1, d.votes, d.temperature, d.top_p
     )
@@ -452,6 +454,23 @@ class RZeroRun(Runner):
           [index[r["question"]] for r in band],
       )
       stats.update(vstats, band_questions=len(band))
+    if d.get("challenger_agreement", False) and kept:
+      # a label-free consistency check: the Challenger's own answer to its question (the first
+      # completion that wrote it) must agree with the label
+      own: dict[str, str | None] = {}
+      for q, t in zip(parsed, out.tokens):
+        if q is not None:
+          own.setdefault(ds.normalize_question(q), prompts.parse_challenger_answer(self.decode(t)))
+      mine = [own.get(ds.normalize_question(r["question"])) for r in kept]
+      agree = self.grading(
+          lambda: grade(
+              [f"\\boxed{{{r['label']}}}" for r in kept],
+              [a if a is not None else "" for a in mine],
+              timeout_s=self.config.grade_timeout_s,
+          )
+      )
+      stats["challenger_disagreed"] = int(sum(not (a and m) for a, m in zip(agree, mine)))
+      kept = [r | {"challenger_answer": m} for r, a, m in zip(kept, agree, mine) if a and m]
     stats.update(
         kept=len(kept),
         mean_p_hat=float(np.mean([r["p_hat"] for r in kept])) if kept else None,

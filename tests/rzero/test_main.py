@@ -188,15 +188,21 @@ def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
 
 
 def test_verifier_run_with_three_roles_resumes_to_the_same_summary(tmp_path, base_model):
-  """The Verifier as a third role (`demo.py:verifier_smoke`): its state is checkpointed and
-  exported like the others, and kill-and-resume gives the same summary."""
-  flags = [*TINY, f"--config.model_path={base_model}"]
+  """The Verifier as a third role (`demo.py:verifier_smoke`, here on LoRA adapters while the
+  other roles train fully): its state is checkpointed and exported like the others, and
+  kill-and-resume gives the same summary."""
+  flags = [
+      *TINY,
+      f"--config.model_path={base_model}",
+      "--config.verifier.lora.rank=4",
+      "--config.verifier.train.learning_rate=1e-3",
+  ]
   flags[0] = "--config=experiments/demo.py:verifier_smoke"
   straight = tmp_path / "straight"
   code, out = _run(straight, *flags)
   assert code == 0, out
   summary = _summary(straight)
-  assert summary["config"]["verifier"]["enabled"]
+  assert summary["config"]["verifier"]["enabled"] and summary["config"]["verifier"]["lora"]["rank"]
   record = summary["iterations"][0]
   assert record["verifier_targets"] > 0 and "band_questions" in record
   assert set(summary["pseudo_label_accuracy"]) == {"iter_1"}

@@ -128,3 +128,12 @@ def test_asymmetric_band_and_minimum_margin():
       min_margin=0.2,
   )
   assert [r["question"] for r in kept] == ["a", "c"]
+
+
+def test_challenger_answer_is_the_box_after_the_question():
+  from rzero_jax.rzero.prompts import parse_challenger_answer
+
+  assert parse_challenger_answer("<question>What is 1 + 2?</question> \\boxed{3}") == "3"
+  # a box inside the question does not count; no box or no question block: None
+  assert parse_challenger_answer("<question>\\boxed{9}</question> then 4") is None
+  assert parse_challenger_answer("\\boxed{3}") is None
