@@ -3,6 +3,8 @@
   python -m rzero_jax.main --workdir=runs/demo                             # this file, ~3.5 min
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
   python -m rzero_jax.main --config=experiments/demo.py:lora --workdir=runs/lora     # LoRA, both roles
+  python -m rzero_jax.main --config=experiments/demo.py:verifier --workdir=runs/verifier  # + Verifier
+  # pseudo-label remedies, one change each: :votes20, :band, :margin, :confidence, :agree
 
 The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
 `experiments/toy_arith/build.py`) is committed in experiments/toy_arith/base_model, and rebuilt
@@ -23,7 +25,7 @@ def heldout_problems():
 
 
 # Pseudo-label remedies (issue 18; README "Pseudo-label quality"): each is one change to the demo.
-REMEDIES = ("votes20", "band", "margin", "confidence")
+REMEDIES = ("votes20", "band", "margin", "confidence", "agree")
 VARIANTS = ("", "smoke", "lora", "lora_smoke", "verifier", "verifier_smoke", *REMEDIES)
 
 
@@ -83,6 +85,8 @@ def get_config(arg: str = ""):
     c.dataset.min_margin = 0.3
   if arg == "confidence":  # Solver advantages scaled by the label's vote share (relative)
     c.solver.confidence_weight = "p_hat"
+  if arg == "agree":  # keep a label only when the Challenger's own boxed answer agrees with it
+    c.dataset.challenger_agreement = True
   if arg.startswith("verifier"):
     # A third role judges the Solver's answers (rzero_jax/rzero/verifier.py); it trains on the
     # Solver's confident votes only (no labels). Its judgements are used only while it separates
