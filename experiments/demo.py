@@ -3,6 +3,8 @@
   python -m rzero_jax.main --workdir=runs/demo                             # this file, ~3.5 min
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
   python -m rzero_jax.main --config=experiments/demo.py:lora --workdir=runs/lora     # LoRA, both roles
+  python -m rzero_jax.main --config=experiments/demo.py:verifier --workdir=runs/verifier  # + Verifier
+  # pseudo-label remedies, one change each: :votes20, :band, :margin, :confidence, :agree
 
 The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
 `experiments/toy_arith/build.py`) is committed in experiments/toy_arith/base_model, and rebuilt
@@ -22,14 +24,17 @@ def heldout_problems():
   return data.heldout_set(HELDOUT_PER_LEVEL)
 
 
-VARIANTS = ("", "smoke", "lora", "lora_smoke")
+# Pseudo-label remedies (issue 18; README "Pseudo-label quality"): each is one change to the demo.
+REMEDIES = ("votes20", "band", "margin", "confidence", "agree")
+VARIANTS = ("", "smoke", "lora", "lora_smoke", "verifier", "verifier_smoke", *REMEDIES)
 
 
 def get_config(arg: str = ""):
   if arg not in VARIANTS:
     raise ValueError(
-        f"Unknown demo variant {arg!r}: use experiments/demo.py or "
-        "experiments/demo.py:smoke, :lora, :lora_smoke."
+        f"Unknown demo variant {arg!r}: use experiments/demo.py or experiments/demo.py:"
+        + ", :".join(v for v in VARIANTS if v)
+        + "."
     )
   c = default_config()
   c.base_model_builder = "experiments.toy_arith.build:ensure_base_model"
@@ -72,11 +77,44 @@ def get_config(arg: str = ""):
     for role in (c.challenger, c.solver):
       role.lora.update(rank=16, alpha=32.0)
       role.train.learning_rate = 1e-3
+  if arg == "votes20":  # more votes: p_hat and the labels from 20 answers instead of 10
+    c.dataset.votes = 20
+  if arg == "band":  # an asymmetric band: the majority must hold at least 6 of 10 votes
+    c.dataset.update(filter="band", band_low=0.6, band_high=0.9)
+  if arg == "margin":  # a minimum margin: the majority leads the runner-up by >= 3 of 10 votes
+    c.dataset.min_margin = 0.3
+  if arg == "confidence":  # Solver advantages scaled by the label's vote share (relative)
+    c.solver.confidence_weight = "p_hat"
+  if arg == "agree":  # keep a label only when the Challenger's own boxed answer agrees with it
+    c.dataset.challenger_agreement = True
+  if arg.startswith("verifier"):
+    # A third role judges the Solver's answers (rzero_jax/rzero/verifier.py); it trains on the
+    # Solver's confident votes only (no labels). Its judgements are used only while it separates
+    # held-out confident targets almost perfectly (AUC >= 0.9): later its AUC on them stays high
+    # (~0.8) while it barely tells right from wrong in the band (README). The asymmetric band does
+    # the rest.
+    c.dataset.update(filter="band", band_low=0.6, band_high=0.9)
+    c.verifier.update(
+        enabled=True,
+        strategy="dp",
+        steps=6,
+        prompts_per_step=64,
+        prompts_per_update=32,
+        max_prompt_tokens=128,
+        max_new_tokens=8,
+        confident=0.8,
+        relabel=True,
+        min_score=0.5,
+        calibrate=True,
+        min_auc=0.9,
+    )
+    c.verifier.train.update(learning_rate=2e-4, micro_batch_size=64)
   if arg.endswith("smoke"):
     c.iterations = 1
     c.challenger.update(prompts_per_step=16, steps=2)
     c.solver.update(prompts_per_step=32, steps=2)
     c.dataset.num_candidates = 64
+    c.verifier.update(steps=2, prompts_per_step=32)
     c.eval.heldout = "experiments.demo:smoke_heldout_problems"
   return c
 

@@ -91,13 +91,55 @@ def default_config() -> ml_collections.ConfigDict:
           max_new_tokens=4096,
           temperature=1.0,
           top_p=0.99,
+          # Scale each question's GRPO advantages by the confidence of its pseudo-label: "" (off,
+          # the paper), "p_hat" (the label's share of the votes) or "verifier" (the Verifier's
+          # mean P(right) of the label's voters; needs config.verifier.enabled). Scaling the
+          # rewards instead would cancel in the group normalisation.
+          confidence_weight="",
       )
   )
   c.solver.train = _train()
   c.solver.lora = _lora()
   c.dataset = ml_collections.ConfigDict(
-      dict(num_candidates=8000, votes=10, delta=0.25, temperature=1.0, top_p=0.99, filter="paper")
-  )  # or "released": 0.3 <= majority share of non-empty answers <= 0.8
+      dict(
+          num_candidates=8000,
+          votes=10,
+          delta=0.25,
+          temperature=1.0,
+          top_p=0.99,
+          filter="paper",  # or "released": 0.3 <= majority share of non-empty answers <= 0.8,
+          # or "band": band_low <= p_hat <= band_high (an asymmetric band)
+          band_low=0.25,
+          band_high=0.75,
+          min_margin=0.0,  # keep only when (largest - second largest cluster) / m >= this
+          challenger_agreement=False,  # keep only labels equal to the Challenger's own answer
+          save_all_votes=False,  # also write data/votes_iter_<i>.jsonl: every question's votes
+      )
+  )
+  # The Verifier (issue 18): a third role from the same base judging the Solver's answers
+  # (rzero_jax/rzero/verifier.py). Off by default: the paper has no Verifier.
+  c.verifier = ml_collections.ConfigDict(
+      dict(
+          enabled=False,
+          strategy="fsdp",
+          steps=10,  # training steps per iteration (after the dataset's votes)
+          prompts_per_step=128,  # (question, answer) pairs per step, half right, half wrong
+          prompts_per_update=64,
+          group_size=2,  # both verdicts of a pair (fixed)
+          max_prompt_tokens=6144,  # question + the Solver's working
+          max_new_tokens=8,  # a verdict
+          temperature=1.0,
+          confident=0.8,  # p_hat at or above which the Solver's majority is the target
+          relabel=True,  # label = the cluster with the largest sum of P(right)
+          min_score=0.5,  # drop a kept question whose label's voters average P(right) below
+          calibrate=True,  # the threshold is instead the midpoint between the mean P(right) of
+          # held-out right and wrong targets (a quarter of the confident questions)
+          min_auc=0.0,  # judgements are used only when the Verifier's AUC on those held-out
+          # targets reaches this (a label-free check of whether it can tell right from wrong)
+      )
+  )
+  c.verifier.train = _train()
+  c.verifier.lora = _lora()
   c.eval = ml_collections.ConfigDict(
       dict(
           heldout="",  # "module:function" returning [(question, answer)], or

@@ -33,7 +33,7 @@ def in_band(p_hat: float, delta: float) -> bool:
 
 # The released code's filter: 0.3 <= share of the majority among the non-empty answers <= 0.8.
 RELEASED_BAND = (0.3, 0.8)
-DATASET_FILTERS = ("paper", "released")
+DATASET_FILTERS = ("paper", "released", "band")
 
 
 def answered_share(p_hat: float, answers: Sequence[str | None]) -> float:
@@ -43,15 +43,33 @@ def answered_share(p_hat: float, answers: Sequence[str | None]) -> float:
 
 
 def keeps(
-    p_hat: float, answers: Sequence[str | None], *, delta: float, filter: str = "paper"
+    p_hat: float,
+    answers: Sequence[str | None],
+    *,
+    delta: float,
+    filter: str = "paper",
+    band: tuple[float, float] = (0.25, 0.75),
 ) -> bool:
-  """paper: `|p_hat - 1/2| <= delta`; released: 0.3 <= majority share of non-empty answers <= 0.8."""
+  """paper: `|p_hat - 1/2| <= delta`; released: 0.3 <= majority share of non-empty answers <= 0.8;
+  band: `band[0] <= p_hat <= band[1]` (an asymmetric band, e.g. (0.5, 0.8): keep only questions
+  whose majority holds at least half the votes)."""
   if filter == "paper":
     return in_band(p_hat, delta)
+  if filter == "band":
+    return band[0] - 1e-12 <= p_hat <= band[1] + 1e-12
   if filter == "released":
     low, high = RELEASED_BAND
     return low - 1e-12 <= answered_share(p_hat, answers) <= high + 1e-12
   raise ValueError(f"Unknown dataset filter {filter!r}: use one of {DATASET_FILTERS}.")
+
+
+def group_margin(counts: Sequence[int], m: int) -> float:
+  """(largest cluster - second largest cluster) / m: how clearly the majority won (1 cluster:
+  its share)."""
+  if not counts or not m:
+    return 0.0
+  top = sorted(counts, reverse=True) + [0]
+  return (top[0] - top[1]) / m
 
 
 def select_questions(
@@ -62,15 +80,22 @@ def select_questions(
     *,
     delta: float,
     filter: str = "paper",
+    band: tuple[float, float] = (0.25, 0.75),
+    margins: Sequence[float] | None = None,
+    min_margin: float = 0.0,
 ) -> list[dict[str, Any]]:
   """Records (question, pseudo-label, p_hat, all extracted answers) of the kept questions: those
-  with a pseudo-label that pass `keeps` (paper: `|p_hat - 1/2| <= delta`)."""
+  with a pseudo-label that pass `keeps` (paper: `|p_hat - 1/2| <= delta`) and, with `margins`
+  (see `group_margin`), whose margin is at least `min_margin`."""
   if not len(questions) == len(labels) == len(p_hats) == len(answers):
     raise ValueError("select_questions: questions, labels, p_hats and answers differ in length.")
+  margins = [1.0] * len(questions) if margins is None else margins
   return [
       {"question": q, "label": label, "p_hat": float(p), "answers": list(a)}
-      for q, label, p, a in zip(questions, labels, p_hats, answers)
-      if label is not None and keeps(p, a, delta=delta, filter=filter)
+      for q, label, p, a, g in zip(questions, labels, p_hats, answers, margins)
+      if label is not None
+      and keeps(p, a, delta=delta, filter=filter, band=band)
+      and g + 1e-12 >= min_margin
   ]
 
 

@@ -18,17 +18,21 @@ from typing import Sequence
 import ml_collections
 import numpy as np
 
+from jax.experimental import multihost_utils
+
 from rzero_jax import sharding
 from rzero_jax.metrics import Progress
 from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.rzero import dataset as ds
 from rzero_jax.rzero import prompts, rewards
-from rzero_jax.selfplay.roles import Role
+from rzero_jax.rzero import verifier as verifier_lib
+from rzero_jax.rzero.rollout import build_batch
+from rzero_jax.selfplay.roles import Completions, Role
 from rzero_jax.selfplay.runner import Runner, fmt, format_rows, validate_benchmarks
 from rzero_jax.selfplay.util import (PHASE_IDS, RunError, copy_tree, derive_seed, resolve_callable)
 from rzero_jax.training.grpo import group_advantages
 from rzero_jax.verify.answers import extract_boxed, grade
-from rzero_jax.verify.voting import Vote, majority_votes
+from rzero_jax.verify.voting import Vote, majority_votes_with_members
 
 PHASES = ("challenger", "dataset", "solver", "done")
 assert all(PHASE_IDS[p] == i for i, p in enumerate(PHASES))  # seeds depend on these indices
@@ -96,7 +100,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         )
       r.writer.scalars(
           r.tb_step(it, "dataset", 0),
-          {f"dataset/{k}": v for k, v in stats.items() if v is not None},
+          {f"dataset/{k}": v for k, v in stats.items() if isinstance(v, (int, float))},
       )
       meta["current"]["dataset"] = stats
       meta["phase"], meta["step"] = "solver", 0
@@ -133,16 +137,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "mean_p_hat": stats["mean_p_hat"],
           "pseudo_label_accuracy": stats.get("pseudo_label_accuracy"),
           "heldout_accuracy": acc,
+          **{k: stats[k] for k in EXTRA_DATASET_FIGURES if k in stats},
           **meta["current"],
       }
       record.pop("dataset")
       meta["iterations"].append(record)
       r.log(f"{tag} Solver held-out accuracy: {acc}")
-      r.export(f"iter_{it + 1}", (r.challenger, r.solver))
+      r.export(f"iter_{it + 1}", r.roles())
       meta.update(iteration=it + 1, phase="challenger", step=0, current=_iteration_record())
       r.save(meta)
   summary = make_summary(config, meta)
   return r.finish(summary, format_table(summary))
+
+
+# Dataset figures copied into the iteration's record of summary.json when present (Verifier and
+# remedies; with an oracle, the accuracy the plain majority would have had on the same band).
+EXTRA_DATASET_FIGURES = (
+    "band_questions",
+    "band_majority_accuracy",
+    "verifier_dropped",
+    "verifier_relabelled",
+    "verifier_target_agreement",
+    "verifier_targets",
+    "verifier_auc",
+    "verifier_threshold",
+    "verifier_used",
+    "challenger_disagreed",
+)
 
 
 def _iteration_record() -> dict:
@@ -211,7 +232,8 @@ ROLE_MINIMUMS = {
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the batch arithmetic up front, so a bad config fails before any work is done."""
-  for name in ("challenger", "solver"):
+  names = ("challenger", "solver") + (("verifier",) if verifier_enabled(config) else ())
+  for name in names:
     role = config[name]
     for field, minimum in ROLE_MINIMUMS.items():
       if field in role and role[field] < minimum:
@@ -247,6 +269,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"config.reward_variant must be one of {rewards.REWARD_VARIANTS}, got "
         f"{config.reward_variant!r}."
     )
+  d = config.dataset
+  if not 0.0 <= d.get("band_low", 0.25) <= d.get("band_high", 0.75) <= 1.0:
+    raise RunError(
+        "config.dataset.band_low and band_high must satisfy 0 <= band_low <= band_high <= 1."
+    )
+  weight = config.solver.get("confidence_weight", "")
+  if weight not in CONFIDENCE_WEIGHTS:
+    raise RunError(
+        f"config.solver.confidence_weight must be one of {CONFIDENCE_WEIGHTS}, got {weight!r}."
+    )
+  if weight == "verifier" and not verifier_enabled(config):
+    raise RunError('config.solver.confidence_weight="verifier" needs config.verifier.enabled=True.')
+  if verifier_enabled(config) and config.verifier.group_size != len(verifier_lib.VERDICTS):
+    raise RunError(
+        "config.verifier.group_size must be 2: a pair's group is its two verdicts, got "
+        f"{config.verifier.group_size}."
+    )
   validate_benchmarks(config)
   if config.dataset.votes < 1 or config.dataset.num_candidates < 1:
     raise RunError("config.dataset.votes and config.dataset.num_candidates must be >= 1.")
@@ -254,35 +293,52 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise RunError("config.iterations and config.checkpoint_every_steps must be >= 1.")
 
 
+CONFIDENCE_WEIGHTS = ("", "p_hat", "verifier")
+
+
+def verifier_enabled(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run has a Verifier role (`config.verifier.enabled`; older configs: no)."""
+  return "verifier" in config and bool(config.verifier.enabled)
+
+
 class RZeroRun(Runner):
-  """One R-Zero run: the Challenger and Solver roles and the stages of the loop."""
+  """One R-Zero run: the Challenger and Solver roles (and, with `config.verifier.enabled`, the
+  Verifier) and the stages of the loop."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     validate_config(config)
-    super().__init__(config, workdir, ("challenger", "solver"))
-    # Straight onto the mesh in the Challenger's layout, tensor by tensor; the Solver gets its own
-    # copy, the Challenger's state takes over the loaded buffers: two copies plus the reference.
+    self.has_verifier = verifier_enabled(config)
+    names = ("challenger", "solver") + (("verifier",) if self.has_verifier else ())
+    super().__init__(config, workdir, names)
+    # Straight onto the mesh in the Challenger's layout, tensor by tensor; the Solver (and the
+    # Verifier) get their own copies, the Challenger's state takes over the loaded buffers.
     self.solver = self.make_role("solver", donate=False)
+    self.verifier = self.make_role("verifier", donate=False) if self.has_verifier else None
     self.challenger = self.make_role("challenger", donate=True)
     self.ref_params, self.ref_role = copy_tree(self.challenger.state.params), "challenger"
     self.heldout = self._heldout()
     self.oracle = resolve_callable(config.eval.oracle) if config.eval.oracle else None
     self.challenger_prompt = encode_chat(self.tokenizer, prompts.challenger_messages())
 
+  def roles(self) -> tuple[Role, ...]:
+    """The trained roles, in checkpoint and export order."""
+    return (self.challenger, self.solver) + ((self.verifier,) if self.has_verifier else ())
+
   def trees(self) -> dict:
-    return {
-        "challenger": self.challenger.state,
-        "solver": self.solver.state,
-        "ref": self.ref_params,
-    }
+    return {**{role.name: role.state for role in self.roles()}, "ref": self.ref_params}
 
   def set_trees(self, trees: dict) -> None:
-    self.challenger.state, self.solver.state = trees["challenger"], trees["solver"]
+    for role in self.roles():
+      role.state = trees[role.name]
     self.ref_params = trees["ref"]
 
   def tb_step(self, iteration: int, phase: str, step: int) -> int:
+    """TensorBoard step: per iteration the Challenger's steps, the dataset, the Verifier's steps
+    (none without it), then the Solver's."""
     c, s = self.config.challenger.steps, self.config.solver.steps
-    return iteration * (c + s + 1) + {"challenger": 0, "dataset": c, "solver": c + 1}[phase] + step
+    v = self.config.verifier.steps if self.has_verifier else 0
+    offset = {"challenger": 0, "dataset": c, "verifier": c + 1, "solver": c + 1 + v}[phase]
+    return iteration * (c + v + s + 1) + offset + step
 
   def _heldout(self) -> list[tuple[str, str]]:
     e = self.config.eval
@@ -311,7 +367,7 @@ class RZeroRun(Runner):
     # grade: the Solver's votes on each well-formed question
     questions = self._parse_questions(out.tokens)
     valid = [i for i, q in enumerate(questions) if q is not None]
-    votes, _ = self._vote(
+    votes, _, _, _ = self._vote(
         [questions[i] for i in valid],
         seed + 1,
         c.votes,
@@ -344,6 +400,9 @@ class RZeroRun(Runner):
   # ----- 2. the dataset --------------------------------------------------------------------------
 
   def build_dataset(self, iteration: int) -> tuple[list[dict], dict]:
+    """Candidates -> the Solver's votes -> the questions in the band (and above the minimum
+    margin); with the Verifier: it trains on the confident votes, then its judgements pick each
+    kept question's label and drop the doubtful ones."""
     d = self.config.dataset
     seed = derive_seed(self.config.seed, iteration, "dataset", 0)
     out = self.sample(
@@ -355,29 +414,237 @@ class RZeroRun(Runner):
         top_p=self.config.challenger.top_p,
         max_new_tokens=self.config.challenger.max_new_tokens,
     )
-    questions = ds.unique_questions(self._parse_questions(out.tokens))
-    votes, answers = self._vote(questions, seed + 1, d.votes, d.temperature, d.top_p)
-    kept = ds.select_questions(
+    parsed = self._parse_questions(out.tokens)
+    questions = ds.unique_questions(parsed)
+    votes, answers, texts, members = self._vote(
+        questions, seed + 1, d.votes, d.temperature, d.top_p
+    )
+    p_hats = [v.p_hat for v in votes]
+    margins = [ds.group_margin([n for _, n in v.groups], d.votes) for v in votes]
+    band = ds.select_questions(
         questions,
         [v.label for v in votes],
-        [v.p_hat for v in votes],
+        p_hats,
         answers,
         delta=d.delta,
         filter=d.filter,
+        band=(d.get("band_low", 0.25), d.get("band_high", 0.75)),
+        margins=margins,
+        min_margin=d.get("min_margin", 0.0),
     )
-    stats = {
-        "candidates": d.num_candidates,
-        "unique_questions": len(questions),
-        "kept": len(kept),
-        "mean_p_hat": float(np.mean([r["p_hat"] for r in kept])) if kept else None,
-        "all_abstained": int(sum(v.label is None for v in votes)),
-    }
+    if d.get("save_all_votes", False) and self.main:  # every question's votes, for analysis
+      ds.write_jsonl(
+          os.path.join(self.workdir, "data", f"votes_iter_{iteration + 1}.jsonl"),
+          (
+              {"question": q, "label": v.label, "p_hat": v.p_hat, "answers": a, "texts": t}
+              for q, v, a, t in zip(questions, votes, answers, texts)
+          ),
+      )
+    stats = {"candidates": d.num_candidates, "unique_questions": len(questions)}
+    kept = band
+    if self.has_verifier:
+      index = {q: i for i, q in enumerate(questions)}
+      kept, vstats = self.verify_labels(
+          iteration,
+          questions,
+          votes,
+          answers,
+          texts,
+          members,
+          [index[r["question"]] for r in band],
+      )
+      stats.update(vstats, band_questions=len(band))
+    if d.get("challenger_agreement", False) and kept:
+      # a label-free consistency check: the Challenger's own answer to its question (the first
+      # completion that wrote it) must agree with the label
+      own: dict[str, str | None] = {}
+      for q, t in zip(parsed, out.tokens):
+        if q is not None:
+          own.setdefault(ds.normalize_question(q), prompts.parse_challenger_answer(self.decode(t)))
+      mine = [own.get(ds.normalize_question(r["question"])) for r in kept]
+      agree = self.grading(
+          lambda: grade(
+              [f"\\boxed{{{r['label']}}}" for r in kept],
+              [a if a is not None else "" for a in mine],
+              timeout_s=self.config.grade_timeout_s,
+          )
+      )
+      stats["challenger_disagreed"] = int(sum(not (a and m) for a, m in zip(agree, mine)))
+      kept = [r | {"challenger_answer": m} for r, a, m in zip(kept, agree, mine) if a and m]
+    stats.update(
+        kept=len(kept),
+        mean_p_hat=float(np.mean([r["p_hat"] for r in kept])) if kept else None,
+        all_abstained=int(sum(v.label is None for v in votes)),
+    )
     if self.oracle is not None and kept:
       truths, ok = self.grading(lambda: self._judge_labels(kept))
       for r, t in zip(kept, truths):
         r["true_answer"] = t
       stats["pseudo_label_accuracy"] = float(np.mean(ok)) if ok else None
+    if self.oracle is not None and self.has_verifier and band:
+      _, ok = self.grading(lambda: self._judge_labels(band))
+      stats["band_majority_accuracy"] = float(np.mean(ok)) if ok else None
     return kept, stats
+
+  # ----- 2b. the Verifier (config.verifier.enabled) ------------------------------------------------
+
+  def verify_labels(
+      self,
+      iteration: int,
+      questions: list[str],
+      votes: list[Vote],
+      answers: list[list[str | None]],
+      texts: list[list[str]],
+      members: list[list[int]],
+      band: list[int],
+  ) -> tuple[list[dict], dict]:
+    """Trains the Verifier on the Solver's confident votes (no labels), judges every answer of
+    the band's questions, and returns the kept records with the judged labels, and figures."""
+    v = self.config.verifier
+    m = self.config.dataset.votes
+    prompts_of = {}  # (question, answer) -> the Verifier's prompt ids (None: too long)
+
+    def prompt(q: int, a: int) -> list[int] | None:
+      if (q, a) not in prompts_of:
+        ids = encode_chat(self.tokenizer, verifier_lib.verifier_messages(questions[q], texts[q][a]))
+        prompts_of[q, a] = ids if len(ids) <= v.max_prompt_tokens else None
+      return prompts_of[q, a]
+
+    targets = verifier_lib.training_targets(
+        members, [x.p_hat for x in votes], confident=v.confident
+    )
+    targets = [t for t in targets if prompt(t.question, t.answer) is not None]
+    rng = np.random.default_rng(derive_seed(self.config.seed, iteration, "verifier", v.steps))
+    targets, held = verifier_lib.split_targets(targets, 0.25, rng)
+    check = [t for t in held if t.right][: v.prompts_per_step // 2]
+    check += [t for t in held if not t.right][: v.prompts_per_step - len(check)]
+    # train: GRPO over both verdicts of each pair (steps logged like the other roles' steps)
+    self.start_phase(self.verifier)
+    tag = f"[iter {iteration + 1}/{self.config.iterations}]"
+    steps = v.steps if targets else 0
+    progress = Progress(f"{tag} verifier step", steps, enabled=self.main)
+    for step in range(steps):
+      metrics = self.verifier_step(iteration, step, targets, prompt)
+      self.writer.scalars(
+          self.tb_step(iteration, "verifier", step),
+          {f"verifier/{k}": x for k, x in metrics.items()},
+      )
+      progress.update(loss=metrics.get("loss", 0.0))
+    # judge: P(right) of every answer of the band's questions (and of the held-out targets)
+    pairs = [(q, a) for q in band for a, c in enumerate(members[q]) if c >= 0]
+    judged_pairs = [p for p in pairs if prompt(*p) is not None]
+    scores = self.judge(
+        [prompt(*p) for p in judged_pairs + [(t.question, t.answer) for t in check]]
+    )
+    score_of = dict(zip(judged_pairs, scores[: len(judged_pairs)]))
+    check_scores = scores[len(judged_pairs) :]
+    rights = [t.right for t in check]
+    agreement = [s if r else 1.0 - s for r, s in zip(rights, check_scores)]
+    threshold = v.min_score
+    if v.get("calibrate", False):
+      threshold = verifier_lib.calibrated_threshold(check_scores, rights, v.min_score)
+    # a Verifier that cannot separate held-out right and wrong targets is not used this time
+    check_auc = verifier_lib.auc(check_scores, rights)
+    min_auc = v.get("min_auc", 0.0)
+    used = min_auc <= 0 or (check_auc is not None and check_auc + 1e-12 >= min_auc)
+    # labels: the heaviest cluster by P(right); doubtful labels are dropped
+    kept, dropped, relabelled = [], 0, 0
+    for q in band:
+      vote = votes[q]
+      qs = [score_of.get((q, a), 0.5) for a in range(len(members[q]))]
+      j = verifier_lib.judged_vote(vote.groups, members[q], qs, m, relabel=v.relabel and used)
+      relabelled += int(j.changed)
+      if j.label is None or (used and j.score + 1e-12 < threshold):
+        dropped += 1
+        continue
+      kept.append(
+          {
+              "question": questions[q],
+              "label": j.label,
+              "p_hat": float(j.p_hat),
+              "answers": list(answers[q]),
+              "majority": vote.label,
+              "verifier_score": j.score,
+              "verifier_scores": [float(x) for x in qs],
+          }
+      )
+    stats = {
+        "verifier_targets": len(targets),
+        "verifier_target_agreement": float(np.mean(agreement)) if agreement else None,
+        "verifier_auc": check_auc,
+        "verifier_used": int(used),
+        "verifier_threshold": float(threshold),
+        "verifier_check_targets": len(check),
+        "verifier_dropped": dropped,
+        "verifier_relabelled": relabelled,
+    }
+    self.writer.histogram(
+        self.tb_step(iteration, "dataset", 0), "verifier/score", np.asarray(scores)
+    )
+    return kept, stats
+
+  def verifier_step(self, iteration: int, step: int, targets: list, prompt) -> dict:
+    """One Verifier update: `prompts_per_step` (question, answer) pairs, half right, half wrong
+    by the confident votes; each pair's group is its two verdicts, rewarded by agreement."""
+    v = self.config.verifier
+    rng = np.random.default_rng(derive_seed(self.config.seed, iteration, "verifier", step))
+    picks = verifier_lib.balanced_pairs(targets, v.prompts_per_step, rng)
+    prompt_ids = [prompt(t.question, t.answer) for t in picks]
+    verdicts = self._verdict_ids()
+    out = Completions(
+        tokens=[list(x) for _ in picks for x in verdicts],
+        logprobs=[[0.0] * len(x) for _ in picks for x in verdicts],
+        finished=[True] * (len(verdicts) * len(picks)),
+    )
+    r = verifier_lib.verdict_rewards(picks)
+    metrics = self._grpo_update(self.verifier, prompt_ids, out, r, recompute=True)
+    metrics.pop("logprob_mismatch", None)  # the verdicts were not sampled: nothing to compare
+    metrics.update(right_share=float(np.mean([t.right for t in picks])))
+    return metrics
+
+  def judge(self, prompt_ids: list[list[int]]) -> np.ndarray:
+    """The Verifier's P(right) for each prompt: both verdicts' sequence log-probs, in mini-batches
+    of the training shape (the last one padded with repeats)."""
+    if not prompt_ids:
+      return np.zeros(0)
+    v, role = self.config.verifier, self.verifier
+    verdicts = self._verdict_ids()
+    seq_prompts = [p for p in prompt_ids for _ in verdicts]
+    seq_tokens = [list(x) for _ in prompt_ids for x in verdicts]
+    size = v.prompts_per_update * len(verdicts)
+    sums = []
+    for start in range(0, len(seq_prompts), size):
+      chunk_p = seq_prompts[start : start + size]
+      chunk_t = seq_tokens[start : start + size]
+      real = len(chunk_p)
+      chunk_p += [chunk_p[-1]] * (size - real)
+      chunk_t += [chunk_t[-1]] * (size - real)
+      batch = build_batch(
+          chunk_p,
+          chunk_t,
+          [[0.0] * len(t) for t in chunk_t],
+          np.zeros(size),
+          prompt_len=v.max_prompt_tokens,
+          completion_len=v.max_new_tokens,
+          pad_id=self.pad_id,
+      )
+      rows = sharding.process_rows(role.plan, size)
+      g = sharding.host_to_global(
+          {k: batch[k][rows] for k in ("tokens", "attention_mask")}, role.plan
+      )
+      lp = role.logprob_fn(role.params, g["tokens"], g["attention_mask"])
+      lp = np.asarray(multihost_utils.process_allgather(lp, tiled=True))
+      sums.append((lp * batch["loss_mask"]).sum(axis=1)[:real])
+    seq = np.concatenate(sums).reshape(len(prompt_ids), len(verdicts))
+    return verifier_lib.score_from_logprobs(seq[:, 0], seq[:, 1])
+
+  def _verdict_ids(self) -> list[list[int]]:
+    """Token ids of the verdicts (`verifier.VERDICTS`), each ending with the end-of-turn id."""
+    vocab = self.tokenizer.get_vocab()
+    end = vocab.get("<|im_end|>", self.stop_ids[0] if self.stop_ids else self.pad_id)
+    return [
+        self.tokenizer.encode(x, add_special_tokens=False) + [end] for x in verifier_lib.VERDICTS
+    ]
 
   def _judge_labels(self, kept: list[dict]) -> tuple[list, list[bool]]:
     """The oracle's answer to each kept question, and whether each judged pseudo-label is right."""
@@ -419,8 +686,14 @@ class RZeroRun(Runner):
     variant = self.config.reward_variant
     formatted = [rewards.solver_well_formed(t, variant=variant) for t in texts]
     r = rewards.solver_rewards(correct, formatted, variant=variant)
-    # advantages + update
-    metrics = self._grpo_update(self.solver, prompt_ids, out, r)
+    # advantages (scaled by the labels' confidence with solver.confidence_weight) + update
+    scale = None
+    weight = s.get("confidence_weight", "")
+    if weight:
+      key = "p_hat" if weight == "p_hat" else "verifier_score"
+      mean = float(np.mean([x[key] for x in kept]))
+      scale = np.asarray([x[key] / max(mean, 1e-9) for x in picks])
+    metrics = self._grpo_update(self.solver, prompt_ids, out, r, scale=scale)
     metrics.update(
         reward=float(r.mean()),
         tokens_per_s=self.tokens_per_s,
@@ -454,15 +727,30 @@ class RZeroRun(Runner):
   # ----- helpers -------------------------------------------------------------------------------
 
   def _grpo_update(
-      self, role: Role, prompt_ids: list[list[int]], out, rewards_: np.ndarray
+      self,
+      role: Role,
+      prompt_ids: list[list[int]],
+      out,
+      rewards_: np.ndarray,
+      *,
+      scale: np.ndarray | None = None,
+      recompute: bool | None = None,
   ) -> dict:
-    """GRPO: advantages normalised within each prompt's group of samples, then the shared update
-    over mini-batches of `prompts_per_update` prompts."""
+    """GRPO: advantages normalised within each prompt's group of samples (times `scale[i]` for
+    prompt i when given), then the shared update over mini-batches of `prompts_per_update`
+    prompts (`recompute`: old log-probs from the training pass, default the config's)."""
     s = role.settings
     advantages = np.asarray(group_advantages(rewards_, s.group_size))
+    if scale is not None:
+      advantages = advantages * np.repeat(np.asarray(scale, np.float64), s.group_size)
     seq_prompts = [p for p in prompt_ids for _ in range(s.group_size)]
     return self.update(
-        role, seq_prompts, out, advantages, mini_batch_size=s.prompts_per_update * s.group_size
+        role,
+        seq_prompts,
+        out,
+        advantages,
+        mini_batch_size=s.prompts_per_update * s.group_size,
+        recompute_old_logprobs=recompute,
     )
 
   def _solver_prompt(self, question: str) -> list[int] | None:
@@ -471,10 +759,11 @@ class RZeroRun(Runner):
 
   def _vote(
       self, questions: list[str], seed: int, votes: int, temperature: float, top_p: float
-  ) -> tuple[list, list[list[str | None]]]:
-    """The Solver's `votes` answers per question, batched over all questions, and their votes."""
+  ) -> tuple[list, list[list[str | None]], list[list[str]], list[list[int]]]:
+    """The Solver's `votes` answers per question, batched over all questions: the votes, the
+    extracted answers, the completions' texts and each answer's cluster (-1: abstained)."""
     if not questions:
-      return [], []
+      return [], [], [], []
     ids = [self._solver_prompt(q) for q in questions]
     out = self.sample(
         self.solver,
@@ -485,16 +774,23 @@ class RZeroRun(Runner):
         top_p=top_p,
         max_new_tokens=self.config.solver.max_new_tokens,
     )
-    answers = [extract_boxed(self.decode(t)) for t in out.tokens]
+    texts = [self.decode(t) for t in out.tokens]
+    answers = [extract_boxed(t) for t in texts]
     grouped = [answers[i * votes : (i + 1) * votes] for i in range(len(questions))]
     decided = self.grading(
         lambda: [
-            dataclasses.astuple(v)
-            for v in majority_votes(grouped, timeout_s=self.config.grade_timeout_s)
+            (dataclasses.astuple(v), members)
+            for v, members in majority_votes_with_members(
+                grouped, timeout_s=self.config.grade_timeout_s
+            )
         ]
     )
-    result = [Vote(label, p_hat, [tuple(g) for g in groups]) for label, p_hat, groups in decided]
-    return result, grouped
+    result = [
+        Vote(label, p_hat, [tuple(g) for g in groups]) for (label, p_hat, groups), _ in decided
+    ]
+    members = [list(mem) for _, mem in decided]
+    per_question = [texts[i * votes : (i + 1) * votes] for i in range(len(questions))]
+    return result, grouped, per_question, members
 
   def _parse_questions(self, completions: Sequence[Sequence[int]]) -> list[str | None]:
     parsed = [prompts.parse_question(self.decode(t)) for t in completions]

@@ -45,3 +45,11 @@ def parse_question(completion: str) -> str | None:
   if not question or len(question) > MAX_QUESTION_CHARS:
     return None
   return question
+
+
+def parse_challenger_answer(completion: str) -> str | None:
+  """The Challenger's own boxed answer after its last `</question>` (None when there is none)."""
+  from rzero_jax.verify.answers import extract_boxed
+
+  head, sep, tail = completion.rpartition("</question>")
+  return extract_boxed(tail) if sep else None

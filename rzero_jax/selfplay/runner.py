@@ -204,9 +204,13 @@ class Runner:
       advantages: np.ndarray,
       *,
       mini_batch_size: int,
+      recompute_old_logprobs: bool | None = None,
   ) -> dict:
     """`roles.update` with the role's prompt/completion lengths, the KL reference and
-    `config.recompute_old_logprobs`; timed as training."""
+    `config.recompute_old_logprobs` (unless given: completions that were not sampled have no
+    sampler log-probs and must recompute them); timed as training."""
+    if recompute_old_logprobs is None:
+      recompute_old_logprobs = self.config.recompute_old_logprobs
     s = role.settings
     return roles_lib.timed(
         self.timing,
@@ -221,7 +225,7 @@ class Runner:
             completion_len=s.max_new_tokens,
             pad_id=self.pad_id,
             ref_params=self.ref_params,
-            recompute_old_logprobs=self.config.recompute_old_logprobs,
+            recompute_old_logprobs=recompute_old_logprobs,
         ),
     )
 

@@ -23,6 +23,7 @@ PHASE_IDS = {
     "train": 5,
     "learnability": 6,
     "evaluate": 7,
+    "verifier": 8,
 }
 
 

@@ -40,28 +40,54 @@ class Vote:
 
 def _string_groups(answer_list: Sequence[str | None]) -> list[tuple[str, int]]:
   """(first answer, count) per canonical string, largest first, ties by first occurrence."""
+  return _string_groups_and_members(answer_list)[0]
+
+
+def _string_groups_and_members(
+    answer_list: Sequence[str | None],
+) -> tuple[list[tuple[str, int]], list[int]]:
+  """`_string_groups`, and for each answer the index of its group there (-1: abstention)."""
   groups: dict[str, list] = {}
+  keys: list[str | None] = []
   for answer in answer_list:
     if answer is None or not answer.strip():
+      keys.append(None)
       continue
     key = answer_text.canonical(answer) if len(answer) <= answer_text.MAX_ANSWER_CHARS else answer
-    groups.setdefault(key, [answer.strip(), 0])[1] += 1
-  return sorted((tuple(g) for g in groups.values()), key=lambda g: -g[1])
+    keys.append(key)
+    groups.setdefault(key, [answer.strip(), 0, len(groups)])[1] += 1
+  ranked = sorted(groups.items(), key=lambda kv: -kv[1][1])
+  rank = {key: i for i, (key, _) in enumerate(ranked)}
+  members = [-1 if k is None else rank[k] for k in keys]
+  return [(g[0], g[1]) for _, g in ranked], members
 
 
 def _cluster(groups: list[tuple[str, int]], same: dict[tuple[int, int], bool], m: int) -> Vote:
+  return _cluster_and_map(groups, same, m)[0]
+
+
+def _cluster_and_map(
+    groups: list[tuple[str, int]], same: dict[tuple[int, int], bool], m: int
+) -> tuple[Vote, list[int]]:
+  """The vote, and for each string group the index of its cluster in `Vote.groups`."""
   clusters: list[list] = []  # [index of the representative group, representative, size]
+  of_group: list[int] = []  # string group -> index into clusters
   for i, (answer, count) in enumerate(groups):
-    for cluster in clusters:
+    for c, cluster in enumerate(clusters):
       if same[cluster[0], i]:
         cluster[2] += count
+        of_group.append(c)
         break
     else:
+      of_group.append(len(clusters))
       clusters.append([i, answer, count])
   if not clusters:
-    return Vote(None, 0.0, [])
-  ranked = sorted(clusters, key=lambda c: -c[2])
-  return Vote(ranked[0][1], ranked[0][2] / m, [(c[1], c[2]) for c in ranked])
+    return Vote(None, 0.0, []), []
+  order = sorted(range(len(clusters)), key=lambda c: -clusters[c][2])
+  rank = {c: r for r, c in enumerate(order)}
+  ranked = [clusters[c] for c in order]
+  vote = Vote(ranked[0][1], ranked[0][2] / m, [(c[1], c[2]) for c in ranked])
+  return vote, [rank[c] for c in of_group]
 
 
 def majority_votes(
@@ -76,7 +102,24 @@ def majority_votes(
   grading pool in one batch (both directions, each pair killed at ``timeout_s``);
   otherwise ``equivalent(a, b) or equivalent(b, a)`` is called in this process.
   """
-  grouped = [_string_groups(a) for a in answer_lists]
+  return [
+      v
+      for v, _ in majority_votes_with_members(
+          answer_lists, equivalent=equivalent, timeout_s=timeout_s
+      )
+  ]
+
+
+def majority_votes_with_members(
+    answer_lists: Sequence[Sequence[str | None]],
+    *,
+    equivalent: Equivalence | None = None,
+    timeout_s: float = 5.0,
+) -> list[tuple[Vote, list[int]]]:
+  """`majority_votes`, and for each answer the index of its cluster in ``Vote.groups``
+  (-1 for an abstention): who voted for what, e.g. to re-weight the clusters."""
+  split = [_string_groups_and_members(a) for a in answer_lists]
+  grouped = [g for g, _ in split]
   pairs = [
       (q, i, j)
       for q, groups in enumerate(grouped)
@@ -90,7 +133,11 @@ def majority_votes(
   same: list[dict[tuple[int, int], bool]] = [{} for _ in grouped]
   for (q, i, j), verdict in zip(pairs, verdicts):
     same[q][i, j] = verdict
-  return [_cluster(groups, same[q], len(answer_lists[q])) for q, groups in enumerate(grouped)]
+  out = []
+  for q, (groups, members) in enumerate(split):
+    vote, of_group = _cluster_and_map(groups, same[q], len(answer_lists[q]))
+    out.append((vote, [-1 if g < 0 else of_group[g] for g in members]))
+  return out
 
 
 def majority_vote(

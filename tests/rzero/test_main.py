@@ -185,3 +185,42 @@ def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
       path = straight / "export" / "iter_1" / role
       logits = AutoModelForCausalLM.from_pretrained(path).eval()(tokens).logits.numpy()
       assert np.all(np.isfinite(logits)) and np.abs(logits - base).max() > 1e-4, role
+
+
+def test_verifier_run_with_three_roles_resumes_to_the_same_summary(tmp_path, base_model):
+  """The Verifier as a third role (`demo.py:verifier_smoke`, here on LoRA adapters while the
+  other roles train fully): its state is checkpointed and exported like the others, and
+  kill-and-resume gives the same summary."""
+  flags = [
+      *TINY,
+      f"--config.model_path={base_model}",
+      "--config.verifier.lora.rank=4",
+      "--config.verifier.train.learning_rate=1e-3",
+  ]
+  flags[0] = "--config=experiments/demo.py:verifier_smoke"
+  straight = tmp_path / "straight"
+  code, out = _run(straight, *flags)
+  assert code == 0, out
+  summary = _summary(straight)
+  assert summary["config"]["verifier"]["enabled"] and summary["config"]["verifier"]["lora"]["rank"]
+  record = summary["iterations"][0]
+  assert record["verifier_targets"] > 0 and "band_questions" in record
+  assert set(summary["pseudo_label_accuracy"]) == {"iter_1"}
+  assert os.path.exists(straight / "export" / "iter_1" / "verifier" / "model.safetensors")
+
+  killed = tmp_path / "killed"
+  proc = _launch(killed, *flags)
+  ckpt = killed / "checkpoints"
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
+    if steps and max(map(int, steps)) >= 3:  # after the dataset: the Verifier owns the reference
+      break
+    time.sleep(0.2)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  code, out = _run(killed, *flags)
+  assert code == 0, out
+  assert "resuming from checkpoint" in out
+  assert _summary(killed) == summary
