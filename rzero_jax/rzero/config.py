@@ -122,6 +122,7 @@ def default_config() -> ml_collections.ConfigDict:
       dict(
           enabled=False,
           strategy="fsdp",
+          sampler_strategy="",  # decode layout of the bf16 sampler copy; "" = strategy
           steps=10,  # training steps per iteration (after the dataset's votes)
           prompts_per_step=128,  # (question, answer) pairs per step, half right, half wrong
           prompts_per_update=64,
