@@ -159,6 +159,11 @@ def write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array
   new = new.astype(cache.dtype)
   if jnp.ndim(index) == 0:
     return jax.lax.dynamic_update_slice(cache, new, (0, 0, index, 0))
+  if new.shape[2] == 1:  # one token per row (decode): a scatter XLA can do in place, row-parallel
+    rows = jnp.arange(cache.shape[0])
+    return cache.at[rows, :, index, :].set(
+        new[:, :, 0], indices_are_sorted=True, unique_indices=True
+    )
   write_row = lambda c, x, i: jax.lax.dynamic_update_slice(c, x, (0, i, 0))
   return jax.vmap(write_row)(cache, new, index)
 

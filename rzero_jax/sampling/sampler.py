@@ -228,6 +228,7 @@ def _decode(
   slots, new_len = state.tokens.shape
   params = unstack_layers(params)
   key = jax.random.key(seed)
+  rows = jnp.arange(slots)
   kv_valid = jnp.ones((slots, window), bool)  # the causal bound (slot <= fill) does the masking
   stream = jax.vmap(lambda row, t: jax.random.fold_in(jax.random.fold_in(key, row), t))
 
@@ -243,7 +244,7 @@ def _decode(
 
     def record(buf: jax.Array, x: jax.Array) -> jax.Array:
       x = jnp.where(s.done, jnp.take_along_axis(buf, at, axis=1)[:, 0], x)
-      return jax.vmap(jax.lax.dynamic_update_slice)(buf, x[:, None], at)
+      return buf.at[rows, at[:, 0]].set(x, indices_are_sorted=True, unique_indices=True)
 
     logits, cache = forward_with_cache(
         cfg, params, token[:, None], s.fill[:, None], s.cache, s.fill, kv_valid, plan=plan
@@ -394,7 +395,7 @@ def generate(
   )
   slot_row = np.full((slots,), -1)  # the row each slot holds (-1: free)
   fill = np.zeros((slots,), np.int64)
-  next_row, row_steps = 0, 0
+  next_row, row_steps, compacted = 0, 0, False
   tokens, logprobs = [None] * num, [None] * num
   while True:
     free = np.flatnonzero(slot_row < 0)[: num - next_row]
@@ -409,7 +410,7 @@ def generate(
     waiting = next_row < num
     if waiting:  # back once there is a batch of slots to refill
       min_done = min(slots, int(np.sum(~live)) + max(1, slots // REFILL_FRACTION))
-    elif slots > MIN_COMPACT_SLOTS and live.sum() > slots // 4:  # back to compact the stragglers
+    elif not compacted and slots > MIN_COMPACT_SLOTS and live.sum() > slots // 4:  # to compact
       min_done = slots - slots // 4
     else:
       min_done = slots
@@ -429,7 +430,8 @@ def generate(
         logprobs[slot_row[j]] = slot_logprobs[j, : count[j]]
       slot_row[finished] = -1
     live_now = int(np.sum(slot_row >= 0))
-    if next_row == num and slots > MIN_COMPACT_SLOTS and 0 < live_now <= slots // 4:
+    if not compacted and next_row == num and slots > MIN_COMPACT_SLOTS and live_now <= slots // 4:
+      compacted = live_now > 0  # once per call: each slot count compiles its own programs
       keep = np.argsort(slot_row < 0, kind="stable")  # live slots first
       slots = max(MIN_COMPACT_SLOTS, _bucket(live_now, multiple=shards))
       keep = keep[:slots]
@@ -452,7 +454,9 @@ def _insert_rows(
   """Starts `rows` in the slots `slot_ids`, prefilling each distinct prompt once."""
   distinct, source_of_row = np.unique(prompt_of_row[rows], return_inverse=True)
   prompt_len = state.cache["k"][0].shape[2] - state.tokens.shape[1]  # the call's prompt bucket
-  tokens = np.zeros((_bucket(len(distinct), multiple=shards), prompt_len), np.int32)
+  # At least a refill's worth of prefill rows: fewer programs to compile, little extra work.
+  prefill_rows = _bucket(len(distinct), len(state.row) // REFILL_FRACTION, multiple=shards)
+  tokens = np.zeros((prefill_rows, prompt_len), np.int32)
   prompt_lens = np.ones((len(tokens),), np.int32)  # padding rows: one token, never read
   for k, i in enumerate(distinct):
     tokens[k, : len(prompts[i])] = prompts[i]
