@@ -25,7 +25,7 @@ import argparse
 import os
 import time
 
-from experiments.bench_sampler import SHAPES, hf_model
+from experiments.bench_sampler import SHAPES, hf_model, random_model
 
 
 def parse_args() -> argparse.Namespace:
@@ -124,19 +124,10 @@ def main() -> None:
   os.environ.setdefault("JAX_PLATFORMS", args.device_kind)
   import jax
   import numpy as np
-  from rzero_jax.models import ModelConfig, init_params
   from rzero_jax.sampling import generate
 
   dtype = args.dtype or ("float32" if args.device_kind == "cpu" else "bfloat16")
-  cfg = ModelConfig(
-      model_type="qwen3",
-      tie_embeddings=True,
-      qk_norm=True,
-      rope_theta=1e6,
-      dtype=dtype,
-      **{**SHAPES[args.model_shape], "max_position_embeddings": 8192},
-  )
-  params = init_params(cfg, jax.random.key(0), dtype=dtype)
+  cfg, params = random_model(args.model_shape, dtype, max_position_embeddings=8192)
   rng = np.random.RandomState(0)
   prompts = [rng.randint(1, cfg.vocab_size, size=rng.randint(8, 65)).tolist() for _ in range(256)]
   prompts = (prompts * (args.prompts // 256 + 1))[: args.prompts]

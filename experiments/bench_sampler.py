@@ -67,6 +67,22 @@ def parse_args() -> argparse.Namespace:
   return parser.parse_args()
 
 
+def random_model(shape: str, dtype: str, **overrides):
+  """(config, random params) of a Qwen3 of `SHAPES[shape]` (fields replaced by `overrides`)."""
+  import jax
+  from rzero_jax.models import ModelConfig, init_params
+
+  cfg = ModelConfig(
+      model_type="qwen3",
+      tie_embeddings=True,
+      qk_norm=True,
+      rope_theta=1e6,
+      dtype=dtype,
+      **{**SHAPES[shape], **overrides},
+  )
+  return cfg, init_params(cfg, jax.random.key(0), dtype=dtype)
+
+
 def measure_matmul_flops(jax, jnp, dtype, n: int) -> float:
   x = jnp.ones((n, n), dtype)
   f = jax.jit(lambda a: a @ a)
@@ -137,19 +153,10 @@ def main() -> None:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from rzero_jax.models import ModelConfig, init_params
   from rzero_jax.sampling import generate
 
   dtype = args.dtype or ("float32" if args.device_kind == "cpu" else "bfloat16")
-  cfg = ModelConfig(
-      model_type="qwen3",
-      tie_embeddings=True,
-      qk_norm=True,
-      rope_theta=1e6,
-      dtype=dtype,
-      **SHAPES[args.model_shape],
-  )
-  params = init_params(cfg, jax.random.key(0), dtype=dtype)
+  cfg, params = random_model(args.model_shape, dtype)
   n_params = cfg.num_params()
   itemsize = jnp.dtype(dtype).itemsize
   flops = measure_matmul_flops(jax, jnp, dtype, 1024 if args.device_kind == "cpu" else 8192)
