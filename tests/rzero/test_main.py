@@ -143,17 +143,33 @@ def test_missing_config_file_fails_clearly(tmp_path):
   assert code == 2 and "no_such_config.py" in out and "Traceback" not in out
 
 
-def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
-  """Both roles on LoRA adapters over one frozen base: kill-and-resume gives the same summary, and
-  the merged exports load in transformers as models that differ from the base."""
-  flags = [*TINY, f"--config.model_path={base_model}", "--config=experiments/demo.py:lora_smoke"]
-  flags = [f for f in flags if f != "--config=experiments/demo.py:smoke"]
-  flags = [flags[-1], *flags[:-1]]  # the config file first, its overrides after
+def test_three_lora_roles_resume_and_export_merged_models(tmp_path, base_model):
+  """Challenger, Solver and the Verifier (`demo.py:verifier_smoke`) on LoRA adapters over one
+  frozen base: every role's state is checkpointed and exported, kill-and-resume inside the Solver
+  phase (its adapters are the reference) gives the same summary, and the merged exports load in
+  transformers as models that differ from the base."""
+  lora = [
+      f"--config.{role}.{field}"
+      for role in ("challenger", "solver")
+      for field in ("lora.rank=16", "lora.alpha=32", "train.learning_rate=1e-3")
+  ]
+  flags = [
+      "--config=experiments/demo.py:verifier_smoke",
+      *TINY[1:],
+      f"--config.model_path={base_model}",
+      *lora,
+      "--config.verifier.lora.rank=4",
+      "--config.verifier.train.learning_rate=1e-3",
+  ]
   straight = tmp_path / "straight"
   code, out = _run(straight, *flags)
   assert code == 0, out
   summary = _summary(straight)
   assert summary["config"]["solver"]["lora"]["rank"] == 16
+  assert summary["config"]["verifier"]["enabled"] and summary["config"]["verifier"]["lora"]["rank"]
+  record = summary["iterations"][0]
+  assert record["verifier_targets"] > 0 and "band_questions" in record
+  assert set(summary["pseudo_label_accuracy"]) == {"iter_1"}
 
   killed = tmp_path / "killed"
   proc = _launch(killed, *flags)
@@ -161,9 +177,7 @@ def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
   deadline = time.time() + 600
   while time.time() < deadline and proc.poll() is None:
     steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
-    if (
-        steps and max(map(int, steps)) >= 4
-    ):  # inside the Solver phase: its adapters are the reference
+    if steps and max(map(int, steps)) >= 4:  # inside the Solver phase, after the Verifier's
       break
     time.sleep(0.2)
   assert proc.poll() is None, "the run finished before it could be killed"
@@ -181,46 +195,7 @@ def test_lora_run_resumes_and_exports_merged_models(tmp_path, base_model):
   tokens = torch.tensor([[1, 5, 9, 13, 17, 21]])
   with torch.no_grad():
     base = AutoModelForCausalLM.from_pretrained(base_model).eval()(tokens).logits.numpy()
-    for role in ("challenger", "solver"):
+    for role in ("challenger", "solver", "verifier"):
       path = straight / "export" / "iter_1" / role
       logits = AutoModelForCausalLM.from_pretrained(path).eval()(tokens).logits.numpy()
       assert np.all(np.isfinite(logits)) and np.abs(logits - base).max() > 1e-4, role
-
-
-def test_verifier_run_with_three_roles_resumes_to_the_same_summary(tmp_path, base_model):
-  """The Verifier as a third role (`demo.py:verifier_smoke`, here on LoRA adapters while the
-  other roles train fully): its state is checkpointed and exported like the others, and
-  kill-and-resume gives the same summary."""
-  flags = [
-      *TINY,
-      f"--config.model_path={base_model}",
-      "--config.verifier.lora.rank=4",
-      "--config.verifier.train.learning_rate=1e-3",
-  ]
-  flags[0] = "--config=experiments/demo.py:verifier_smoke"
-  straight = tmp_path / "straight"
-  code, out = _run(straight, *flags)
-  assert code == 0, out
-  summary = _summary(straight)
-  assert summary["config"]["verifier"]["enabled"] and summary["config"]["verifier"]["lora"]["rank"]
-  record = summary["iterations"][0]
-  assert record["verifier_targets"] > 0 and "band_questions" in record
-  assert set(summary["pseudo_label_accuracy"]) == {"iter_1"}
-  assert os.path.exists(straight / "export" / "iter_1" / "verifier" / "model.safetensors")
-
-  killed = tmp_path / "killed"
-  proc = _launch(killed, *flags)
-  ckpt = killed / "checkpoints"
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
-    if steps and max(map(int, steps)) >= 3:  # after the dataset: the Verifier owns the reference
-      break
-    time.sleep(0.2)
-  assert proc.poll() is None, "the run finished before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  code, out = _run(killed, *flags)
-  assert code == 0, out
-  assert "resuming from checkpoint" in out
-  assert _summary(killed) == summary
