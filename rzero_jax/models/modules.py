@@ -159,13 +159,12 @@ def write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array
   new = new.astype(cache.dtype)
   if jnp.ndim(index) == 0:
     return jax.lax.dynamic_update_slice(cache, new, (0, 0, index, 0))
-  if new.shape[2] == 1:  # one token per row (decode): a scatter XLA can do in place, row-parallel
-    rows = jnp.arange(cache.shape[0])
-    return cache.at[rows, :, index, :].set(
-        new[:, :, 0], indices_are_sorted=True, unique_indices=True
-    )
-  write_row = lambda c, x, i: jax.lax.dynamic_update_slice(c, x, (0, i, 0))
-  return jax.vmap(write_row)(cache, new, index)
+  # One slot range per row: a scatter XLA does in place, row-parallel. Indexed [B, T, Hkv, hd].
+  b, _, t, _ = new.shape
+  slots = index[:, None] + jnp.arange(t)
+  return cache.at[jnp.arange(b)[:, None], :, slots, :].set(
+      jnp.swapaxes(new, 1, 2), indices_are_sorted=True, unique_indices=True
+  )
 
 
 def default_positions(attention_mask: jax.Array) -> jax.Array:

@@ -112,6 +112,25 @@ def _batch_shards(plan: ShardingPlan | None) -> int:
   return math.prod(plan.mesh.shape[a] for a in axes)
 
 
+SLOT_AXES = {
+    "tokens": ("batch", "length"),
+    "logprobs": ("batch", "length"),
+    "logits": ("batch", "vocab"),
+}
+
+
+def _laid_out(state: SlotState, plan: ShardingPlan | None) -> SlotState:
+  """`state` constrained to its layout: slots over the batch axes (`SLOT_AXES` for the 2-D
+  fields), the cache by `CACHE_AXES`."""
+  fields = {
+      f.name: constrain(getattr(state, f.name), SLOT_AXES.get(f.name, ("batch",)), plan)
+      for f in dataclasses.fields(state)
+      if f.name != "cache"
+  }
+  cache = jax.tree.map(lambda c: constrain(c, CACHE_AXES[1:], plan), state.cache)
+  return SlotState(**fields, cache=cache)
+
+
 @functools.partial(
     jax.jit, static_argnames=("cfg", "plan", "slots", "new_len", "cache_len", "cache_dtype")
 )
@@ -125,18 +144,18 @@ def _empty_state(
     cache_dtype: str,
 ) -> SlotState:
   """Every slot free (done), the cache zeroed."""
-  by_slot = lambda x, axes=("batch",): constrain(x, axes, plan)
-  cache = unstack_cache(init_cache(cfg, slots, cache_len, cache_dtype))
-  return SlotState(
-      tokens=by_slot(jnp.zeros((slots, new_len), jnp.int32), ("batch", "length")),
-      logprobs=by_slot(jnp.zeros((slots, new_len), jnp.float32), ("batch", "length")),
-      count=by_slot(jnp.zeros((slots,), jnp.int32)),
-      done=by_slot(jnp.ones((slots,), bool)),
-      row=by_slot(jnp.zeros((slots,), jnp.int32)),
-      fill=by_slot(jnp.zeros((slots,), jnp.int32)),
-      logits=by_slot(jnp.zeros((slots, cfg.vocab_size), jnp.float32), ("batch", "vocab")),
-      cache=jax.tree.map(lambda c: constrain(c, CACHE_AXES[1:], plan), cache),
+  zeros = lambda dtype, *shape: jnp.zeros((slots, *shape), dtype)
+  state = SlotState(
+      tokens=zeros(jnp.int32, new_len),
+      logprobs=zeros(jnp.float32, new_len),
+      count=zeros(jnp.int32),
+      done=jnp.ones((slots,), bool),
+      row=zeros(jnp.int32),
+      fill=zeros(jnp.int32),
+      logits=zeros(jnp.float32, cfg.vocab_size),
+      cache=unstack_cache(init_cache(cfg, slots, cache_len, cache_dtype)),
   )
+  return _laid_out(state, plan)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "plan"), donate_argnames=("state",))
@@ -169,36 +188,27 @@ def _insert(
     head = jnp.where(
         inserted[:, None, None, None], prompt_cache[source], slot_cache[:, :, :prompt_len]
     )
-    return constrain(slot_cache.at[:, :, :prompt_len].set(head), CACHE_AXES[1:], plan)
+    return slot_cache.at[:, :, :prompt_len].set(head)
 
   pick = lambda new, old: jnp.where(inserted.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-  return SlotState(
+  state = SlotState(
       tokens=state.tokens,
       logprobs=state.logprobs,
       count=pick(0, state.count),
       done=pick(False, state.done),
       row=pick(rows, state.row),
       fill=pick(prompt_lens[source], state.fill),
-      logits=constrain(pick(logits[source], state.logits), ("batch", "vocab"), plan),
+      logits=pick(logits[source], state.logits),
       cache={n: [put(c, p) for c, p in zip(state.cache[n], cache[n])] for n in state.cache},
   )
+  return _laid_out(state, plan)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
 def _compact(state: SlotState, keep: jax.Array, *, plan: ShardingPlan | None) -> SlotState:
   """The state of the slots `keep` only (the stragglers of a call, once no rows wait): decode
   steps then cost what the rows still running need."""
-  take = lambda x: jnp.take(x, keep, axis=0)
-  return SlotState(
-      tokens=constrain(take(state.tokens), ("batch", "length"), plan),
-      logprobs=constrain(take(state.logprobs), ("batch", "length"), plan),
-      count=take(state.count),
-      done=take(state.done),
-      row=take(state.row),
-      fill=take(state.fill),
-      logits=constrain(take(state.logits), ("batch", "vocab"), plan),
-      cache=jax.tree.map(lambda c: constrain(take(c), CACHE_AXES[1:], plan), state.cache),
-  )
+  return _laid_out(jax.tree.map(lambda x: jnp.take(x, keep, axis=0), state), plan)
 
 
 @functools.partial(
@@ -251,15 +261,18 @@ def _decode(
     )
     count = jnp.where(s.done, s.count, s.count + 1)
     stopped = jnp.any(token[:, None] == stop_ids[None, :], axis=1) | (count >= max_new_tokens)
-    return step + 1, SlotState(
-        tokens=record(s.tokens, token),
-        logprobs=record(s.logprobs, logprob),
-        count=count,
-        done=s.done | stopped,
-        row=s.row,
-        fill=jnp.where(s.done, s.fill, s.fill + 1),
-        logits=constrain(logits[:, 0], ("batch", "vocab"), plan),
-        cache=cache,
+    return step + 1, _laid_out(
+        SlotState(
+            tokens=record(s.tokens, token),
+            logprobs=record(s.logprobs, logprob),
+            count=count,
+            done=s.done | stopped,
+            row=s.row,
+            fill=jnp.where(s.done, s.fill, s.fill + 1),
+            logits=logits[:, 0],
+            cache=cache,
+        ),
+        plan,
     )
 
   steps, state = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state))
@@ -408,9 +421,10 @@ def generate(
     if not live.any():
       break
     waiting = next_row < num
+    may_compact = not waiting and not compacted and slots > MIN_COMPACT_SLOTS
     if waiting:  # back once there is a batch of slots to refill
       min_done = min(slots, int(np.sum(~live)) + max(1, slots // REFILL_FRACTION))
-    elif not compacted and slots > MIN_COMPACT_SLOTS and live.sum() > slots // 4:  # to compact
+    elif may_compact and live.sum() > slots // 4:  # back to move the stragglers
       min_done = slots - slots // 4
     else:
       min_done = slots
@@ -430,7 +444,7 @@ def generate(
         logprobs[slot_row[j]] = slot_logprobs[j, : count[j]]
       slot_row[finished] = -1
     live_now = int(np.sum(slot_row >= 0))
-    if not compacted and next_row == num and slots > MIN_COMPACT_SLOTS and live_now <= slots // 4:
+    if may_compact and live_now <= slots // 4:
       compacted = live_now > 0  # once per call: each slot count compiles its own programs
       keep = np.argsort(slot_row < 0, kind="stable")  # live slots first
       slots = max(MIN_COMPACT_SLOTS, _bucket(live_now, multiple=shards))
