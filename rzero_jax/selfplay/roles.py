@@ -54,7 +54,6 @@ class Role:
   model_cfg: Any
   base: Any = None
   sampler_strategy: str = ""
-  mesh: Any = None
   _sampler_copy: Any = dataclasses.field(default=None, repr=False)  # (weakref to state, params)
 
   def full(self, trained: Any) -> Any:
@@ -82,7 +81,8 @@ class Role:
     made_from = self._sampler_copy[0]() if self._sampler_copy else None
     if made_from is not self.state:
       self._sampler_copy = None  # free the previous copy first
-      copy = sampler_copy_fn(self.model_cfg, self.mesh, self.sampler_strategy)
+      mesh = self.plan.mesh if self.plan is not None else None
+      copy = sampler_copy_fn(self.model_cfg, mesh, self.sampler_strategy)
       self._sampler_copy = (weakref.ref(self.state), copy(self.state.params, self.base))
     return base_config(self.model_cfg), self._sampler_copy[1]
 
@@ -167,7 +167,6 @@ def make_role(
       model_cfg,
       base,
       settings.get("sampler_strategy") or strategy,
-      mesh,
   )
 
 
