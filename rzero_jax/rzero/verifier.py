@@ -33,6 +33,7 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
 VERIFIER_SYSTEM = "Is the solution right? \\boxed{1}: right, \\boxed{0}: wrong."
 VERDICTS = ("\\boxed{1}", "\\boxed{0}")  # right, wrong (the GRPO group of every pair)
@@ -123,8 +124,8 @@ def auc(scores: Sequence[float], right: Sequence[bool]) -> float | None:
   pos, neg = s[r], s[~r]
   if not len(pos) or not len(neg):
     return None
-  greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-  return float(greater / (len(pos) * len(neg)))
+  # The Mann-Whitney U statistic counts exactly those pairs (ties as half).
+  return float(stats.mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
 
 
 @dataclasses.dataclass(frozen=True)
