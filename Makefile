@@ -39,12 +39,15 @@ demo: $(STAMP)
 report: $(STAMP)
 	$(PY) -m rzero_jax.report --workdir=runs/demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist; 2 = the CI machine's cores, 0 = one process).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 # Tests needing PyTorch (the reference) are skipped here: PyPI serves only its CUDA build for 3.12.
 test312: $(STAMP312)
-	$(PY312) -m pytest -q tests $(TEST312_FLAGS)
+	$(PY312) -m pytest -q -n $(TEST_WORKERS) tests $(TEST312_FLAGS)
 
 # One formatter (pyink, settings in pyproject.toml); CI runs format-check.
 format: $(STAMP)

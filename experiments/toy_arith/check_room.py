@@ -188,8 +188,9 @@ def main(argv: list[str]) -> None:
       base,
   )
   print(f"[{time.perf_counter() - t0:.0f}s]")
-  challenger_report(model, args.challenger_samples, args.votes, args.seed + 7)
-  print(f"[{time.perf_counter() - t0:.0f}s]")
+  if args.challenger_samples > 0:  # 0 skips the Challenger report
+    challenger_report(model, args.challenger_samples, args.votes, args.seed + 7)
+    print(f"[{time.perf_counter() - t0:.0f}s]")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from rzero_jax.metrics import Progress
 from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.selfplay.roles import Completions
 from rzero_jax.selfplay.runner import Runner, fmt, format_rows, validate_benchmarks
-from rzero_jax.selfplay.util import RunError, copy_tree, derive_seed, resolve_callable
+from rzero_jax.selfplay.util import RunError, copy_tree, derive_seed, natural_key, resolve_callable
 from rzero_jax.verify.executor import Executor
 
 __all__ = ["run", "AZRRun", "validate_config", "make_summary"]
@@ -150,7 +150,7 @@ def make_summary(config: ml_collections.ConfigDict, meta: dict) -> dict:
   steps = meta["steps"]
   last = steps[-1] if steps else {}
   return {
-      "heldout_accuracy": meta["heldout"],
+      "heldout_accuracy": _in_step_order(meta["heldout"]),
       "points": _points(meta),
       "seeding": meta["seeding"],
       "steps": steps,
@@ -162,6 +162,12 @@ def make_summary(config: ml_collections.ConfigDict, meta: dict) -> dict:
   }
 
 
+def _in_step_order(by_point: dict) -> dict:
+  """ "base" first, then the evaluation points by step (a restored meta may hold them sorted as
+  text, "step_16" before "step_8")."""
+  return {k: by_point[k] for k in sorted(by_point, key=natural_key)}
+
+
 def _mean(values) -> float | None:
   values = list(values)
   return float(np.mean(values)) if values else None
@@ -171,7 +177,7 @@ def _points(meta: dict) -> dict:
   """Per evaluation point: valid-proposal rate and mean learnability over the steps since the
   previous point, and the buffer sizes."""
   points, previous = {}, 0
-  for point in meta["heldout"]:
+  for point in _in_step_order(meta["heldout"]):
     if not point.startswith("step_"):
       continue
     done = int(point[len("step_") :])

@@ -74,9 +74,13 @@ def default_config() -> ml_collections.ConfigDict:
           top_p=0.99,
           tau=0.5,
           lam=1.0,
-          repetition_denominator="well_formed",
+          repetition_denominator="well_formed",  # or "batch" (the reference: all rollouts)
+          # Where the uncertainty reward peaks: 0.5 (the paper) rewards questions that split the
+          # Solver's votes; e.g. 0.75 rewards questions its majority mostly agrees on, the ones
+          # whose majority labels are right more often (a pseudo-label remedy, README).
+          reward_peak=0.5,
       )
-  )  # or "batch" (the reference: all rollouts of the step)
+  )
   c.challenger.train = _train()
   c.challenger.lora = _lora()
   c.solver = ml_collections.ConfigDict(
@@ -114,6 +118,9 @@ def default_config() -> ml_collections.ConfigDict:
           min_margin=0.0,  # keep only when (largest - second largest cluster) / m >= this
           challenger_agreement=False,  # keep only labels equal to the Challenger's own answer
           save_all_votes=False,  # also write data/votes_iter_<i>.jsonl: every question's votes
+          # The Solver also trains on the earlier iterations' kept questions (with the labels
+          # they got then), not only this iteration's (a remedy, README "Pseudo-label quality").
+          replay=False,
       )
   )
   # The Verifier (issue 18): a third role from the same base judging the Solver's answers

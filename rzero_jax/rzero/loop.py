@@ -93,7 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"mean p_hat {stats['mean_p_hat']}, pseudo-label accuracy "
           f"{stats.get('pseudo_label_accuracy')}"
       )
-      if not kept:
+      if not kept and not config.dataset.replay:
         r.log(
             f"{tag} no question fell inside the p_hat band; the Solver phase of this iteration "
             "is skipped (try more candidates or a wider config.dataset.delta)."
@@ -112,10 +112,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         kept = sharding.decided_on_main(lambda: ds.read_jsonl(path))
       if meta["step"] == 0:
         r.start_phase(r.solver)
-      steps = config.solver.steps if kept else 0
+      train_set = kept + (r.earlier_datasets(it) if config.dataset.replay else [])
+      steps = config.solver.steps if train_set else 0
       progress = Progress(f"{tag} solver step", steps, start=meta["step"], enabled=r.main)
       while meta["step"] < steps:
-        m = r.solver_step(it, meta["step"], kept)
+        m = r.solver_step(it, meta["step"], train_set)
         r.writer.scalars(
             r.tb_step(it, "solver", meta["step"]), {f"solver/{k}": v for k, v in m.items()}
         )
@@ -270,6 +271,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"{config.reward_variant!r}."
     )
   d = config.dataset
+  if not 0.0 < config.challenger.reward_peak < 1.0:
+    raise RunError(
+        f"config.challenger.reward_peak must be in (0, 1), got {config.challenger.reward_peak}."
+    )
   if not 0.0 <= d.get("band_low", 0.25) <= d.get("band_high", 0.75) <= 1.0:
     raise RunError(
         "config.dataset.band_low and band_high must satisfy 0 <= band_low <= band_high <= 1."
@@ -380,7 +385,11 @@ class RZeroRun(Runner):
         questions, tau=c.tau, lam=c.lam, denominator=c.repetition_denominator
     )
     r = rewards.challenger_rewards(
-        p_hat, [q is not None for q in questions], rep, variant=self.config.reward_variant
+        p_hat,
+        [q is not None for q in questions],
+        rep,
+        variant=self.config.reward_variant,
+        peak=c.reward_peak,
     )
     # advantages + update
     metrics = self._grpo_update(self.challenger, prompt_ids, out, r)
@@ -662,6 +671,12 @@ class RZeroRun(Runner):
     return truths, ok
 
   # ----- 3. the Solver phase -----------------------------------------------------------------------
+
+  def earlier_datasets(self, iteration: int) -> list[dict]:
+    """The kept questions of the iterations before `iteration` (0-based) with the labels they got
+    then (`dataset.replay`), read by process 0 and shared."""
+    paths = [os.path.join(self.workdir, "data", f"iter_{i}.jsonl") for i in range(1, iteration + 1)]
+    return sharding.decided_on_main(lambda: [r for path in paths for r in ds.read_jsonl(path)])
 
   def solver_step(self, iteration: int, step: int, kept: list[dict]) -> dict:
     s = self.config.solver

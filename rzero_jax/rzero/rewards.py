@@ -22,9 +22,12 @@ def _check_variant(variant: str) -> None:
     raise ValueError(f"Unknown reward_variant {variant!r}: use 'paper' (default) or 'released'.")
 
 
-def uncertainty_reward(p_hat: np.ndarray) -> np.ndarray:
-  """`1 - 2 |p_hat - 1/2|`: 1 when the Solver's votes split half and half, 0 when unanimous."""
-  return 1.0 - 2.0 * np.abs(np.asarray(p_hat, np.float64) - 0.5)
+def uncertainty_reward(p_hat: np.ndarray, peak: float = 0.5) -> np.ndarray:
+  """The paper's `1 - 2 |p_hat - 1/2|` (peak 1/2): 1 when the Solver's votes split half and half,
+  0 when unanimous. Another `peak` in (0, 1) moves the top of the triangle there (`p_hat / peak`
+  below it, `(1 - p_hat) / (1 - peak)` above), still 0 at p_hat = 0 and 1."""
+  p = np.asarray(p_hat, np.float64)
+  return np.where(p <= peak, p / peak, (1.0 - p) / (1.0 - peak))
 
 
 def repetition_penalties(
@@ -61,21 +64,23 @@ def challenger_rewards(
     repetition: Sequence[float],
     *,
     variant: str = "paper",
+    peak: float = 0.5,
 ) -> np.ndarray:
   """Per-completion Challenger rewards.
 
   paper:    `max(0, r_unc - r_rep)`, and 0 for a completion without a well-formed question.
   released: the reference code's `min(p, 1 - p) - r_rep` (no clip), and `-1 - r_rep` for a
             format failure.
-  `p_hat` entries of malformed completions are ignored.
+  `p_hat` entries of malformed completions are ignored. `peak` moves the uncertainty reward's
+  top (`uncertainty_reward`; the released `min(p, 1 - p)` is half of it).
   """
   _check_variant(variant)
   ok = np.asarray(well_formed, bool)
-  p = np.where(ok, np.asarray(p_hat, np.float64), 0.5)
+  p = np.where(ok, np.asarray(p_hat, np.float64), peak)
   rep = np.asarray(repetition, np.float64)
   if variant == "paper":
-    return np.where(ok, np.maximum(0.0, uncertainty_reward(p) - rep), 0.0)
-  return np.where(ok, np.minimum(p, 1.0 - p) - rep, -1.0 - rep)
+    return np.where(ok, np.maximum(0.0, uncertainty_reward(p, peak) - rep), 0.0)
+  return np.where(ok, 0.5 * uncertainty_reward(p, peak) - rep, -1.0 - rep)
 
 
 def solver_well_formed(completion: str, *, variant: str = "paper") -> bool:

@@ -157,3 +157,21 @@ def test_bad_config(field, value, message):
   (c[section] if section else c)[name] = value
   with pytest.raises(RunError, match=message):
     loop.validate_config(c)
+
+
+def test_summary_points_in_step_order():
+  """A restored meta may hold its evaluation points sorted as text ("step_16" before "step_8"):
+  the summary lists them by step, and each point's window covers the steps since the previous."""
+  acc = lambda mean: {"deduction": mean, "abduction": mean, "induction": mean, "mean": mean}
+  step = lambda i: {k: float(i) if k == "valid_rate" else 0.0 for k in loop._RECORDED}
+  meta = {
+      "heldout": {"base": acc(0.1), "step_16": acc(0.3), "step_8": acc(0.2)},
+      "steps": [step(i) for i in range(1, 17)],
+      "seeding": {"rounds": 1, "valid_rate": [], "buffer_sizes": None},
+  }
+  summary = loop.make_summary(_config(), meta)
+  assert list(summary["heldout_accuracy"]) == ["base", "step_8", "step_16"]
+  assert summary["points"]["step_8"]["valid_rate"] == pytest.approx(4.5)  # steps 1..8
+  assert summary["points"]["step_16"]["valid_rate"] == pytest.approx(12.5)  # steps 9..16
+  lines = loop.format_table(summary).splitlines()
+  assert [l.split()[0] for l in lines[2:]] == ["base", "step_8", "step_16"]

@@ -12,7 +12,7 @@ import pytest
 from experiments import demo
 from experiments.toy_arith.build import ensure_base_model
 from rzero_jax.models import decoder
-from rzero_jax.rzero import loop
+from rzero_jax.rzero import dataset, loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -172,3 +172,16 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
   )
   metrics = run._grpo_update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] > 0.1 and "logprob_mismatch" not in metrics
+
+
+def test_replay_reads_the_earlier_iterations_datasets(base_model, tmp_path):
+  run = _run(_config(base_model, **{"dataset.replay": True}), tmp_path)
+  rows = {
+      i: [{"question": f"q{i}{j}", "label": str(j), "p_hat": 0.8} for j in range(i + 1)]
+      for i in (1, 2, 3)
+  }
+  for i, kept in rows.items():
+    dataset.write_jsonl(os.path.join(tmp_path, "data", f"iter_{i}.jsonl"), kept)
+  assert run.earlier_datasets(0) == []
+  assert run.earlier_datasets(1) == rows[1]
+  assert run.earlier_datasets(2) == rows[1] + rows[2]  # iteration 3 also trains on these

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from rzero_jax.rzero import dataset, prompts, rewards
+from experiments import demo
+from rzero_jax.rzero import dataset, loop, prompts, rewards
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
+from rzero_jax.selfplay.util import RunError
 
 
 @pytest.mark.parametrize(
@@ -45,6 +47,25 @@ def test_prompts_meet_the_spec():
 def test_uncertainty_reward_values():
   np.testing.assert_allclose(
       rewards.uncertainty_reward([0.0, 0.3, 0.5, 0.7, 1.0]), [0.0, 0.6, 1.0, 0.6, 0.0]
+  )
+
+
+def test_uncertainty_reward_peak():
+  p = [0.0, 0.3, 0.5, 0.75, 0.9, 1.0]
+  np.testing.assert_allclose(
+      rewards.uncertainty_reward(p, peak=0.75), [0.0, 0.4, 2 / 3, 1.0, 0.4, 0.0]
+  )
+  np.testing.assert_allclose(
+      rewards.uncertainty_reward(p, peak=0.5), 1 - 2 * np.abs(np.array(p) - 0.5)
+  )
+  rep = [0.0, 0.1, 0.0, 0.5, 0.0, 0.0]
+  ok = [True] * 5 + [False]
+  np.testing.assert_allclose(
+      rewards.challenger_rewards(p, ok, rep, peak=0.75), [0.0, 0.3, 2 / 3, 0.5, 0.4, 0.0]
+  )
+  np.testing.assert_allclose(
+      rewards.challenger_rewards(p, ok, rep, variant="released", peak=0.75),
+      [0.0, 0.1, 1 / 3, 0.0, 0.2, -1.0],
   )
 
 
@@ -181,3 +202,11 @@ def test_build_batch_layout():
     build_batch(
         [[1, 2, 3, 4]], [[1]], [[0.0]], np.zeros(1), prompt_len=3, completion_len=4, pad_id=0
     )
+
+
+@pytest.mark.parametrize("peak", [0.0, 1.0, 1.5])
+def test_reward_peak_outside_unit_interval_is_a_config_error(peak):
+  c = demo.get_config("smoke")
+  c.challenger.reward_peak = peak
+  with pytest.raises(RunError, match="reward_peak must be in"):
+    loop.validate_config(c)
