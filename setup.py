@@ -35,7 +35,8 @@ setup(
     extras_require={
         # PyTorch is only the test-time reference (the local CPU wheel, Python 3.11); on newer
         # Pythons PyPI serves only the multi-GB CUDA build, so tests that need it are skipped there.
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "torch==2.13.0; python_version < '3.12'", "nltk>=3.9,<4",
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4",
+                 "torch==2.13.0; python_version < '3.12'", "nltk>=3.9,<4",
                  "pyink>=24.3,<27",
                  "nbformat>=5.9,<6", "nbclient>=0.10,<0.12",
                  "ipykernel>=6.29,<8"],

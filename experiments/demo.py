@@ -4,7 +4,7 @@
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
   python -m rzero_jax.main --config=experiments/demo.py:lora --workdir=runs/lora     # LoRA, both roles
   python -m rzero_jax.main --config=experiments/demo.py:verifier --workdir=runs/verifier  # best labels
-  # pseudo-label remedies, one change each: :votes20, :band, :margin, :confidence, :agree, :aimed
+  # pseudo-label remedies, a config change each: :votes20 :band :margin :confidence :agree :aimed
 
 The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
 `experiments/toy_arith/build.py`) is committed in experiments/toy_arith/base_model, and rebuilt
@@ -24,7 +24,7 @@ def heldout_problems():
   return data.heldout_set(HELDOUT_PER_LEVEL)
 
 
-# Pseudo-label remedies (issue 18; README "Pseudo-label quality"): each is one change to the demo.
+# Pseudo-label remedies (issue 18; README "Pseudo-label quality"): a config change to the demo each.
 REMEDIES = ("votes20", "band", "margin", "confidence", "agree", "aimed")
 VARIANTS = ("", "smoke", "lora", "lora_smoke", "verifier", "verifier_smoke", *REMEDIES)
 
@@ -95,10 +95,9 @@ def get_config(arg: str = ""):
   if arg.startswith("verifier"):
     # The best configuration measured: the aimed Challenger and band above, replay of the earlier
     # iterations' datasets, twice the candidates (the band keeps few), and a third role that
-    # judges the Solver's answers
-    # (rzero_jax/rzero/verifier.py), trained on the Solver's confident votes only (no labels). Its
-    # judgements are used only while it separates held-out confident targets almost perfectly
-    # (AUC >= 0.9); with the aimed band that gate stayed closed in our runs (README).
+    # judges the Solver's answers (rzero_jax/rzero/verifier.py), trained on the Solver's confident
+    # votes only (no labels). Its judgements are used only while it separates held-out confident
+    # targets almost perfectly (AUC >= 0.9): in our runs, in iteration 1 only (README).
     c.dataset.update(replay=True, num_candidates=512)
     c.verifier.update(
         enabled=True,

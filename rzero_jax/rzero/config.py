@@ -76,7 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
           lam=1.0,
           repetition_denominator="well_formed",  # or "batch" (the reference: all rollouts)
           # Where the uncertainty reward peaks: 0.5 (the paper) rewards questions that split the
-          # Solver's votes; e.g. 0.75 rewards questions its majority mostly agrees on, the ones
+          # Solver's votes; e.g. 0.8 rewards questions its majority mostly agrees on, the ones
           # whose majority labels are right more often (a pseudo-label remedy, README).
           reward_peak=0.5,
       )

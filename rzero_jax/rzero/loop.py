@@ -87,7 +87,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if meta["phase"] == "dataset":
       kept, stats = r.build_dataset(it)
       if r.main:
-        ds.write_jsonl(os.path.join(r.workdir, "data", f"iter_{it + 1}.jsonl"), kept)
+        ds.write_jsonl(r.dataset_path(it), kept)
       r.log(
           f"{tag} dataset: {stats['unique_questions']} unique questions, kept {stats['kept']}, "
           f"mean p_hat {stats['mean_p_hat']}, pseudo-label accuracy "
@@ -108,8 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # 3. Solver phase: kept questions -> answers graded against the pseudo-labels -> GRPO update.
     if meta["phase"] == "solver":
       if kept is None:  # resumed here: process 0 reads the file it wrote, the others receive it
-        path = os.path.join(r.workdir, "data", f"iter_{it + 1}.jsonl")
-        kept = sharding.decided_on_main(lambda: ds.read_jsonl(path))
+        kept = sharding.decided_on_main(lambda: ds.read_jsonl(r.dataset_path(it)))
       if meta["step"] == 0:
         r.start_phase(r.solver)
       train_set = kept + (r.earlier_datasets(it) if config.dataset.replay else [])
@@ -270,11 +269,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"config.reward_variant must be one of {rewards.REWARD_VARIANTS}, got "
         f"{config.reward_variant!r}."
     )
-  d = config.dataset
   if not 0.0 < config.challenger.reward_peak < 1.0:
     raise RunError(
         f"config.challenger.reward_peak must be in (0, 1), got {config.challenger.reward_peak}."
     )
+  d = config.dataset
   if not 0.0 <= d.get("band_low", 0.25) <= d.get("band_high", 0.75) <= 1.0:
     raise RunError(
         "config.dataset.band_low and band_high must satisfy 0 <= band_low <= band_high <= 1."
@@ -672,10 +671,14 @@ class RZeroRun(Runner):
 
   # ----- 3. the Solver phase -----------------------------------------------------------------------
 
+  def dataset_path(self, iteration: int) -> str:
+    """data/iter_<i>.jsonl: the kept questions and labels of `iteration` (0-based)."""
+    return os.path.join(self.workdir, "data", f"iter_{iteration + 1}.jsonl")
+
   def earlier_datasets(self, iteration: int) -> list[dict]:
     """The kept questions of the iterations before `iteration` (0-based) with the labels they got
     then (`dataset.replay`), read by process 0 and shared."""
-    paths = [os.path.join(self.workdir, "data", f"iter_{i}.jsonl") for i in range(1, iteration + 1)]
+    paths = [self.dataset_path(i) for i in range(iteration)]
     return sharding.decided_on_main(lambda: [r for path in paths for r in ds.read_jsonl(path)])
 
   def solver_step(self, iteration: int, step: int, kept: list[dict]) -> dict:
