@@ -28,7 +28,7 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 from experiments import demo  # noqa: E402
-from experiments.toy_arith import data  # noqa: E402
+from experiments.toy_arith import data, heldout_eval  # noqa: E402
 from experiments.toy_arith.build import ensure_base_model  # noqa: E402
 
 LABELED_WEIGHTS = {2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0}
@@ -46,28 +46,9 @@ def write_labeled_set(path: str, count: int, seed: int) -> None:
     f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def heldout_accuracy(model_dir: str, max_new_tokens: int = 48) -> float:
-  """Greedy accuracy on the demo's 150 held-out problems (the loop's own measurement)."""
-  from rzero_jax.models import load_pretrained, load_tokenizer
-  from rzero_jax.models.tokenizer import encode_chat, stop_token_ids
-  from rzero_jax.rzero import prompts
-  from rzero_jax.sampling import generate
-  from rzero_jax.verify.answers import grade
-
-  cfg, params = load_pretrained(model_dir, dtype="float32")
-  tokenizer = load_tokenizer(model_dir)
-  problems = demo.heldout_problems()
-  ids = [encode_chat(tokenizer, prompts.solver_messages(q)) for q, _, _ in problems]
-  out = generate(
-      cfg,
-      params,
-      ids,
-      max_new_tokens=max_new_tokens,
-      temperature=0.0,
-      stop_token_ids=stop_token_ids(tokenizer, cfg.eos_token_id),
-  )
-  texts = [tokenizer.decode(t, skip_special_tokens=True) for t in out.tokens]
-  return float(np.mean(grade(texts, [str(a) for _, a, _ in problems])))
+def heldout_accuracy(model_dir: str) -> float:
+  """Greedy accuracy on the demo's held-out problems (the loop's own measurement)."""
+  return heldout_eval.greedy_accuracy(model_dir, demo.heldout_problems())[0]
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:

@@ -17,6 +17,7 @@ def test_aimed_challenger_aims_at_the_band_it_keeps():
   assert demo.get_config("").challenger.reward_peak == 0.5  # the paper's default is untouched
   best = demo.get_config("verifier")  # the best configuration builds on it
   assert best.challenger.reward_peak == c.challenger.reward_peak and best.dataset.replay
+  assert best.solver.prompts_per_update == best.solver.prompts_per_step  # one update per batch
 
 
 def test_unknown_variant_names_the_known_ones():
