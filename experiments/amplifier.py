@@ -47,8 +47,9 @@ def write_labeled_set(path: str, count: int, seed: int) -> None:
 
 
 def heldout_accuracy(model_dir: str) -> float:
-  """Greedy accuracy on the demo's held-out problems (the loop's own measurement)."""
-  return heldout_eval.greedy_accuracy(model_dir, demo.heldout_problems())[0]
+  """Greedy accuracy on the demo's held-out problems (integer answers graded exactly: the same
+  number the loop's grader gives, tests/experiments/toy_arith/test_heldout_eval.py)."""
+  return heldout_eval.greedy_accuracy(model_dir, demo.heldout_problems())[heldout_eval.ALL]
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:

@@ -1,9 +1,9 @@
 """The embedded default: R-Zero on a small arithmetic model built locally (no downloads).
 
-  python -m rzero_jax.main --workdir=runs/demo                             # this file, ~3.5 min
+  python -m rzero_jax.main --workdir=runs/demo                             # this file, ~4 min
   python -m rzero_jax.main --config=experiments/demo.py:smoke --workdir=runs/smoke   # 1-2 min
   python -m rzero_jax.main --config=experiments/demo.py:lora --workdir=runs/lora     # LoRA, both roles
-  python -m rzero_jax.main --config=experiments/demo.py:verifier --workdir=runs/verifier  # best labels
+  python -m rzero_jax.main --config=experiments/demo.py:verifier --workdir=runs/verifier  # best, ~4 min
   # pseudo-label remedies, a config change each: :votes20 :band :margin :confidence :agree :aimed
 
 The base model (a 0.9M-parameter Qwen3 pretrained on synthetic Challenger and Solver text by
@@ -96,10 +96,11 @@ def get_config(arg: str = ""):
     # The best configuration measured (README "Pseudo-label quality"): the aimed Challenger and
     # band above; replay of the earlier iterations' datasets and twice the candidates (the band
     # keeps few); one Solver update per rollout batch (64 prompts x 5 answers) instead of two,
-    # which stops the held-out slip after iteration 1; and a third role that judges the Solver's
-    # answers (rzero_jax/rzero/verifier.py), trained on the Solver's confident votes only (no
-    # labels), whose judgements are used only while it separates held-out confident targets
-    # almost perfectly (AUC >= 0.9): in our runs, in iteration 1 only.
+    # which, with labels that stay right, stops the held-out slip after iteration 1; and a third
+    # role that judges the Solver's answers (rzero_jax/rzero/verifier.py), trained on the
+    # Solver's confident votes only (no labels), whose judgements are used only while it
+    # separates held-out confident targets almost perfectly (AUC >= 0.9): in our runs, mostly in
+    # iteration 1.
     c.dataset.update(replay=True, num_candidates=512)
     c.solver.prompts_per_update = c.solver.prompts_per_step
     c.verifier.update(

@@ -1,12 +1,13 @@
 """Re-measures finished demo runs' Solvers on the demo's held-out set, per iteration and level.
 
   python -m experiments.toy_arith.heldout_eval RUN_DIR [RUN_DIR ...] [--per_level 300] [--base]
+      [--base_model DIR]
 
 Reads each run's exported Solvers (`export/iter_<i>/solver`, written at the end of every
 iteration) and prints their greedy accuracy, the loop's own held-out measurement, on
 `experiments.demo`'s held-out problems (`--per_level` per level; default the demo's), and how far
 each iteration moved the weights (L2 distance from the previous iteration's Solver, for iteration
-1 from the committed base model). It puts runs made with an earlier, smaller held-out set on the
+1 from the base model: the committed one unless `--base_model` names the run's). It puts runs made with an earlier, smaller held-out set on the
 current one. Answers are integers, so grading is exact integer comparison of the boxed answer (as
 `check_room.py`).
 """
@@ -28,6 +29,8 @@ from experiments.toy_arith.check_room import Model, boxed_int
 from rzero_jax.models import load_pretrained
 from rzero_jax.selfplay.util import natural_key
 
+ALL = 0  # greedy_accuracy's key for the accuracy over every level
+
 
 def exported_solvers(run_dir: str) -> list[tuple[str, str]]:
   """(iteration name, Solver path) of every `export/iter_<i>/solver` in `run_dir`, in order."""
@@ -47,25 +50,32 @@ def exported_solvers(run_dir: str) -> list[tuple[str, str]]:
 
 
 def greedy_accuracy(model_path: str, problems: Sequence[tuple[str, int, int]]) -> dict[int, float]:
-  """Greedy accuracy of the model at `model_path` per level, and over all problems (key 0)."""
+  """Greedy accuracy of the model at `model_path` per level, and over all problems (key ALL)."""
   model = Model(model_path, max_new_tokens=demo.get_config().eval.max_new_tokens, batch=1024)
   texts = [t[0] for t in model.solve([q for q, _, _ in problems], 1, 0.0)]
   right = np.asarray([boxed_int(t) == answer for t, (_, answer, _) in zip(texts, problems)])
   levels = np.asarray([level for _, _, level in problems])
   per_level = {int(l): float(right[levels == l].mean()) for l in sorted(set(levels.tolist()))}
-  return {**per_level, 0: float(right.mean())}
+  return {**per_level, ALL: float(right.mean())}
 
 
 def weight_distance(path_a: str, path_b: str) -> float:
   """L2 distance between the float32 weights of two checkpoints of the same architecture."""
   a, b = (load_pretrained(p, dtype="float32")[1] for p in (path_a, path_b))
+  shapes_a, shapes_b = (jax.tree.map(np.shape, tree) for tree in (a, b))
+  if shapes_a != shapes_b:
+    raise ValueError(
+        f"{path_a} and {path_b} are different architectures: pass the run's own base model "
+        "with --base_model."
+    )
   squares = jax.tree.map(lambda x, y: float(np.sum((np.asarray(x) - np.asarray(y)) ** 2)), a, b)
   return float(np.sqrt(sum(jax.tree.leaves(squares))))
 
 
 def format_row(name: str, accuracy: dict[int, float], moved: float | None = None) -> str:
-  levels = "  ".join(f"L{level} {acc:.3f}" for level, acc in accuracy.items() if level)
-  return f"{name:<40} {accuracy[0]:.4f}  {levels}" + (
+  """One output line: the overall accuracy, then each level's, then `moved` when given."""
+  levels = "  ".join(f"L{level} {acc:.3f}" for level, acc in accuracy.items() if level != ALL)
+  return f"{name:<40} {accuracy[ALL]:.4f}  {levels}" + (
       "" if moved is None else f"  moved {moved:.3f}"
   )
 
@@ -74,7 +84,10 @@ def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("runs", nargs="+", help="demo workdirs (each holds export/iter_<i>/solver)")
   parser.add_argument("--per_level", type=int, default=demo.HELDOUT_PER_LEVEL)
-  parser.add_argument("--base", action="store_true", help="also measure the committed base model")
+  parser.add_argument("--base", action="store_true", help="also measure the base model")
+  parser.add_argument(
+      "--base_model", default=COMMITTED_MODEL, help="the runs' base model (default: the committed)"
+  )
   args = parser.parse_args(argv)
   if args.per_level < 1:
     parser.error(f"--per_level must be at least 1; got {args.per_level}.")
@@ -88,12 +101,15 @@ def main(argv: list[str]) -> None:
       "moved: L2 distance of the weights from the previous iteration's"
   )
   if args.base:
-    print(format_row("base", greedy_accuracy(COMMITTED_MODEL, problems)), flush=True)
+    print(format_row("base", greedy_accuracy(args.base_model, problems)), flush=True)
   for run, iterations in solvers:
-    previous = COMMITTED_MODEL
+    previous = args.base_model
     for name, path in iterations:
-      accuracy, moved = greedy_accuracy(path, problems), weight_distance(previous, path)
-      print(format_row(f"{run} {name}", accuracy, moved), flush=True)
+      try:
+        moved = weight_distance(previous, path)
+      except ValueError as e:
+        parser.error(str(e))
+      print(format_row(f"{run} {name}", greedy_accuracy(path, problems), moved), flush=True)
       previous = path
 
 
