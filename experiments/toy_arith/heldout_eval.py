@@ -7,9 +7,10 @@ Reads each run's exported Solvers (`export/iter_<i>/solver`, written at the end 
 iteration) and prints their greedy accuracy, the loop's own held-out measurement, on
 `experiments.demo`'s held-out problems (`--per_level` per level; default the demo's), and how far
 each iteration moved the weights (L2 distance from the previous iteration's Solver, for iteration
-1 from the base model: the committed one unless `--base_model` names the run's). It puts runs made with an earlier, smaller held-out set on the
-current one. Answers are integers, so grading is exact integer comparison of the boxed answer (as
-`check_room.py`).
+1 from the base model: the committed one unless `--base_model` names the run's). It puts runs
+made with an earlier, smaller held-out set on the current one. Answers are integers, so grading
+is exact integer comparison of the boxed answer (as `check_room.py`). Each checkpoint is loaded
+once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -26,7 +27,6 @@ from experiments import demo
 from experiments.toy_arith import data
 from experiments.toy_arith.build import COMMITTED_MODEL
 from experiments.toy_arith.check_room import Model, boxed_int
-from rzero_jax.models import load_pretrained
 from rzero_jax.selfplay.util import natural_key
 
 ALL = 0  # greedy_accuracy's key for the accuracy over every level
@@ -49,9 +49,18 @@ def exported_solvers(run_dir: str) -> list[tuple[str, str]]:
   return found
 
 
+def load_model(model_path: str) -> Model:
+  """The checkpoint at `model_path` (float32) with greedy decoding settings of the loop's eval."""
+  return Model(model_path, max_new_tokens=demo.get_config().eval.max_new_tokens, batch=1024)
+
+
 def greedy_accuracy(model_path: str, problems: Sequence[tuple[str, int, int]]) -> dict[int, float]:
   """Greedy accuracy of the model at `model_path` per level, and over all problems (key ALL)."""
-  model = Model(model_path, max_new_tokens=demo.get_config().eval.max_new_tokens, batch=1024)
+  return accuracy_of(load_model(model_path), problems)
+
+
+def accuracy_of(model: Model, problems: Sequence[tuple[str, int, int]]) -> dict[int, float]:
+  """`greedy_accuracy` of a loaded model."""
   texts = [t[0] for t in model.solve([q for q, _, _ in problems], 1, 0.0)]
   right = np.asarray([boxed_int(t) == answer for t, (_, answer, _) in zip(texts, problems)])
   levels = np.asarray([level for _, _, level in problems])
@@ -59,15 +68,10 @@ def greedy_accuracy(model_path: str, problems: Sequence[tuple[str, int, int]]) -
   return {**per_level, ALL: float(right.mean())}
 
 
-def weight_distance(path_a: str, path_b: str) -> float:
-  """L2 distance between the float32 weights of two checkpoints of the same architecture."""
-  a, b = (load_pretrained(p, dtype="float32")[1] for p in (path_a, path_b))
-  shapes_a, shapes_b = (jax.tree.map(np.shape, tree) for tree in (a, b))
-  if shapes_a != shapes_b:
-    raise ValueError(
-        f"{path_a} and {path_b} are different architectures: pass the run's own base model "
-        "with --base_model."
-    )
+def weight_distance(a: Any, b: Any) -> float:
+  """L2 distance between two params trees of the same architecture."""
+  if jax.tree.map(np.shape, a) != jax.tree.map(np.shape, b):
+    raise ValueError("the two checkpoints are different architectures")
   squares = jax.tree.map(lambda x, y: float(np.sum((np.asarray(x) - np.asarray(y)) ** 2)), a, b)
   return float(np.sqrt(sum(jax.tree.leaves(squares))))
 
@@ -100,17 +104,22 @@ def main(argv: list[str]) -> None:
       f"greedy accuracy on {len(problems)} held-out problems ({args.per_level} per level); "
       "moved: L2 distance of the weights from the previous iteration's"
   )
+  base = load_model(args.base_model)
   if args.base:
-    print(format_row("base", greedy_accuracy(args.base_model, problems)), flush=True)
+    print(format_row("base", accuracy_of(base, problems)), flush=True)
   for run, iterations in solvers:
-    previous = args.base_model
+    previous = base
     for name, path in iterations:
+      model = load_model(path)
       try:
-        moved = weight_distance(previous, path)
-      except ValueError as e:
-        parser.error(str(e))
-      print(format_row(f"{run} {name}", greedy_accuracy(path, problems), moved), flush=True)
-      previous = path
+        moved = weight_distance(previous.params, model.params)
+      except ValueError:
+        parser.error(
+            f"{path} and the Solver before it have different architectures: pass the run's own "
+            "base model with --base_model."
+        )
+      print(format_row(f"{run} {name}", accuracy_of(model, problems), moved), flush=True)
+      previous = model
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import safetensors.numpy
 
 from experiments.toy_arith import data, heldout_eval
 from experiments.toy_arith.build import COMMITTED_MODEL
+from rzero_jax.models import load_pretrained
 
 
 def _run_dir(root: pathlib.Path, solvers: dict[str, str]) -> str:
@@ -41,8 +42,10 @@ def test_exported_solvers_in_iteration_order(tmp_path):
 
 def test_weight_distance_is_the_l2_norm_of_the_change(tmp_path):
   expected = _perturbed_copy(tmp_path / "model", 0.5)
-  distance = heldout_eval.weight_distance(COMMITTED_MODEL, str(tmp_path / "model"))
-  assert distance == pytest.approx(expected, rel=1e-4)
+  base, moved = (
+      load_pretrained(p, dtype="float32")[1] for p in (COMMITTED_MODEL, tmp_path / "model")
+  )
+  assert heldout_eval.weight_distance(base, moved) == pytest.approx(expected, rel=1e-4)
 
 
 def test_base_model_accuracy_is_the_loops_measurement():
