@@ -2,6 +2,7 @@
 
   python -m rzero_jax.main --config=experiments/azr_demo.py --workdir=runs/azr_demo
   python -m rzero_jax.main --config=experiments/azr_demo.py:smoke --workdir=runs/azr_smoke
+  python -m rzero_jax.main --config=experiments/azr_demo.py:lora --workdir=runs/azr_lora  # LoRA
 
 The base model (a 0.87M-parameter Qwen3 pretrained on synthetic proposer and solver text by
 `experiments/toy_code/build.py`) is committed in experiments/toy_code/base_model and rebuilt (then
@@ -33,11 +34,15 @@ def smoke_heldout_tasks():
   return data.heldout_tasks(8, induction_inputs=INDUCTION_INPUTS)
 
 
+VARIANTS = ("", "smoke", "lora", "lora_smoke")
+
+
 def get_config(arg: str = ""):
-  if arg not in ("", "smoke"):
+  if arg not in VARIANTS:
     raise ValueError(
-        f"Unknown demo variant {arg!r}: use experiments/azr_demo.py or "
-        "experiments/azr_demo.py:smoke."
+        f"Unknown demo variant {arg!r}: use experiments/azr_demo.py or experiments/azr_demo.py:"
+        + ", :".join(v for v in VARIANTS if v)
+        + "."
     )
   c = default_config()
   c.base_model_builder = "experiments.toy_code.build:ensure_base_model"
@@ -67,7 +72,12 @@ def get_config(arg: str = ""):
       executor_workers=2,
   )
   c.eval.update(heldout="experiments.azr_demo:heldout_tasks", every_steps=10, max_new_tokens=128)
-  if arg == "smoke":
+  if arg.startswith("lora"):
+    # The actor trains rank-16 adapters on every projection over the frozen base, at 10x the
+    # full fine-tuning learning rate (as R-Zero's demo.py:lora; not yet measured on this demo).
+    c.actor.lora.update(rank=16, alpha=32.0)
+    c.actor.train.learning_rate = 2e-3
+  if arg.endswith("smoke"):
     c.steps = 2
     c.checkpoint_every_steps = 1
     c.actor.update(prompts_per_step=8)

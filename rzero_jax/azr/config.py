@@ -10,6 +10,15 @@ from __future__ import annotations
 import ml_collections
 
 
+def _lora(**overrides) -> ml_collections.ConfigDict:
+  """LoRA adapters of the actor (as R-Zero's `config.<role>.lora`): rank 0 = full fine-tuning (the
+  paper's setting); with rank > 0 only adapters (scale alpha / rank) over the frozen base, loaded
+  in the compute dtype, and their AdamW state are trained and checkpointed; exports merge them."""
+  base = dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
+  base.update(overrides)
+  return ml_collections.ConfigDict(base)
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Paper-scale defaults; `model_path` must be set by the experiment."""
   c = ml_collections.ConfigDict()
@@ -58,6 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
           entropy_coef=0.0,
       )
   )
+  c.actor.lora = _lora()
 
   c.tasks = ml_collections.ConfigDict(
       dict(

@@ -23,7 +23,7 @@ from rzero_jax.models import combine_params, init_lora
 from rzero_jax.models.decoder import base_config, merge_lora, param_shardings, split_lora
 from rzero_jax.rzero.rollout import build_batch, split_minibatches
 from rzero_jax.sampling import generate
-from rzero_jax.selfplay.util import RunError, derive_seed
+from rzero_jax.selfplay.util import RunError, derive_seed, name_id
 from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn, make_train_step)
 
 
@@ -103,7 +103,13 @@ def sampler_copy_fn(model_cfg: Any, mesh: Any, strategy: str) -> Callable:
   return copy
 
 
-LORA_SEED_TAG = 7  # derive_seed(seed, LORA_SEED_TAG, role): each role's initial adapters
+LORA_SEED_TAG = 7  # lora_seed: each role's initial adapters
+
+
+def lora_seed(seed: int, name: str) -> int:
+  """The seed of role `name`'s initial LoRA adapters; any role name works (`name_id`), and the
+  names in `PHASE_IDS` (challenger, solver, verifier) keep the seeds they always had."""
+  return derive_seed(seed, LORA_SEED_TAG, name_id(name))
 
 
 def lora_rank(settings: ml_collections.ConfigDict) -> int:
@@ -141,6 +147,10 @@ def make_role(
   train_cfg = train_config(settings, name, param_dtype)
   strategy = settings.strategy
   base, trained = None, base_params
+  if lora_rank(settings) < 0:
+    raise RunError(
+        f"config.{name}.lora.rank must be >= 0 (0 = full fine-tuning), got {settings.lora.rank}."
+    )
   if lora_rank(settings):
     lora = settings.lora
     model_cfg = dataclasses.replace(
@@ -150,7 +160,7 @@ def make_role(
         lora_targets=tuple(lora.targets),
     )
     base, donate = base_params, False
-    key = jax.random.key(derive_seed(seed, LORA_SEED_TAG, name))
+    key = jax.random.key(lora_seed(seed, name))
     trained = init_lora(model_cfg, key, dtype=param_dtype)
   state = init_train_state(
       model_cfg, train_cfg, trained, mesh=mesh, strategy=strategy, donate=donate
