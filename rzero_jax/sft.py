@@ -1,16 +1,19 @@
 """Supervised fine-tuning of a HF checkpoint on (prompt, response) pairs, e.g. after self-play:
 
   python -m rzero_jax.sft --model=runs/demo/export/iter_3/solver --data=train.jsonl --out=runs/sft \
-      [--steps=N | --epochs=E] [--lr=1e-5] [--batch_size=8] [--mesh=data:-1] [--strategy=fsdp] \
-      [--max_len=1024]
+      [--steps=N | --epochs=E] [--lr=1e-5] [--batch_size=8] [--micro_batch_size=M] \
+      [--mesh=data:-1] [--strategy=fsdp] [--max_len=1024]
 
 Each line of the data file is a JSON object with `response` (the target completion) and either
 `question` (rendered with the Solver prompt and the model's chat template, as in the R-Zero loop)
 or `prompt` (text used as it is). The loss covers the response tokens and the end-of-turn token
-only. The run uses the loops' models, sharding, train state (AdamW, float32 master weights) and
-orbax checkpoints: rerunning the same command resumes, and the data order depends only on (seed,
-epoch), so a resumed run ends with exactly the weights of an uninterrupted one. At the end it
-writes `OUT/export` (a HF checkpoint with the tokenizer) and `OUT/summary.json`.
+only. `--micro_batch_size` rows of each batch are processed at a time, gradients accumulated
+exactly (the same update as the whole batch at once, up to float rounding), to bound activation
+memory; the cross-entropy never holds [batch, length, vocab] float32 logits either (see
+`rzero_jax.training.sft`). The run uses the loops' models, sharding, train state (AdamW, float32
+master weights) and orbax checkpoints: rerunning the same command resumes, and the data order
+depends only on (seed, epoch), so a resumed run ends with exactly the weights of an uninterrupted
+one. At the end it writes `OUT/export` (a HF checkpoint with the tokenizer) and `OUT/summary.json`.
 A bad flag or data file stops with one line naming the problem, exit code 2, and nothing written.
 """
 
@@ -36,6 +39,13 @@ _LR = flags.DEFINE_float("lr", 1e-5, "Peak learning rate (AdamW, linear warmup, 
 _WARMUP = flags.DEFINE_integer("warmup_steps", 0, "Linear warmup steps.")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per optimizer step.")
+_MICRO_BATCH = flags.DEFINE_integer(
+    "micro_batch_size",
+    None,
+    "Sequences per micro-batch: a step accumulates gradients over --batch_size / this many "
+    "micro-batches (must divide --batch_size; the update is the same, activation memory smaller). "
+    "Default: the whole batch at once.",
+)
 _MAX_LEN = flags.DEFINE_integer("max_len", 1024, "Longest prompt + response in tokens.")
 _MESH = flags.DEFINE_string("mesh", "data:-1", "Device mesh, e.g. 'fsdp:8' or 'data:2,fsdp:4'.")
 _STRATEGY = flags.DEFINE_string("strategy", "fsdp", "Sharding strategy (dp, fsdp, tp, fsdp_tp).")
@@ -136,11 +146,15 @@ def _validate_flags() -> None:
       ("steps", _STEPS),
       ("epochs", _EPOCHS),
       ("batch_size", _BATCH),
+      ("micro_batch_size", _MICRO_BATCH),
       ("max_len", _MAX_LEN),
       ("checkpoint_every", _CKPT_EVERY),
   ):
     if flag.value is not None and flag.value < 1:
       problems.append(f"--{name} must be >= 1, got {flag.value}")
+  micro = _MICRO_BATCH.value
+  if micro is not None and micro >= 1 and _BATCH.value >= 1 and _BATCH.value % micro:
+    problems.append(f"--micro_batch_size={micro} must divide --batch_size={_BATCH.value}")
   if _LR.value <= 0:
     problems.append(f"--lr must be > 0, got {_LR.value}")
   if _LORA_RANK.value < 0:
@@ -185,6 +199,7 @@ def run(out: str) -> dict:
       warmup_steps=_WARMUP.value,
       weight_decay=_WEIGHT_DECAY.value,
       kl_coef=0.0,
+      micro_batch_size=_MICRO_BATCH.value,
   )
   # Full fine-tuning: the state takes over the loaded weights. LoRA: the loaded weights stay a
   # frozen base and the state holds fresh adapters (targets: every projection).
@@ -246,6 +261,7 @@ def run(out: str) -> dict:
               "data",
               "lr",
               "batch_size",
+              "micro_batch_size",
               "max_len",
               "seed",
               "mesh",

@@ -95,6 +95,26 @@ def test_resume_sharding_and_export(tmp_path, data_file):
   jax.tree.map(np.testing.assert_array_equal, _export(resumed), _export(straight))
   assert json.loads((resumed / "summary.json").read_text())["losses"] == summary["losses"]
 
+  # Two micro-batches of 2 per step, each split over 2 devices: the same update as the whole batch
+  # at once (exact accumulation), up to float rounding.
+  micro = tmp_path / "micro"
+  code, out = _cli(
+      micro,
+      f"--data={data_file}",
+      "--steps=4",
+      "--micro_batch_size=2",
+      "--mesh=fsdp:2",
+      *FLAGS,
+      devices=2,
+  )
+  assert code == 0, out
+  micro_summary = json.loads((micro / "summary.json").read_text())
+  assert micro_summary["flags"]["micro_batch_size"] == 2
+  np.testing.assert_allclose(micro_summary["losses"], summary["losses"], rtol=1e-4)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=5e-5), _export(micro), _export(straight)
+  )
+
   sharded = tmp_path / "sharded"
   code, out = _cli(sharded, f"--data={data_file}", "--steps=4", "--mesh=fsdp:2", *FLAGS, devices=2)
   assert code == 0, out
@@ -171,3 +191,8 @@ def test_bad_data_fails_with_one_line_and_writes_nothing(tmp_path, lines, messag
 def test_bad_flags(tmp_path, data_file):
   code, output = _cli(tmp_path / "o", f"--data={data_file}", "--steps=2", "--epochs=1", timeout=300)
   assert code == 2 and "not both" in output and not (tmp_path / "o").exists()
+  code, output = _cli(
+      tmp_path / "o", f"--data={data_file}", "--batch_size=4", "--micro_batch_size=3", timeout=300
+  )
+  assert code == 2 and "--micro_batch_size=3 must divide --batch_size=4" in output, output
+  assert not (tmp_path / "o").exists()

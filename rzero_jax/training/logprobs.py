@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.decoder import Params, forward
+from rzero_jax.models.decoder import Params, forward, unembed
 from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 from rzero_jax.training.train_state import TrainConfig, compute_config
 
@@ -60,6 +60,52 @@ def token_logprobs(
   """[B, T] log-probs: out[:, t] = log softmax(logits[:, t-1] / temperature)[tokens[:, t]], out[:, 0] = 0."""
   logits = forward(cfg, params, tokens, attention_mask, plan=plan)
   return logprobs_from_logits(logits, tokens, attention_mask, temperature)
+
+
+def target_logprobs_from_hidden(
+    cfg: ModelConfig,
+    params: Params,
+    hidden: jax.Array,
+    targets: jax.Array,
+    *,
+    chunk_size: int = 256,
+    temperature: float = 1.0,
+    plan: ShardingPlan | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """Log-probs of `targets` from last-layer hidden states without [B, T, V] logits.
+
+  hidden [B, T, D] (`models.hidden_states`, before the final norm), targets [B, T] int. Returns
+  float32 [B, T] log softmax(unembed(hidden[:, t]) / temperature)[targets[:, t]] and bool [B, T]
+  "targets[:, t] is the argmax" (first maximum, as `jnp.argmax`); entry t uses position t (no shift:
+  pass the hidden states of the inputs and the next tokens as targets).
+
+  The logits are computed `chunk_size` positions at a time in a rematerialised `lax.map`: each chunk
+  gives its [B, chunk_size, V] float32 logits, logsumexp and target logit, and the backward pass
+  recomputes them chunk by chunk, so at most a few [B, chunk_size, V] buffers are live at once
+  (T is padded up to a multiple of `chunk_size`; the padding is dropped). The vocab axis stays
+  whole, so a vocab-sharded projection (tensor parallelism) is reduced by XLA as usual.
+  """
+  b, t, d = hidden.shape
+  size = max(1, min(chunk_size, t))
+  pad = (-t) % size
+  num = (t + pad) // size
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  targets = jnp.pad(targets, ((0, 0), (0, pad)))
+  hidden = jnp.swapaxes(hidden.reshape(b, num, size, d), 0, 1)  # [num, B, size, D]
+  targets = jnp.swapaxes(targets.reshape(b, num, size), 0, 1)  # [num, B, size]
+
+  @jax.checkpoint
+  def one_chunk(chunk):
+    h, tgt = chunk
+    h = constrain(h, ("batch", "length", "embed"), plan)
+    logits = unembed(cfg, params, h, plan) / temperature  # [B, size, V] float32
+    picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1)[..., 0]
+    hit = jnp.argmax(logits, axis=-1) == tgt
+    return picked - jax.nn.logsumexp(logits, axis=-1), hit
+
+  logprobs, hits = jax.lax.map(one_chunk, (hidden, targets))
+  unchunk = lambda x: jnp.swapaxes(x, 0, 1).reshape(b, num * size)[:, :t]  # noqa: E731
+  return unchunk(logprobs), unchunk(hits)
 
 
 def split_micro_batches(x: jax.Array, num: int) -> jax.Array:
