@@ -1,7 +1,8 @@
 """CLI: ``python -m rzero_jax.eval --model=DIR --benchmarks=math500,gsm8k --out=DIR``.
 
-Loads every benchmark first (a bad name, a missing file or a bad flag: one line, exit 2, nothing
-written), then the model; generates with a progress bar, prints the table and writes
+Checks every flag and path first (``--out`` must exist or be creatable, and be writable), then
+loads every benchmark (a bad flag, path or name, or a missing file: one line, exit 2, nothing
+written), and only then the model; generates with a progress bar, prints the table and writes
 ``results.json`` plus one ``<benchmark>.jsonl`` per benchmark into ``--out`` (process 0 only).
 """
 
@@ -63,38 +64,69 @@ _OUT = flags.DEFINE_string("out", None, "Output directory (results.json, <benchm
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Multi-host coordinator host:port (GPU/CPU clusters)."
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (multi-host).", lower_bound=1
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index (multi-host).", lower_bound=0
+)
 
 
 class UsageError(ValueError):
   """A bad flag value (one line, exit 2)."""
 
 
+def _writes_results() -> bool:
+  """False only on a process known not to be process 0, the one that writes ``--out``."""
+  index = _PROCESS_ID.value
+  if index is None:  # as sharding.initialize_distributed reads it
+    index = os.environ.get("RZERO_PROCESS_ID", "").strip() or None
+  return index is None or str(index) == "0"
+
+
 def _check_flags() -> None:
-  if not _MODEL.value:
-    raise UsageError("--model is required: a local HF checkpoint directory")
-  if not os.path.isdir(_MODEL.value):
-    raise UsageError(f"--model {_MODEL.value!r} is not a directory")
+  """Every flag and path, before anything is loaded: values first, then --out, --data_dir, and
+  --model last (so a bad value is reported even with a model path that is also wrong)."""
   if not _BENCHMARKS.value:
     raise UsageError("--benchmarks is required, e.g. --benchmarks=math500,gsm8k")
   if not _OUT.value:
     raise UsageError("--out is required: the directory for results.json and <benchmark>.jsonl")
-  if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
-    raise UsageError(f"--out {_OUT.value!r} exists and is not a directory")
-  if _DATA_DIR.value and not os.path.exists(_DATA_DIR.value):
-    raise UsageError(f"--data_dir {_DATA_DIR.value!r} does not exist")
+  if not 0 < _TOP_P.value <= 1:
+    raise UsageError(f"--top_p must be in (0, 1] (1 disables it), got {_TOP_P.value}")
   if _SAMPLES.value > 1 and _TEMPERATURE.value == 0:
     raise UsageError("--samples > 1 needs --temperature > 0")
   if _DTYPE.value not in ("bfloat16", "float32", "float16"):
     raise UsageError(f"--dtype must be bfloat16, float32 or float16, got {_DTYPE.value!r}")
+  if _STRATEGY.value and not _MESH.value:
+    raise UsageError("--strategy needs --mesh (without a mesh the model is not sharded)")
+  if None not in (_PROCESS_ID.value, _NUM_PROCESSES.value) and (
+      _PROCESS_ID.value >= _NUM_PROCESSES.value
+  ):
+    raise UsageError(
+        f"--process_id={_PROCESS_ID.value} is not below --num_processes={_NUM_PROCESSES.value}"
+    )
+  if _writes_results():
+    from rzero_jax.eval.runner import check_out_dir
+
+    try:
+      check_out_dir(_OUT.value)
+    except ValueError as e:
+      raise UsageError(f"--out {e}") from None
+  if _DATA_DIR.value and not os.path.exists(_DATA_DIR.value):
+    raise UsageError(f"--data_dir {_DATA_DIR.value!r} does not exist")
+  if not _MODEL.value:
+    raise UsageError("--model is required: a local HF checkpoint directory")
+  if not os.path.isdir(_MODEL.value):
+    raise UsageError(f"--model {_MODEL.value!r} is not a directory")
+  if not os.path.isfile(os.path.join(_MODEL.value, "config.json")):
+    raise UsageError(f"--model {_MODEL.value!r} has no config.json: not a HF checkpoint directory")
 
 
 def run() -> dict:
   """Everything after flag parsing; raises ValueError/OSError for the one-line error path."""
+  _check_flags()
   from rzero_jax.eval import runner
 
-  _check_flags()
   items = runner.load_all(_BENCHMARKS.value, _DATA_DIR.value, _LIMIT.value)
   from rzero_jax import sharding
 

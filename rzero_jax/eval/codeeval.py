@@ -15,6 +15,8 @@ import hashlib
 import json
 import math
 import os
+import pathlib
+import re
 import threading
 from typing import Any, Sequence
 
@@ -22,7 +24,7 @@ import numpy as np
 
 from rzero_jax.eval import _harness
 
-_HARNESS = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")).read()
+_HARNESS = pathlib.Path(__file__).with_name("_harness.py").read_text()
 MIN_TEST_S = 1.0  # per-test CPU-time limit floor (EvalPlus --min-time-limit)
 TIME_FACTOR = 8.0  # per-test limit = max(MIN_TEST_S, TIME_FACTOR * canonical time)
 MAX_RUN_S = 60.0  # one sandboxed run (all tests of a task) is killed after this
@@ -331,7 +333,8 @@ def _candidate_program(item: dict, code: str) -> str:
   if f"def {entry}" not in code and f"def {entry}" in prompt:
     return prompt + code
   imports = [line for line in prompt.splitlines() if line.startswith(("import ", "from "))]
-  return "\n".join(imports + [code])
+  future = re.match(r"(?:from __future__ import [^\n]*\n)*", code).group()  # must stay first
+  return future + "\n".join(imports + [code[len(future) :]])
 
 
 def evalplus_scores(items: Sequence[dict], codes: Sequence[str | None]) -> list[float]:

@@ -200,6 +200,8 @@ def evaluate(
     raise ValueError(f"samples must be >= 1, got {samples}")
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if not 0 < top_p <= 1:
+    raise ValueError(f"top_p must be in (0, 1] (1 disables it), got {top_p}")
   if temperature is None:
     temperature = 0.0 if samples == 1 else DEFAULT_SAMPLE_TEMPERATURE
   if samples > 1 and temperature <= 0:
@@ -362,6 +364,26 @@ def _atomic_write(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def check_out_dir(out_dir: str) -> None:
+  """Raises ValueError unless ``write_results`` can write to ``out_dir``: a directory that exists
+  or can be created, and can be written. Checked by making (and removing) a temporary file in it or
+  in its nearest existing parent, so that a bad directory fails before a run, leaving nothing."""
+  target = os.path.abspath(out_dir)
+  probe = target
+  while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    if probe == target:
+      raise ValueError(f"{out_dir!r} exists and is not a directory")
+    raise ValueError(f"{out_dir!r} cannot be created: {probe!r} is not a directory")
+  try:
+    with tempfile.TemporaryFile(dir=probe):
+      pass
+  except OSError as e:
+    where = "written" if probe == target else f"created in {probe!r}"
+    raise ValueError(f"{out_dir!r} cannot be {where}: {e.strerror or e}") from None
 
 
 def write_results(out_dir: str, result: dict, extra: dict | None = None) -> None:

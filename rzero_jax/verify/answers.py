@@ -4,9 +4,10 @@ Pipeline for one (pred, gold) pair:
 1. Refuse oversized or dangerous inputs outright (length, bracket depth, long digit
    runs, power towers, huge factorials/binomials): False, no parsing.
 2. Parent-side fast paths with no symbolic algebra: canonical-string equality,
-   exact rational comparison of plain numbers (commas, decimals, fractions,
-   percent, scientific notation, units/degrees stripped), choice letters,
-   ``\\text{}`` words.
+   exact rational comparison of plain numbers (thousands commas, decimals, fractions,
+   percent as a sign, word or abbreviation, scientific notation, units/degrees
+   stripped; "32, 349" is a list, not 32,349), choice letters (bare, in parentheses
+   or in quotes), ``\\text{}`` words.
 3. Everything else goes to a persistent pool of worker processes running
    Math-Verify (LaTeX -> SymPy via an ANTLR grammar; model text is never passed to
    ``sympify``/``parse_expr``). Each item has a soft in-worker alarm and a hard
@@ -207,8 +208,32 @@ def refuse(answer: str) -> bool:
 
 # ---------------------------------------------------------------- normalisation
 
-_SPACING = re.compile(r"(?<!\\)(?:\\[,;:!> ]|~|\\q?quad\b|\\(?:displaystyle|textstyle)\b)")
+_SPACING = re.compile(r"(?<!\\)(?:\\[,;:> ]|~|\\q?quad\b|\\(?:displaystyle|textstyle)\b)")
+_NEGATIVE_SPACE = re.compile(r"\s*(?<!\\)\\!\s*")  # ``10,\! 000``: glued, a thousands comma
 _DELIMS = re.compile(r"\\(?:left|right|mleft|mright|big|Big|bigg|Bigg)[lr]?\b\.?")
+_PERCENT_UNIT = r"(?:percent(?:age)?|per[\s-]?cent|pct)s?\.?"
+# A percent unit after a number (or a closing brace/bracket): a word or abbreviation, bare,
+# in ``\text{}``, or after the closing ``$`` of "$28$ percent"; not one followed by more words.
+_PERCENT_WORD = re.compile(
+    rf"(?<=[\d}})])\s*\$?\s*(?:\\(?:text|textrm|mbox|mathrm)\s*\{{\s*(?:{_PERCENT_UNIT}|\\?%)\s*\}}"
+    rf"|{_PERCENT_UNIT}(?!\s*[A-Za-z]))",
+    re.I,
+)
+_GAP = re.compile(r"\s+")
+_THOUSANDS_GROUP = re.compile(r"\d{3}(?!\d)")
+
+
+def _gap(m: re.Match) -> str:
+  """What a run of whitespace becomes: one space between two letters ("no solution") and after a
+  number's comma that a three-digit group follows ("32, 349" is the list 32 and 349, unlike the
+  number 32,349), else nothing."""
+  s, a, b = m.string, m.start(), m.end()
+  before = s[a - 1 : a]
+  if before.isascii() and before.isalpha() and s[b : b + 1].isascii() and s[b : b + 1].isalpha():
+    return " "
+  if before == "," and s[a - 2 : a - 1].isdigit() and _THOUSANDS_GROUP.match(s, b):
+    return " "
+  return ""
 
 
 def canonical(answer: str) -> str:
@@ -219,8 +244,8 @@ def canonical(answer: str) -> str:
   s = _DELIMS.sub("", s)
   s = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", s).replace("{,}", ",")
   s = re.sub(r"\\varnothing(?![A-Za-z])|\\\{\s*\\\}", r"\\emptyset", s)
-  s = _SPACING.sub(" ", s)
-  s = re.sub(r"(?<![A-Za-z])\s+|\s+(?![A-Za-z])", "", s)
+  s = _PERCENT_WORD.sub(r"\\%", _NEGATIVE_SPACE.sub("", s))
+  s = _GAP.sub(_gap, _SPACING.sub(" ", s))
   return s.rstrip(".")
 
 
@@ -313,10 +338,16 @@ def _numbers_equal(a: str, b: str) -> bool | None:
   return None if x[2] or y[2] else False
 
 
+QUOTES = "\"'`\u2018\u2019\u201c\u201d"  # ASCII, backtick and curly quotes
+# One option letter: in parentheses (either may be missing: "B)"), in quotes ('B', "B", “B”, with
+# an optional period inside) or bare; the letter is group 1 when quoted, else group 2.
+CHOICE_LETTER = rf"(?:[{QUOTES}]([A-Za-z])\.?[{QUOTES}]|\(?([A-Za-z])\)?)"
+
+
 def _choice(answer: str) -> str | None:
   s = _TEXT_WRAP.sub(r"\1", canonical(answer))
-  m = re.fullmatch(r"\(?([A-Za-z])\)?\.?", s.strip())
-  return m.group(1).upper() if m else None
+  m = re.fullmatch(CHOICE_LETTER + r"\.?", s.strip())
+  return (m.group(1) or m.group(2)).upper() if m else None
 
 
 def _text(answer: str) -> str | None:

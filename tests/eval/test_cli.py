@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -118,6 +119,69 @@ def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, messag
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
   assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--top_p=0"], "--top_p must be in (0, 1]"),
+        (["--top_p=0", "--samples=4"], "--top_p must be in (0, 1]"),
+        (["--strategy=dp"], "--strategy needs --mesh"),
+        (["--num_processes=2", "--process_id=2"], "--process_id=2 is not below"),
+        (["--dtype=int8"], "--dtype must be"),
+    ],
+)
+def test_cli_bad_values_fail_before_the_model_path_is_read(tmp_path, args, message):
+  # the model path does not exist either: the value is checked first, long before any loading
+  out = tmp_path / "out"
+  r = _cli(
+      f"--model={tmp_path / 'no_model'}",
+      "--benchmarks=gsm8k",
+      f"--data_dir={DATA}",
+      f"--out={out}",
+      *args,
+      timeout=120,
+  )
+  assert r.returncode == 2, (r.stdout, r.stderr)
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+  assert not out.exists()
+
+
+def _unusable_out(tmp_path, kind):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  return {
+      "is_a_file": (a_file, "exists and is not a directory"),
+      "under_a_file": (a_file / "out", f"cannot be created: {str(a_file)!r} is not a directory"),
+      "unwritable_parent": ("/proc/rzero_eval_out/x", "cannot be created in '/proc'"),
+  }[kind]
+
+
+@pytest.mark.parametrize("kind", ["is_a_file", "under_a_file", "unwritable_parent"])
+def test_cli_unusable_out_fails_at_once_before_the_model(tmp_path, kind):
+  out, message = _unusable_out(tmp_path, kind)
+  for model in (tmp_path / "no_model", TOY):  # reported before the model path is even read
+    r = _cli(
+        f"--model={model}", "--benchmarks=gsm8k", f"--data_dir={DATA}", f"--out={out}", timeout=120
+    )
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out") and message in lines[0], lines
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_check_out_dir_creates_nothing(tmp_path):
+  from rzero_jax.eval.runner import check_out_dir
+
+  check_out_dir(str(tmp_path))  # an existing, writable directory
+  check_out_dir(str(tmp_path / "new" / "deeper"))  # creatable: its parent is writable
+  assert list(tmp_path.iterdir()) == []
+  for kind in ("is_a_file", "under_a_file", "unwritable_parent"):
+    out, message = _unusable_out(tmp_path, kind)
+    with pytest.raises(ValueError, match=re.escape(message)):
+      check_out_dir(str(out))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_evaluate_library_function_with_samples():

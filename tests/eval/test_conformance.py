@@ -98,6 +98,36 @@ def test_mbpp_plus_canonical_passes_and_wrong_solutions_fail():
   assert sum(score_many("mbpp_plus", subset, wrong)) == 0
 
 
+def _split_at_entry(code, entry):
+  """``code`` in two parts: what comes before the entry point's definition, then the rest."""
+  at = code.find(f"def {entry}(")
+  return (code[:at], code[at:]) if at > 0 else ("", code)
+
+
+def test_mbpp_plus_solution_among_other_blocks():
+  """EvalPlus's sanitizer: a canonical solution still passes after a leading sketch, before a
+  usage block (a failing assert, prints) and split over two blocks at its entry point."""
+  items = load_benchmark("mbppplus", DATA)
+  subset = items if FULL else items[3::8]
+  block = "```python\n{}\n```\n"
+  responses = []
+  for i, it in enumerate(subset):
+    entry, code = it["entry_point"], it["canonical_solution"]
+    before, rest = _split_at_entry(code, entry)
+    sketch = block.format(f"def {entry}(*args):\n    raise NotImplementedError")
+    usage = block.format(f"print({entry})\nassert {entry} is None, 'a wrong example'")
+    kind = i % 3
+    if kind == 0:
+      responses.append("Sketch:\n" + sketch + "Solution:\n" + block.format(code) + usage)
+    elif kind == 1:
+      responses.append(block.format(code) + "Usage:\n" + usage)
+    else:
+      responses.append(block.format(before) + "and then\n" + block.format(rest) + usage)
+  scores = score_many("mbpp_plus", subset, responses)
+  failed = [it["id"] for it, s in zip(subset, scores) if s < 1]
+  assert sum(scores) / len(subset) >= 0.98, failed
+
+
 def test_cruxeval_golds():
   out_items = load_benchmark("cruxeval_o", DATA)
   in_items = load_benchmark("cruxeval_i", DATA)

@@ -30,6 +30,24 @@ def _items(name, file=None):
         ("I am not sure.", None),
         ("\\boxed{Z}", None),
         ("", None),
+        # the letter in quotes, ASCII or curly, after an answer line or in the box
+        ('So the answer is "C".\n\nAnswer: "C"', "C"),
+        ("The answer is 'B'.", "B"),
+        ("Final Answer: \u201cD\u201d", "D"),
+        ("The answer is \u2018A\u2019", "A"),
+        ("The answer is `E`", "E"),
+        ('The answer is "B."', "B"),
+        ("Final Answer: **'C'**", "C"),
+        ("\\boxed{'C'}", "C"),
+        ('\\boxed{"b"}', "B"),
+        ("\\boxed{\\text{\u201cA\u201d}}", "A"),
+        # look-alikes: a quoted lower-case letter counts (as "(b)" does), a bare one or a quoted
+        # word does not
+        ("Answer: 'b'", "B"),
+        ("Answer: c", None),
+        ("The answer is 'Because it is'", None),
+        ("The answer is 'a lot'", None),
+        ('The answer is "B', None),
     ],
 )
 def test_choice_letter(response, letter):
@@ -63,6 +81,81 @@ def test_code_block():
   assert scoring.code_block("```python\nx = 1\n") == "x = 1\n"  # unterminated
   assert scoring.code_block("def f():\n  return 1\n") == "def f():\n  return 1\n"
   assert scoring.code_block("no code here, sorry") is None
+
+
+EXAMPLE = "```python\nprint(add(2, 3))\nassert add(2, 2) == 5  # a wrong example\n```\n"
+
+
+@pytest.mark.parametrize(
+    "response,code",
+    [
+        # a trailing usage block (its calls, prints and failing assert are dropped)
+        (
+            "```python\ndef add(x, y):\n    return x + y\n```\nUsage:\n" + EXAMPLE,
+            "def add(x, y):\n    return x + y\n",
+        ),
+        # a leading explanation block: the later definition replaces the sketch
+        (
+            "Sketch:\n```python\ndef add(x, y):\n    ...\n```\nSolution:\n"
+            "```python\ndef add(x, y):\n    return x + y\n```",
+            "def add(x, y):\n    return x + y\n",
+        ),
+        # a solution split over two blocks, with the import that the helper uses
+        (
+            "```python\nimport operator\nimport os\n\ndef plus(a, b):\n"
+            "    return operator.add(a, b)\n```\nthen\n```python\ndef add(x, y):\n"
+            "    return plus(x, y)\n\n"
+            "if __name__ == '__main__':\n    print(add(1, 2))\n```",
+            "import operator\ndef plus(a, b):\n    return operator.add(a, b)\n"
+            "def add(x, y):\n    return plus(x, y)\n",
+        ),
+        # a local name that a usage block also assigns does not pull the assignment in
+        (
+            "```python\ndef add(x, y):\n    total = x + y\n    return total\n```\n"
+            "```python\ntotal = add(1, 2)\nprint(total)\n```",
+            "def add(x, y):\n    total = x + y\n    return total\n",
+        ),
+        # module-level names it does read are kept, an import of its own name is not
+        (
+            "```python\nfrom solution import add\nfrom functools import lru_cache\n"
+            "OFFSET = 0\n\n@lru_cache(None)\ndef add(x, y):\n    return x + y + OFFSET\n```",
+            "from functools import lru_cache\nOFFSET = 0\n@lru_cache(None)\n"
+            "def add(x, y):\n    return x + y + OFFSET\n",
+        ),
+        # no fences: the largest parseable part of the text; a REPL tail in a block is cut
+        (
+            "Here is the code:\n\ndef add(x, y):\n    return x + y\n\nIt adds the numbers.",
+            "def add(x, y):\n    return x + y\n",
+        ),
+        (
+            "```python\ndef add(x, y):\n    return x + y\n>>> add(2, 3)\n5\n```",
+            "def add(x, y):\n    return x + y\n",
+        ),
+        # __future__ imports are kept, first
+        (
+            "```python\nimport math\nfrom __future__ import annotations\ndef add(x: Num, y):\n"
+            "    return x + y\n```",
+            "from __future__ import annotations\ndef add(x: Num, y):\n    return x + y\n",
+        ),
+        # nothing defines the entry point: the last block, as before (a completion)
+        ("```python\n    return x + y\n```", "    return x + y\n"),
+    ],
+)
+def test_solution_code_is_evalplus_sanitized(response, code):
+  assert scoring.solution_code(response, "add") == code
+
+
+def test_sanitizer_parse_attempts_are_bounded(monkeypatch):
+  import ast
+
+  calls = []
+  real_parse = ast.parse
+  monkeypatch.setattr(ast, "parse", lambda *a, **k: calls.append(1) or real_parse(*a, **k))
+  for text in ("word " * 20 + "\n") * 5000, "x = (\n" * 3000, "def f(:\n" * 3000:
+    calls.clear()
+    assert scoring.solution_code(text, "add") is None
+    # the whole text once per try (two tries, then code_block's), plus the capped search
+    assert len(calls) <= 3 + scoring.MAX_SANITIZE_PARSES
 
 
 def test_crux_answer():
@@ -151,6 +244,22 @@ def test_humaneval_plus_float_tolerance_and_plus_inputs():
   # right on the base inputs only: fails on a plus input
   base_only = _block("def add(x, y):\n    return x + y if abs(x) < 10**6 else 0\n")
   assert score("humaneval_plus", items[0], base_only) == 0.0
+
+
+def test_humaneval_plus_solution_among_other_blocks():
+  items = _items("humaneval_plus")
+  right, wrong = "def add(x, y):\n    return x + y\n", "def add(x, y):\n    return x * y\n"
+  responses = {
+      "trailing example": _block(right) + "Example:\n" + EXAMPLE,
+      "leading explanation": _block("def add(x, y):\n    pass  # to do\n") + _block(right),
+      "split": _block("import operator\nPLUS = operator.add\n")
+      + _block("def add(x: int, y: int) -> int:\n    return PLUS(x, y)\n"),
+      "future import": _block("from __future__ import annotations\n" + right),
+  }
+  for what, response in responses.items():
+    assert score("humaneval_plus", items[0], response) == 1.0, what
+  assert score("humaneval_plus", items[0], _block(wrong) + EXAMPLE) == 0.0
+  assert score("humaneval_plus", items[0], _block(right) + _block(wrong)) == 0.0  # the last wins
 
 
 def test_code_runs_in_the_sandbox_with_time_limits():

@@ -24,6 +24,26 @@ EQUIVALENCE_CASES = {
         ("004", "4", T),
         ("\\$1,000.50", "1000.5", T),
     ],
+    # a comma followed by a space separates numbers: "32, 349" is a list, not 32,349 (as in
+    # Math-Verify); a LaTeX negative space glues: 10,\! 000 is ten thousand
+    "list_not_thousands": [
+        ("32, 349", "32349", F),
+        ("1, 234", "1234", F),
+        ("1, 234", "1,234", F),
+        ("1, 2", "12", F),
+        ("3, 5", "35", F),
+        ("1,\\ 234", "1234", F),
+        ("1,~234", "1234", F),
+        ("1, 234.5", "1234.5", F),
+        ("12, 345, 678", "12345678", F),
+        ("1, 2", "1,2", T),
+        ("1, 234", "234, 1", T),
+        ("1,234", "1234", T),
+        ("1,234,567", "1234567", T),
+        ("1,234.5", "1234.5", T),
+        ("10,\\!000", "10000", T),
+        ("32,\\! 349", "32349", T),
+    ],
     "fractions": [
         ("\\frac{1}{2}", "1/2", T),
         ("\\dfrac{3}{4}", "\\frac{3}{4}", T),
@@ -61,6 +81,25 @@ EQUIVALENCE_CASES = {
         ("33\\frac{1}{3}\\%", "33\\frac{1}{3}", T),
         ("5\\%", "5", T),
         ("\\frac{1}{2}\\%", "0.5\\%", T),
+    ],
+    # a percent unit written as a word or an abbreviation is a percent sign
+    "percent_words": [
+        ("28 percent", "28\\%", T),
+        ("28 pct", "28\\%", T),
+        ("28 percentage", "28\\%", T),
+        ("$28$ percent", "28\\%", T),
+        ("28 Percent", "28", T),
+        ("28 per cent", "0.28", T),
+        ("28 pct.", "28%", T),
+        ("50\\text{ percent}", "50\\%", T),
+        ("50 \\text{pct}", "0.5", T),
+        ("50\\text{\\%}", "50", T),
+        ("\\frac{1}{2} percent", "0.5\\%", T),
+        ("12.5 percent", "12.5", T),
+        ("28 percent", "29\\%", F),
+        ("28 pct", "2.8", F),
+        ("50 percentile", "50", F),
+        ("50 percentage points", "0.5", F),
     ],
     "radicals": [
         ("\\sqrt{8}", "2\\sqrt{2}", T),
@@ -224,6 +263,15 @@ EQUIVALENCE_CASES = {
         ("\\textbf{(D)}", "D", T),
         ("\\text{B}", "B", T),
         ("(A)", "(C)", F),
+        ("'B'", "B", T),
+        ('"B"', "B", T),
+        ("\u201cB\u201d", "B", T),
+        ("\u2018C\u2019", "C", T),
+        ("`D`", "D", T),
+        ("'b'", "(B)", T),
+        ("(B)", "\u201cB\u201d", T),
+        ("'B'", "C", F),
+        ("\u201cA\u201d", "B", F),
     ],
     "misc": [
         ("-3", "3", F),
@@ -315,9 +363,11 @@ def test_equivalence_agreement_per_category():
   assert not wrong
   assert {c for c, *_ in ALL_CASES} >= {
       "integers_commas",
+      "list_not_thousands",
       "fractions",
       "decimals",
       "percent",
+      "percent_words",
       "radicals",
       "pi",
       "scientific",
@@ -352,6 +402,9 @@ def test_fast_paths_decide_without_the_pool():
   assert answers.quick_equivalent("\\frac{3}{6}", "0.5") is True
   assert answers.quick_equivalent("7", "8") is False
   assert answers.quick_equivalent("(C)", "C") is True
+  assert answers.quick_equivalent("28 percent", "28\\%") is True
+  assert answers.quick_equivalent("\u201cB\u201d", "B") is True
+  assert answers.quick_equivalent("1, 234", "1234") is None  # a list: Math-Verify decides
   assert answers.quick_equivalent("x^2", "x\\cdot x") is None
 
 
@@ -389,6 +442,16 @@ def test_grade_extracts_then_compares():
   ]
   golds = ["0.5", "4", "1", "4", "1", "1"]
   assert grade(responses, golds, timeout_s=2.0) == [True, False, False, True, False, False]
+
+
+def test_grade_reads_percent_words_and_lists_in_boxes():
+  responses = [
+      "$\\boxed{28 pct}",
+      "\\boxed{28 percentage}",
+      "is $\\boxed{32, 349}$",
+      "$\\boxed{1,234}$",
+  ]
+  assert grade(responses, ["28\\%", "0.28", "32349", "1234"]) == [True, True, False, True]
 
 
 def test_grade_accepts_boxed_golds_and_rejects_mismatched_lengths():
