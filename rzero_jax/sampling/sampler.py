@@ -5,31 +5,40 @@ Slots. `max_batch_size` rows are in flight (all rows when None). Each slot owns 
 preallocated KV cache of P + N entries (P, N: the prompt and `max_new_tokens` buckets). A row's
 prompt sits at the start of its slot (right-padded) and its j-th generated token is written at
 len(prompt) + j, so the filled part of every slot is a prefix and the position id of the next
-token is the slot's fill. Inserting rows prefills their distinct prompts once (samples of a prompt
-share the prefill) and copies each prompt's cache into its slots (`_insert`).
+token is the slot's fill. Inserting rows prefills each distinct prompt token sequence once (the
+samples of a prompt, and prompts repeated at other indices, share the prefill) and copies its cache
+into its slots (`_insert`).
 
 Decode. One jitted `lax.while_loop` (`_decode`) samples and feeds a token for every slot, for many
 steps per host visit: it returns when enough slots are done to be worth refilling (an eighth of
 them while rows wait), when every slot is done, or when the filled prefix reaches the attention
 window. Once no rows wait and at most a quarter of the slots still run, those stragglers move to
-a smaller slot array (`_compact`, at least 16 slots). Attention reads only the cache's first
-`window` entries, a power of two just above the
-longest live fill: decode cost follows the filled cache, not the cap, and a handful of windows
-compile per cache size.
+a smaller slot array (`_compact`: at least 16 slots, a multiple of the batch shards, and only when
+that is fewer slots than before). Attention reads only the cache's first `window` entries, a power
+of two just above the longest live fill: decode cost follows the filled cache, not the cap, and a
+handful of windows compile per cache size.
 
 Buckets. P, N and the window are powers of two (at least 16 / 32); slot and prefill row counts are
-powers of two rounded up to a multiple of the mesh's batch shards. `max_new_tokens`, the seed and
-the stop ids (padded to 4, 8, ...) are traced. The prefill does not depend on the sampling method.
+powers of two rounded up to a multiple of the mesh's batch shards, so the slot axis is always split
+over them (never replicated). `max_new_tokens`, the seed and the stop ids (padded to 4, 8, ...) are
+traced. The prefill does not depend on the sampling method.
 
-Randomness. Row r (= prompt index x num_samples + sample index) draws its token t from
-`fold_in(fold_in(key(seed), r), t)`: the same seed gives the same completions whatever
-`max_batch_size`, the slot a row lands in, the batch padding or the mesh.
+Randomness. Row r (= prompt index x num_samples + sample index) draws its token t with the uniform
+of `fold_in(fold_in(key(seed), r), t)`: the random streams are the same whatever `max_batch_size`,
+the slot a row lands in, the batch padding or the mesh. The logits they are applied to are not
+bit-identical across those: other batch shapes and shardings sum in another order, so logits
+differ in their last bits, and a draw that falls that close to a token boundary (or a greedy
+near-tie) takes the neighbouring token, after which the completion goes its own way. In float32
+that is rare (small workloads usually match exactly; a 256-prompt long tail with 64 and 256 rows
+in flight already differs), in bfloat16 common. The same call repeated on the same devices gives
+the same completions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from typing import Any, Sequence
 
@@ -60,6 +69,9 @@ MIN_STEPS_PER_VISIT = 16
 REFILL_FRACTION = 8  # while rows wait, the host refills once 1/8 of the slots are free
 MIN_COMPACT_SLOTS = 16  # once no rows wait, stragglers in <= 1/4 of the slots move to fewer slots
 
+_log = logging.getLogger(__name__)
+_warned: set[tuple] = set()
+
 
 @dataclasses.dataclass(frozen=True)
 class SampleOutput:
@@ -72,6 +84,8 @@ class SampleOutput:
   lengths: number of tokens per sample [num].
   decode_row_steps: slots x decode steps the device ran (sum(lengths) / decode_row_steps is the
     share of decode work spent on live rows).
+  prefill_rows: prompts prefilled, summed over the inserts (each distinct prompt token sequence
+    once per insert that starts rows of it; bucket padding not counted).
   """
 
   tokens: list[list[int]]
@@ -81,6 +95,7 @@ class SampleOutput:
   logprob_array: np.ndarray
   lengths: np.ndarray
   decode_row_steps: int = 0
+  prefill_rows: int = 0
 
 
 @jax.tree_util.register_dataclass
@@ -102,6 +117,12 @@ def _bucket(n: int, minimum: int = 1, multiple: int = 1) -> int:
   """The next power of two >= max(n, minimum), rounded up to a multiple of `multiple`."""
   size = 1 << (max(n, minimum) - 1).bit_length()
   return -(-size // multiple) * multiple
+
+
+def _compacted_slots(live: int, shards: int) -> int:
+  """Slots for `live` stragglers: a power of two >= MIN_COMPACT_SLOTS, rounded up to a multiple of
+  the batch shards (the slot axis stays split over them)."""
+  return _bucket(live, MIN_COMPACT_SLOTS, multiple=shards)
 
 
 def _batch_shards(plan: ShardingPlan | None) -> int:
@@ -354,10 +375,14 @@ def generate(
   `max_new_tokens`.
   `max_batch_size`: rows in flight (None: every row at once). When a row stops, the next waiting
   (prompt, sample) row takes its slot (continuous batching). A row's random stream depends only on
-  (seed, prompt index, sample index, token index), so completions do not depend on it.
+  (seed, prompt index, sample index, token index), not on `max_batch_size` or the mesh; the
+  completions usually match too, but not always: other batch shapes change the logits' last bits,
+  which flips a draw that lands next to a token boundary (see the module docstring).
   With a `mesh`, rows are sharded over the strategy's batch axes and heads/cache over its tensor
   axis; params already on the mesh are used as they are, others are sharded by the strategy.
   `cache_dtype` ("bfloat16", ...) defaults to the config's compute dtype.
+  Prompts with the same tokens are prefilled once, whatever their indices. A completion may run past
+  the model's context (`max_position_embeddings`); that is logged once per context size.
   """
   method = make_method(temperature, top_p, top_k)
   _validate(cfg, prompts, max_new_tokens, num_samples, seed)
@@ -387,6 +412,7 @@ def generate(
   cache_len = prompt_len + new_len
   slots = _bucket(min(num, max_batch_size or num), multiple=shards)
   prompt_of_row = np.repeat(np.arange(len(prompts)), num_samples)
+  prefill_of_row = _first_of_each_prompt(prompts)[prompt_of_row]  # identical prompts: one prefill
   state = _empty_state(
       cfg=cfg,
       plan=plan,
@@ -408,20 +434,25 @@ def generate(
   )
   slot_row = np.full((slots,), -1)  # the row each slot holds (-1: free)
   fill = np.zeros((slots,), np.int64)
-  next_row, row_steps, compacted = 0, 0, False
+  next_row, row_steps, prefill_rows, compacted = 0, 0, 0, False
   tokens, logprobs = [None] * num, [None] * num
   while True:
     free = np.flatnonzero(slot_row < 0)[: num - next_row]
     if len(free):  # the next waiting rows take the free slots
       new_rows = np.arange(next_row, next_row + len(free))
-      state = _insert_rows(cfg, params, state, prompts, prompt_of_row, new_rows, free, shards, plan)
+      state, prefilled = _insert_rows(
+          cfg, params, state, prompts, prefill_of_row, new_rows, free, shards, plan
+      )
+      prefill_rows += prefilled
       slot_row[free], fill[free] = new_rows, lens[prompt_of_row[new_rows]]
       next_row += len(free)
     live = slot_row >= 0
     if not live.any():
       break
     waiting = next_row < num
-    may_compact = not waiting and not compacted and slots > MIN_COMPACT_SLOTS
+    # Compaction only where it shrinks the slot array (it never does at the floor, e.g. 16 slots,
+    # or as many slots as batch shards).
+    may_compact = not waiting and not compacted and _compacted_slots(slots // 4, shards) < slots
     if waiting:  # back once there is a batch of slots to refill
       min_done = min(slots, int(np.sum(~live)) + max(1, slots // REFILL_FRACTION))
     elif may_compact and live.sum() > slots // 4:  # back to move the stragglers
@@ -444,14 +475,39 @@ def generate(
         logprobs[slot_row[j]] = slot_logprobs[j, : count[j]]
       slot_row[finished] = -1
     live_now = int(np.sum(slot_row >= 0))
-    if may_compact and live_now <= slots // 4:
-      compacted = live_now > 0  # once per call: each slot count compiles its own programs
-      keep = np.argsort(slot_row < 0, kind="stable")  # live slots first
-      slots = max(MIN_COMPACT_SLOTS, _bucket(live_now, multiple=shards))
-      keep = keep[:slots]
+    if may_compact and 0 < live_now <= slots // 4:  # none left: the loop ends, nothing to move
+      compacted = True  # once per call: each slot count compiles its own programs
+      slots = _compacted_slots(live_now, shards)  # fewer slots than before (`may_compact`)
+      keep = np.argsort(slot_row < 0, kind="stable")[:slots]  # live slots first
       state = _compact(state, keep, plan=plan)
       slot_row, fill = slot_row[keep], fill[keep]
-  return _assemble(tokens, logprobs, stops, pad_id, row_steps)
+  _warn_past_context(cfg, lens[prompt_of_row], tokens)
+  return _assemble(tokens, logprobs, stops, pad_id, row_steps, prefill_rows)
+
+
+def _first_of_each_prompt(prompts: Sequence[Sequence[int]]) -> np.ndarray:
+  """For each prompt, the index of the first prompt with the same tokens."""
+  first: dict[tuple[int, ...], int] = {}
+  return np.asarray([first.setdefault(tuple(map(int, p)), i) for i, p in enumerate(prompts)])
+
+
+def _warn_past_context(cfg: ModelConfig, prompt_lens: np.ndarray, tokens: list[np.ndarray]) -> None:
+  """Logs (once per context size) when a prompt + completion is longer than the model's context:
+  its last tokens sat at positions the model was not trained for."""
+  context = cfg.max_position_embeddings
+  total = prompt_lens + np.asarray([len(t) for t in tokens])
+  over = int(np.sum(total > context))
+  if over and context not in _warned:
+    _warned.add(context)
+    _log.warning(
+        "generate: %d of %d completions ran past the model's context of %d positions (prompt + "
+        "completion up to %d tokens); tokens past it come from positions the model was not "
+        "trained for. Lower max_new_tokens or shorten the prompts. (Logged once.)",
+        over,
+        len(tokens),
+        context,
+        int(total.max()),
+    )
 
 
 def _insert_rows(
@@ -459,14 +515,16 @@ def _insert_rows(
     params: Params,
     state: SlotState,
     prompts: Sequence[Sequence[int]],
-    prompt_of_row: np.ndarray,
+    prefill_of_row: np.ndarray,
     rows: np.ndarray,
     slot_ids: np.ndarray,
     shards: int,
     plan: ShardingPlan | None,
-) -> SlotState:
-  """Starts `rows` in the slots `slot_ids`, prefilling each distinct prompt once."""
-  distinct, source_of_row = np.unique(prompt_of_row[rows], return_inverse=True)
+) -> tuple[SlotState, int]:
+  """Starts `rows` in the slots `slot_ids`, prefilling each distinct prompt once: rows with the
+  same `prefill_of_row` (the index of a prompt with their tokens) share a prefill row. Returns the
+  state and the number of prompts prefilled."""
+  distinct, source_of_row = np.unique(prefill_of_row[rows], return_inverse=True)
   prompt_len = state.cache["k"][0].shape[2] - state.tokens.shape[1]  # the call's prompt bucket
   # At least a refill's worth of prefill rows: fewer programs to compile, little extra work.
   prefill_rows = _bucket(len(distinct), len(state.row) // REFILL_FRACTION, multiple=shards)
@@ -479,7 +537,8 @@ def _insert_rows(
   source[slot_ids] = source_of_row
   row_ids = np.zeros((len(state.row),), np.int32)
   row_ids[slot_ids] = rows
-  return _insert(params, state, tokens, prompt_lens, source, row_ids, cfg=cfg, plan=plan)
+  state = _insert(params, state, tokens, prompt_lens, source, row_ids, cfg=cfg, plan=plan)
+  return state, len(distinct)
 
 
 def _assemble(
@@ -488,6 +547,7 @@ def _assemble(
     stops: list[int],
     pad_id: int,
     row_steps: int,
+    prefill_rows: int,
 ) -> SampleOutput:
   """The rows' completions as a `SampleOutput` (arrays padded with `pad_id` / 0.0)."""
   lengths = np.asarray([len(t) for t in tokens], np.int32)
@@ -504,4 +564,5 @@ def _assemble(
       logprob_array=logprob_array,
       lengths=lengths,
       decode_row_steps=row_steps,
+      prefill_rows=prefill_rows,
   )

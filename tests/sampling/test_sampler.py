@@ -1,5 +1,16 @@
 """The jitted sampler: HF greedy parity, teacher-forced logprobs, stops, grouping, seeds, sharding,
-bounded compilation and input errors."""
+slot compaction, shared prefills, bounded compilation and input errors.
+
+Runs of other batch shapes (padding, `max_batch_size`, meshes, caps) are compared with
+`assert_same_draws`: the same random stream per row, completions equal up to near ties (their
+logits differ in the last bits, see `tests/sampling/draws.py`)."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import types
 
 import jax
 import numpy as np
@@ -9,6 +20,8 @@ from rzero_jax import sharding
 from rzero_jax.models import decoder
 from rzero_jax.models import forward, load_pretrained
 from rzero_jax.sampling import generate
+from rzero_jax.sampling import sampler
+from tests.sampling.draws import assert_same_draws
 
 PROMPTS = [[5, 17, 3], [8, 1, 44, 90, 2, 61, 7, 7, 30], [12], [3, 3, 9, 70, 15, 22]]
 SAMPLING = dict(max_new_tokens=10, temperature=0.8, top_p=0.9, top_k=20, num_samples=2, seed=3)
@@ -22,6 +35,17 @@ def model(tiny_qwen3_dir):
 @pytest.fixture(scope="module")
 def sampled(model):
   return generate(*model, PROMPTS, **SAMPLING)
+
+
+def per_row(items, num_samples):
+  """Each item repeated for its samples (per-prompt values to per-row ones)."""
+  return [p for p in items for _ in range(num_samples)]
+
+
+def draw_settings(settings):
+  """The settings `assert_same_draws` needs to redo a row's draw."""
+  keys = ("seed", "temperature", "top_p", "top_k")
+  return {k: settings[k] for k in keys if k in settings}
 
 
 def teacher_forced_logprobs(cfg, params, prompts, completions, temperature):
@@ -100,8 +124,10 @@ def test_num_samples_are_contiguous_groups(model):
   cfg, params = model
   single = generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0.0)
   doubled = generate(cfg, params, PROMPTS, max_new_tokens=10, temperature=0.0, num_samples=2)
-  assert doubled.tokens == [t for t in single.tokens for _ in range(2)]
-  assert doubled.finished == [f for f in single.finished for _ in range(2)]
+  repeated = types.SimpleNamespace(
+      tokens=per_row(single.tokens, 2), logprobs=per_row(single.logprobs, 2)
+  )
+  assert_same_draws(cfg, params, per_row(PROMPTS, 2), doubled, repeated, seed=0, temperature=0.0)
 
 
 def test_same_seed_same_output_other_seed_differs(model, sampled):
@@ -112,12 +138,15 @@ def test_same_seed_same_output_other_seed_differs(model, sampled):
   other = generate(cfg, params, PROMPTS, **{**SAMPLING, "seed": 4})
   assert other.tokens != sampled.tokens
   assert sampled.tokens[0] != sampled.tokens[1] or sampled.tokens[2] != sampled.tokens[3]
+  with pytest.raises(AssertionError, match="random streams differ"):  # the check sees other streams
+    assert_same_draws(cfg, params, per_row(PROMPTS, 2), other, sampled, **draw_settings(SAMPLING))
 
 
 def test_row_draws_do_not_depend_on_batch_padding(model, sampled):
   cfg, params = model
   fewer = generate(cfg, params, PROMPTS[:3], **SAMPLING)  # 6 rows, padded to 8 differently
-  assert fewer.tokens == sampled.tokens[:6]
+  first = types.SimpleNamespace(tokens=sampled.tokens[:6], logprobs=sampled.logprobs[:6])
+  assert_same_draws(cfg, params, per_row(PROMPTS[:3], 2), fewer, first, **draw_settings(SAMPLING))
 
 
 @pytest.mark.parametrize(
@@ -129,14 +158,14 @@ def test_row_draws_do_not_depend_on_batch_padding(model, sampled):
         ("fsdp_tp", "data:2,fsdp:2,tensor:2"),
     ],
 )
-def test_sharded_equals_unsharded(model, sampled, strategy, spec):
+def test_sharded_draws_equal_unsharded(model, sampled, strategy, spec):
   cfg, params = model
   mesh = sharding.make_mesh(spec)
   placed = decoder.shard_params(cfg, params, mesh, strategy)
   out = generate(cfg, placed, PROMPTS, mesh=mesh, strategy=strategy, **SAMPLING)
-  assert out.tokens == sampled.tokens
-  assert out.finished == sampled.finished
-  np.testing.assert_allclose(out.logprob_array, sampled.logprob_array, atol=1e-5)
+  assert_same_draws(
+      cfg, params, per_row(PROMPTS, 2), out, sampled, **draw_settings(SAMPLING), atol=1e-5
+  )
 
 
 def test_bfloat16_cache_stays_close(model):
@@ -208,13 +237,16 @@ def test_long_tail_workload_has_a_tail(long_tail):
   assert lengths.min() < 10 and lengths.max() == 40 and 0 < np.mean(long_tail.finished) < 1
 
 
+TAIL_ROWS = per_row(TAIL_PROMPTS, TAIL["num_samples"])
+
+
 @pytest.mark.parametrize("max_batch_size", [1, 7, 64, None])
-def test_max_batch_size_does_not_change_completions(model, long_tail, max_batch_size):
+def test_max_batch_size_keeps_each_rows_random_stream(model, long_tail, max_batch_size):
   """Slots refilled as rows stop (continuous batching): a row's random stream depends only on
-  (seed, prompt, sample, token), so the completions are those of one batch of every row."""
+  (seed, prompt, sample, token), so the completions are those of one batch of every row, up to
+  draws that the logits' last bits (other batch shapes) move across a token boundary."""
   out = generate(*model, TAIL_PROMPTS, **TAIL, max_batch_size=max_batch_size)
-  assert out.tokens == long_tail.tokens and out.finished == long_tail.finished
-  np.testing.assert_allclose(out.logprob_array, long_tail.logprob_array, atol=1e-5)
+  assert_same_draws(*model, TAIL_ROWS, out, long_tail, **draw_settings(TAIL), atol=1e-5)
 
 
 def test_refilled_slots_spend_decode_steps_on_live_rows(model, long_tail):
@@ -243,14 +275,17 @@ def test_refilled_slots_logprobs_equal_a_teacher_forced_forward(model):
 
 
 def test_a_larger_cap_keeps_the_rows_that_stop_early(model, long_tail):
+  """Cut at the smaller cap, the completions are those of the smaller cap (up to near ties): a
+  row that stopped before it stops at the same token."""
   out = generate(*model, TAIL_PROMPTS, **{**TAIL, "max_new_tokens": 100}, max_batch_size=8)
-  for short, long in zip(long_tail.tokens, out.tokens):
-    assert long[: len(short)] == short
-    if len(short) < 40:
-      assert long == short
+  assert max(out.lengths) > 40
+  cut = types.SimpleNamespace(
+      tokens=[t[:40] for t in out.tokens], logprobs=[lp[:40] for lp in out.logprobs]
+  )
+  assert_same_draws(*model, TAIL_ROWS, cut, long_tail, **draw_settings(TAIL), atol=1e-5)
 
 
-def test_max_batch_size_sharded_equals_unsharded(model, long_tail):
+def test_max_batch_size_sharded_draws_equal_unsharded(model, long_tail):
   out = generate(
       *model,
       TAIL_PROMPTS,
@@ -259,5 +294,92 @@ def test_max_batch_size_sharded_equals_unsharded(model, long_tail):
       mesh=sharding.make_mesh("data:2,tensor:4"),
       strategy="tp",
   )
-  assert out.tokens == long_tail.tokens
-  np.testing.assert_allclose(out.logprob_array, long_tail.logprob_array, atol=1e-5)
+  assert_same_draws(*model, TAIL_ROWS, out, long_tail, **draw_settings(TAIL), atol=1e-5)
+
+
+# A shorter long tail, 48 rows: completions of at most 16 tokens after prompts of at most 16 (one
+# attention window, so few programs to compile per mesh), 12 of the 97 ids stopping a row. All in
+# flight, the stragglers compact (to 18 slots on 3 or 6 devices, 32 on 32); at most 16 in flight,
+# the slots (18, 18, 32) are already at the floor.
+COMPACT = dict(TAIL, num_samples=8, max_new_tokens=16, stop_token_ids=tuple(range(8, 20)))
+COMPACT_RUNS = [dict(COMPACT), dict(COMPACT, max_batch_size=16)]
+
+
+@pytest.fixture(scope="module")
+def compact_reference(model):
+  return [generate(*model, TAIL_PROMPTS, **kwargs) for kwargs in COMPACT_RUNS]
+
+
+@pytest.mark.parametrize("devices", [3, 6, 32])
+def test_compaction_keeps_the_slot_axis_split(model, tiny_qwen3_dir, compact_reference, devices):
+  """On `data:N` meshes that do not divide 16 (3, 6) or exceed it (32): every slot array, the
+  compacted one included, is a multiple of N split over all devices (never replicated), a
+  compaction always shrinks the slot array (none at the floor), and the completions are those of
+  an unsharded run (up to near ties)."""
+  runs = json.dumps([dict(prompts=TAIL_PROMPTS, kwargs=kwargs) for kwargs in COMPACT_RUNS])
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  proc = subprocess.run(
+      [sys.executable, "-m", "tests.sampling.sharded_worker", str(devices), tiny_qwen3_dir, runs],
+      capture_output=True,
+      text=True,
+      timeout=900,
+      env=env,
+      cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert report["batch_warnings"] == []  # nothing with a batch axis fell back to replication
+  floor = {3: 18, 6: 18, 32: 32}[devices]
+  (full, capped), (full_ref, capped_ref) = report["runs"], compact_reference
+  for run in report["runs"]:
+    assert all(slots % devices == 0 and split for slots, split in run["decodes"]), run["decodes"]
+  assert [c[1:] for c in full["compactions"]] == [[floor, True]]
+  assert full["compactions"][0][0] > floor and full["decodes"][-1][0] == floor
+  assert capped["compactions"] == [] and {s for s, _ in capped["decodes"]} == {floor}
+  for run, ref in ((full, full_ref), (capped, capped_ref)):
+    out = types.SimpleNamespace(tokens=run["tokens"], logprobs=run["logprobs"])
+    rows = per_row(TAIL_PROMPTS, COMPACT["num_samples"])
+    assert_same_draws(*model, rows, out, ref, **draw_settings(COMPACT), atol=1e-5)
+
+
+def test_near_tie_check_accepts_draws_moved_by_logit_noise(model, compact_reference):
+  """Weights perturbed by 1e-3 (relative) move the logits a little: draws next to a boundary flip
+  in some rows (4 of 48), and the check passes them as near ties at a tolerance above that noise."""
+  cfg, params = model
+  rng = np.random.RandomState(1)
+  noisy = jax.tree.map(lambda p: p * (1 + 1e-3 * rng.standard_normal(p.shape)), params)
+  out = generate(cfg, jax.tree.map(np.float32, noisy), TAIL_PROMPTS, **COMPACT)
+  ref = compact_reference[0]
+  rows = per_row(TAIL_PROMPTS, COMPACT["num_samples"])
+  differ = assert_same_draws(
+      cfg, params, rows, out, ref, **draw_settings(COMPACT), tol=3e-3, atol=1e-1
+  )
+  assert 0 < differ == sum(a != b for a, b in zip(out.tokens, ref.tokens))
+
+
+def test_identical_prompts_are_prefilled_once(model, monkeypatch):
+  """Prompts with the same tokens at other indices share one prefill (the samples of a prompt
+  already did); each row keeps its own random stream, and the completions are unchanged."""
+  a, b, c = TAIL_PROMPTS[1], TAIL_PROMPTS[3], TAIL_PROMPTS[5]
+  prompts = [a, b, list(a), c, b, a]
+  settings = dict(COMPACT, num_samples=2)
+  shared = generate(*model, prompts, **settings)
+  monkeypatch.setattr(sampler, "_first_of_each_prompt", lambda ps: np.arange(len(ps)))
+  apart = generate(*model, prompts, **settings)  # each index prefilled, as before
+  assert (shared.prefill_rows, apart.prefill_rows) == (3, 6)
+  rows = per_row(prompts, 2)
+  assert_same_draws(*model, rows, shared, apart, **draw_settings(settings), atol=1e-5)
+  assert shared.tokens[0] != shared.tokens[4] or shared.tokens[1] != shared.tokens[5]
+
+
+def test_decoding_past_the_context_is_logged_once(model, monkeypatch, caplog):
+  cfg, params = model
+  monkeypatch.setattr(sampler, "_warned", set())
+  long_prompt = list(range(1, 97)) * 2 + list(range(1, 60))  # 251 of the 256 positions
+  with caplog.at_level(logging.WARNING, logger=sampler.__name__):
+    generate(cfg, params, [long_prompt], max_new_tokens=5, temperature=0.0)  # 256: fits
+    assert caplog.records == []
+    generate(cfg, params, [long_prompt, [3]], max_new_tokens=8, temperature=0.0)
+    generate(cfg, params, [long_prompt], max_new_tokens=8, temperature=0.0)
+  assert len(caplog.records) == 1
+  assert "1 of 2 completions ran past the model's context of 256" in caplog.records[0].message
