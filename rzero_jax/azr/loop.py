@@ -9,7 +9,8 @@ three task buffers (proposals without updates), then training steps, each
                  times (one batched sampler call) to get their solve rate;
   3. buffers   - every valid proposal joins its type's buffer;
   4. solve     - the solver's batch per type: this step's new tasks, filled up from the buffer;
-                 answers checked by the executor;
+                 deduction answers compared with the output that validation stored, abduction
+                 and induction answers run by the executor;
   5. rewards   - learnability for proposals (-1 if invalid), 1 / -0.5 / -1 for answers;
   6. update    - TRR++ advantages over the six (task type x role) sub-batches and one policy
                  update (`updates_per_step` optimizer steps) over all of them;
@@ -37,7 +38,7 @@ from rzero_jax.azr.tasks import (
     TASK_TYPES,
     Task,
     check_abductions,
-    check_deductions,
+    check_deduction_outputs,
     check_inductions,
     identity_triplet,
     parse_proposal,
@@ -493,14 +494,12 @@ class AZRRun(Runner):
     return ids, out, correct, [a is not None for a in answers]
 
   def _check(self, jobs: list[tuple[str, dict, str | None]]) -> list[bool]:
-    """On process 0: whether each answer solves its task (the executor runs every program)."""
+    """On process 0: whether each answer solves its task. Deduction answers are compared with
+    the task's stored output (validation ran the program); the executor runs the abduction
+    inputs and induction programs."""
     timeout = self.config.tasks.timeout_s
     correct = [False] * len(jobs)
-    for task_type, check in (
-        ("deduction", check_deductions),
-        ("abduction", check_abductions),
-        ("induction", check_inductions),
-    ):
+    for task_type in TASK_TYPES:
       where = [k for k, (t, _, _) in enumerate(jobs) if t == task_type]
       if not where:
         continue
@@ -509,12 +508,17 @@ class AZRRun(Runner):
         _, task, answer = jobs[k]
         task = task_from_dict(task)
         if task_type == "deduction":
-          items.append((task.program, task.inputs, answer))
+          items.append((task.output, answer))
         elif task_type == "abduction":
           items.append((task.program, task.output, answer))
         else:
           items.append((answer, task.hidden))
-      for k, ok in zip(where, check(items, self.executor, timeout_s=timeout)):
+      if task_type == "deduction":
+        results = check_deduction_outputs(items)
+      else:
+        check = check_abductions if task_type == "abduction" else check_inductions
+        results = check(items, self.executor, timeout_s=timeout)
+      for k, ok in zip(where, results):
         correct[k] = bool(ok)
     return correct
 

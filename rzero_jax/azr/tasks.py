@@ -17,7 +17,13 @@ import dataclasses
 import re
 from typing import Sequence
 
-from rzero_jax.verify.executor import ExecResult, Executor, check_program, same_output
+from rzero_jax.verify.executor import (
+    ExecResult,
+    Executor,
+    canonical_inputs,
+    check_program,
+    same_output,
+)
 
 TASK_TYPES = ("deduction", "abduction", "induction")
 ROLES = ("propose", "solve")
@@ -346,7 +352,9 @@ def validate_triplets(
 ) -> list[Validation]:
   """Validates deduction/abduction proposals (program, input): the program parses, defines
   `f`, passes the policy (no randomness, clocks, I/O), runs within `timeout_s`, gives the same
-  output in two separate processes, and its output is a literal of bounded size."""
+  output value in separate processes under each of the executor's hash seeds (so not one that
+  depends on `hash` of strings, set order or object addresses), and its output is a literal of
+  bounded size. The task's output is the one that grading reproduces (the first hash seed's)."""
   results: list[Validation | None] = [None] * len(proposals)
   jobs, where = [], []
   for k, (program, inputs) in enumerate(proposals):
@@ -385,8 +393,10 @@ def validate_induction(
 ) -> Validation:
   """Validates an induction proposal for `program`: a non-empty message of bounded size and at
   least `num_inputs` distinct inputs on which the program is valid (as in `validate_triplets`);
-  the task keeps the first `num_inputs` of them, in order. Only the first `2 * num_inputs`
-  distinct inputs are run."""
+  the task keeps the first `num_inputs` of them, in order. Inputs are distinct when their
+  values are (`canonical_inputs`: `[1,2]` and `[1, 2]`, `(3)` and `3`, `1` and `1.0` are one
+  input, written as it first appears), so that no hidden pair repeats a shown one. Only the
+  first `2 * num_inputs` distinct inputs are run."""
   if not isinstance(num_inputs, int) or num_inputs < 1:
     raise ValueError(f"num_inputs must be an int >= 1, got {num_inputs!r}.")
   if not isinstance(message, str) or not message.strip():
@@ -395,7 +405,12 @@ def validate_induction(
     return Validation(
         False, reason=f"message has {len(message)} characters " f"(limit {MAX_MESSAGE_CHARS})"
     )
-  distinct = list(dict.fromkeys(text.strip() for text in inputs))
+  distinct, seen = [], set()
+  for text in inputs:
+    key = _value_key(text.strip())
+    if key not in seen:
+      seen.add(key)
+      distinct.append(text.strip())
   if len(distinct) < num_inputs:
     return Validation(False, reason=f"{len(distinct)} distinct inputs (need {num_inputs})")
   checks = validate_triplets(
@@ -414,7 +429,26 @@ def validate_induction(
   return Validation(True, InductionTask(program, message.strip(), tuple(pairs[:num_inputs])))
 
 
+def _value_key(text: str) -> tuple[str, str]:
+  """Equal for two inputs with equal argument values; an input that is not acceptable (it fails
+  validation anyway) is only equal to the same text."""
+  if len(text) <= MAX_INPUT_CHARS:
+    try:
+      return ("value", canonical_inputs(text))
+    except (ValueError, TypeError, RecursionError):
+      pass
+  return ("text", text)
+
+
 # ------------------------------------------------------------------------------------ checks
+
+
+def check_deduction_outputs(items: Sequence[tuple[str, str | None]]) -> list[bool]:
+  """Deduction grading without running anything: whether each predicted output (a literal's
+  text, or None) equals the task's output, as stored by validation (`Triplet.output`,
+  which the program gave under the executor's grading hash seed); compared as parsed values
+  (`same_output`)."""
+  return [isinstance(pred, str) and same_output(output, pred) for output, pred in items]
 
 
 def check_deductions(
@@ -423,7 +457,9 @@ def check_deductions(
     *,
     timeout_s: float = TIMEOUT_S,
 ) -> list[bool]:
-  """`check_deduction` for many (program, inputs, predicted_output), in one executor batch."""
+  """`check_deduction` for many (program, inputs, predicted_output), in one executor batch.
+  Tasks that came through validation hold their output: `check_deduction_outputs` grades
+  against it without a run."""
   runs = executor.run_many([(p, i) for p, i, _ in items], timeout_s=timeout_s)
   return [
       run.ok and isinstance(pred, str) and same_output(run.output, pred)

@@ -8,6 +8,8 @@ model text is never trusted to send code to the parent). A worker first sends on
 gets its worker's whole process group SIGKILLed and the worker replaced; the request
 is answered with ``TIMEOUT``. A request whose worker dies before answering is retried
 once on a fresh worker (the death may predate the request), then answered ``CRASHED``.
+Workers may come in named groups (``add_group``) that differ only in their environment; a
+request addressed to a group runs only on that group's workers.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ def _read_exact(fd: int, size: int) -> bytes | None:
 class _Worker:
   """One worker process and the parent's view of its state."""
 
-  def __init__(self, argv: Sequence[str], env: dict[str, str], cwd: str | None):
+  def __init__(
+      self, argv: Sequence[str], env: dict[str, str], cwd: str | None, group: str | None = None
+  ):
+    self.group = group
     self.stderr = tempfile.TemporaryFile()
     self.proc = subprocess.Popen(
         list(argv),
@@ -130,7 +135,8 @@ class _Worker:
 class WorkerPool:
   """``size`` copies of the command ``argv``; ``map`` runs requests with deadlines.
 
-  Calls to ``map`` are serialised by a lock; one call keeps every worker busy.
+  Calls to ``map`` are serialised by a lock; one call keeps every worker busy. The ``size``
+  workers form the default group (``None``); ``add_group`` starts more under another name.
   """
 
   def __init__(
@@ -145,20 +151,38 @@ class WorkerPool:
     if size < 1:
       raise ValueError(f"pool size must be >= 1, got {size}")
     self._argv = list(argv)
-    self._env = dict(env or {})
+    self._envs: dict[str | None, dict[str, str]] = {None: dict(env or {})}
     self._cwd = cwd
     self._start_timeout_s = start_timeout_s
     self._lock = threading.Lock()
     self._start_failures = 0
     self.closed = False
-    self._workers = [self._spawn() for _ in range(size)]
+    self._workers = [self._spawn(None) for _ in range(size)]
 
-  def _spawn(self) -> _Worker:
-    return _Worker(self._argv, self._env, self._cwd)
+  def _spawn(self, group: str | None) -> _Worker:
+    return _Worker(self._argv, self._envs[group], self._cwd, group)
 
   def _replace(self, worker: _Worker) -> None:
     worker.kill()
-    self._workers[self._workers.index(worker)] = self._spawn()
+    self._workers[self._workers.index(worker)] = self._spawn(worker.group)
+
+  @property
+  def groups(self) -> list[str | None]:
+    """The worker groups, the default group (``None``) first."""
+    return list(self._envs)
+
+  def add_group(self, group: str, size: int, env: dict[str, str]) -> None:
+    """Starts ``size`` more workers of ``argv`` with environment ``env`` as group ``group``
+    (they serve only requests addressed to it); ``wait_ready`` waits for them too."""
+    if size < 1:
+      raise ValueError(f"group size must be >= 1, got {size}")
+    if self.closed:
+      raise RuntimeError("worker pool is closed")
+    with self._lock:
+      if group is None or group in self._envs:
+        raise ValueError(f"worker group {group!r} exists already")
+      self._envs[group] = dict(env)
+      self._workers += [self._spawn(group) for _ in range(size)]
 
   def _start_failed(self, worker: _Worker, why: str) -> None:
     self._start_failures += 1
@@ -167,25 +191,43 @@ class WorkerPool:
     if self._start_failures >= _MAX_START_FAILURES:
       raise RuntimeError(f"worker {self._argv[:3]}... failed to start ({why}): {tail}")
 
-  def wait_ready(self) -> list[Any]:
-    """Blocks until every worker has started; returns their ready frames."""
-    self._locked_run([], [], until_ready=True)
-    return [w.info for w in self._workers]
+  def wait_ready(self, group: str | None = None) -> list[Any]:
+    """Blocks until every worker has started; returns the ready frames of ``group``'s."""
+    self._locked_run([], [], [], until_ready=True)
+    return [w.info for w in self._workers if w.group == group]
 
-  def map(self, requests: Sequence[Any], timeouts_s: Sequence[float]) -> list[Any]:
-    """Replies in request order; ``TIMEOUT`` or ``CRASHED`` where a worker failed."""
+  def map(
+      self,
+      requests: Sequence[Any],
+      timeouts_s: Sequence[float],
+      groups: Sequence[str | None] | None = None,
+  ) -> list[Any]:
+    """Replies in request order; ``TIMEOUT`` or ``CRASHED`` where a worker failed.
+
+    ``groups`` names each request's worker group (default: all in the default group).
+    """
     if len(requests) != len(timeouts_s):
       raise ValueError(f"{len(requests)} requests but {len(timeouts_s)} timeouts")
-    return self._locked_run(requests, timeouts_s)
+    groups = [None] * len(requests) if groups is None else list(groups)
+    if len(groups) != len(requests):
+      raise ValueError(f"{len(requests)} requests but {len(groups)} groups")
+    unknown = set(groups) - set(self._envs)
+    if unknown:
+      raise ValueError(f"no worker group {sorted(map(str, unknown))[0]!r}")
+    return self._locked_run(requests, timeouts_s, groups)
 
   def _locked_run(
-      self, requests: Sequence[Any], timeouts_s: Sequence[float], until_ready: bool = False
+      self,
+      requests: Sequence[Any],
+      timeouts_s: Sequence[float],
+      groups: Sequence[str | None],
+      until_ready: bool = False,
   ) -> list[Any]:
     if self.closed:
       raise RuntimeError("worker pool is closed")
     with self._lock:
       try:
-        return self._run(requests, timeouts_s, until_ready)
+        return self._run(requests, timeouts_s, groups, until_ready)
       except BaseException:  # e.g. KeyboardInterrupt: no reply may leak into the next call
         for w in list(self._workers):
           if w.job is not None:
@@ -193,24 +235,30 @@ class WorkerPool:
         raise
 
   def _run(
-      self, requests: Sequence[Any], timeouts_s: Sequence[float], until_ready: bool = False
+      self,
+      requests: Sequence[Any],
+      timeouts_s: Sequence[float],
+      groups: Sequence[str | None],
+      until_ready: bool = False,
   ) -> list[Any]:
-    pending = collections.deque(range(len(requests)))
+    pending = {group: collections.deque() for group in self._envs}
+    for job, group in enumerate(groups):
+      pending[group].append(job)
     retried: set[int] = set()
     results: list[Any] = [None] * len(requests)
     remaining = len(requests)
     while remaining or (until_ready and not all(w.ready for w in self._workers)):
       now = time.monotonic()
       for w in list(self._workers):
-        if w.ready and w.job is None and pending:
+        if w.ready and w.job is None and pending[w.group]:
           if w.proc.poll() is not None:  # died while idle (killed, OOM): no request's fault
             self._replace(w)
             continue
-          job = pending.popleft()
+          job = pending[w.group].popleft()
           try:
             w.send(requests[job])
           except OSError:
-            pending.appendleft(job)
+            pending[w.group].appendleft(job)
             self._replace(w)
             continue
           w.job, w.deadline = job, now + timeouts_s[job]
@@ -223,7 +271,7 @@ class WorkerPool:
         if frames is None:
           if w.job is not None and w.job not in retried:
             retried.add(w.job)
-            pending.appendleft(w.job)
+            pending[w.group].appendleft(w.job)
             self._replace(w)
           elif w.job is not None:
             results[w.job] = CRASHED

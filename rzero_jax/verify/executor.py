@@ -16,12 +16,21 @@ Layers (see ``_sandbox.py`` for the OS side and the README's threat model):
   ``eval``/``exec``/``open``/``getattr``..., dunder and frame attribute access, and,
   for Absolute Zero validity (``deterministic=True``), randomness and clocks. This is a
   validity filter and a first line of defence, not the security boundary.
-* isolation: ``workers`` fork servers, each started once (fork+exec, never a fork of
-  this process) in new namespaces with a minimal read-only root, without privileges
-  (nobody, or a capability-less user-namespace root) and with a cleared environment; every program runs in a freshly forked child with rlimits and
+* isolation: ``workers`` fork servers per hash seed, each started once (fork+exec, never a
+  fork of this process) in new namespaces with a minimal read-only root, without privileges
+  (nobody, or a capability-less user-namespace root) and with a cleared environment (but
+  for ``PYTHONHASHSEED``); every program runs in a freshly forked child with rlimits and
   a seccomp filter, killed at its wall-clock deadline. A stuck or dead server is
   killed with its whole namespace and replaced.
-* determinism: ``validate`` runs a program twice in separate processes.
+* determinism: ``validate`` runs a program once per hash seed of ``Executor.hash_seeds``
+  (0, 1, 2), each in a server started with that ``PYTHONHASHSEED`` (never two runs in one
+  process, nor under one string hash), and needs equal output values: an output that depends
+  on ``hash`` of a str/bytes or on the iteration order of a set (or dict) of strings differs
+  between them, as one derived from object addresses does (see ``_sandbox._shift_heap``). The
+  seeds are fixed, so verdicts are reproducible. Grading (``run``/``run_many``) always uses the
+  first seed, and the output that ``validate`` returns is that seed's. Two runs under one seed
+  would agree on such a program; three seeds miss a dependence on the order of a set of three
+  strings about 1 time in 40 (two seeds: 1 in 6), of two strings 1 in 4 (two seeds: 1 in 2).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 import warnings
 import weakref
@@ -44,6 +54,7 @@ from rzero_jax.verify import _pool, _sandbox
 MAX_PROGRAM_CHARS = 20_000
 MAX_INPUT_CHARS = 10_000
 MAX_TIMEOUT_S = 60.0
+HASH_SEEDS = (0, 1, 2)
 _SERVER_GRACE_S = 3.0
 _SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox.py")
 
@@ -310,6 +321,46 @@ def _inputs_text(inputs: Inputs) -> str:
   return inputs
 
 
+def _canonical(value) -> tuple:
+  """A nested tuple of tags, ints, floats and strs that is equal for two literal values exactly
+  when they are equal in Python (``1 == 1.0 == True``, ``{1, 2} == frozenset({2, 1})``, dicts in
+  any order), and whose repr does not depend on the process (sets are sorted, not iterated)."""
+  if isinstance(value, (bool, int, float, complex)):
+    if isinstance(value, complex):
+      if value.imag:
+        return ("complex", _canonical(value.real), _canonical(value.imag))
+      value = value.real
+    if isinstance(value, float) and value.is_integer():
+      value = int(value)
+    return ("number", int(value) if isinstance(value, bool) else value)
+  if isinstance(value, (str, bytes)) or value is None or value is Ellipsis:
+    return (type(value).__name__, value if isinstance(value, (str, bytes)) else repr(value))
+  if isinstance(value, (list, tuple)):
+    return (type(value).__name__,) + tuple(_canonical(item) for item in value)
+  if isinstance(value, (set, frozenset)):
+    return ("set",) + tuple(sorted((_canonical(item) for item in value), key=repr))
+  if isinstance(value, dict):
+    items = ((_canonical(k), _canonical(v)) for k, v in value.items())
+    return ("dict",) + tuple(sorted(items, key=repr))
+  raise TypeError(f"not a literal value: {type(value).__name__}")
+
+
+def canonical_inputs(inputs: Inputs) -> str:
+  """One text per call *value*: two ``inputs`` give the same text exactly when their arguments
+  are equal (Python equality; keywords by name), however they are written: ``[1,2]`` and
+  ``[1, 2]``, ``(3)`` and ``3``, ``'a'`` and ``"a"``, ``{1, 2}`` and ``{2, 1}``, ``dict(a=1)``
+  and ``{'a': 1}``, ``1`` and ``1.0``. Deterministic across processes and hash seeds (unlike
+  the repr of a set of strings). Parsed here by the sandbox's own parser (data, never code);
+  ValueError when ``inputs`` is not acceptable."""
+  args, kwargs = _sandbox.parse_call(_inputs_text(inputs))
+  return repr(
+      (
+          tuple(_canonical(a) for a in args),
+          tuple(sorted((k, _canonical(v)) for k, v in kwargs.items())),
+      )
+  )
+
+
 def same_output(a: str | None, b: str | None, *, limit: int = 1 << 16) -> bool:
   """Whether two output reprs denote equal values; both must parse as Python literals (or
   dict/set/frozenset/tuple/list constructors of literals, e.g. ``frozenset({1})``)."""
@@ -348,6 +399,9 @@ class Executor:
   ``workers`` servers run programs in parallel (``run_many``); ``memory_mb`` is each
   program's address-space budget above the server's; ``output_limit`` caps the repr;
   ``namespaces=False`` skips Linux namespaces (for hosts that forbid them).
+  ``hash_seeds`` (two or more distinct ints) are the servers' ``PYTHONHASHSEED`` values: every
+  ``run`` uses the first (grading is reproducible); ``validate`` runs a program once per seed
+  (started on the first ``validate``: ``workers`` more servers per further seed).
   ``isolation`` reports which OS facilities are active; each missing one is logged and
   warned about (``RuntimeWarning``) as "SANDBOX DEGRADED".
   """
@@ -359,10 +413,21 @@ class Executor:
       memory_mb: int = 256,
       output_limit: int = 1 << 16,
       namespaces: bool = True,
+      hash_seeds: Sequence[int] = HASH_SEEDS,
   ):
     if workers < 1:
       raise ValueError(f"workers must be >= 1, got {workers}")
+    hash_seeds = tuple(hash_seeds)
+    if len(set(hash_seeds)) < max(2, len(hash_seeds)) or not all(
+        type(s) is int and 0 <= s <= 4294967295 for s in hash_seeds
+    ):
+      raise ValueError(
+          f"hash_seeds must be at least two distinct ints in [0, 2**32), got {hash_seeds!r}"
+      )
+    self.workers = workers
+    self.hash_seeds = hash_seeds
     self.output_limit = output_limit
+    self._groups_lock = threading.Lock()
     self.token = uuid.uuid4().hex
     self._scratch = tempfile.mkdtemp(prefix="rzero-sandbox-")
     config = {
@@ -372,14 +437,37 @@ class Executor:
         "namespaces": namespaces,
     }
     argv = [sys.executable, "-S", "-s", "-B", _SERVER, json.dumps(config), self.token]
-    env = {"PYTHONHASHSEED": "0", "PATH": "/nonexistent", "LANG": "C.UTF-8"}
-    self._pool = _pool.WorkerPool(argv, workers, env=env, cwd=self._scratch, start_timeout_s=60.0)
+    self._pool = _pool.WorkerPool(
+        argv, workers, env=self._env(hash_seeds[0]), cwd=self._scratch, start_timeout_s=60.0
+    )
     self._finalizer = weakref.finalize(self, _clean_up, self._pool, self._scratch)
     self.isolation = self._pool.wait_ready()[0]["isolation"]
-    for warning in self.isolation["warnings"]:
+    self._warn(self.isolation["warnings"])
+
+  @staticmethod
+  def _env(hash_seed: int) -> dict[str, str]:
+    return {"PYTHONHASHSEED": str(hash_seed), "PATH": "/nonexistent", "LANG": "C.UTF-8"}
+
+  def _warn(self, warnings_: Sequence[str]) -> None:
+    for warning in warnings_:
       message = f"SANDBOX DEGRADED: {warning}"
       _log.warning(message)
-      warnings.warn(message, RuntimeWarning, stacklevel=2)
+      warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+  def _seed_groups(self) -> list[str | None]:
+    """The worker group of each hash seed (the first seed's servers are the default group);
+    starts the other seeds' servers on first use."""
+    groups = [None] + [f"PYTHONHASHSEED={seed}" for seed in self.hash_seeds[1:]]
+    with self._groups_lock:
+      missing = [g for g in groups[1:] if g not in self._pool.groups]
+      for group, seed in zip(groups[1:], self.hash_seeds[1:]):
+        if group in missing:
+          self._pool.add_group(group, self.workers, self._env(seed))
+      for group in missing:
+        for info in self._pool.wait_ready(group):
+          known = self.isolation["warnings"]
+          self._warn([w for w in info["isolation"]["warnings"] if w not in known])
+    return groups
 
   def __enter__(self) -> "Executor":
     return self
@@ -403,18 +491,14 @@ class Executor:
     """
     return self.run_many([(program, inputs)], timeout_s=timeout_s, static_checks=static_checks)[0]
 
-  def run_many(
+  def _requests(
       self,
       jobs: Sequence[tuple[str, Inputs]],
-      *,
-      timeout_s: float = 2.0,
-      static_checks: bool = True,
-      deterministic: bool = False,
-  ) -> list[ExecResult]:
-    """``run`` for many (program, inputs) jobs, spread over all servers.
-
-    ``deterministic=True`` applies the Absolute Zero validity bans of ``check_program``.
-    """
+      timeout_s: float,
+      static_checks: bool,
+      deterministic: bool,
+  ) -> tuple[list[ExecResult | None], list[dict], list[int]]:
+    """(results with the refusals filled in, requests for the rest, their job indices)."""
     if not 0 < timeout_s <= MAX_TIMEOUT_S:
       raise ValueError(f"timeout_s must be in (0, {MAX_TIMEOUT_S}], got {timeout_s}")
     results: list[ExecResult | None] = [None] * len(jobs)
@@ -432,6 +516,21 @@ class Executor:
         continue
       requests.append({"program": program, "inputs": text, "timeout_s": timeout_s})
       where.append(i)
+    return results, requests, where
+
+  def run_many(
+      self,
+      jobs: Sequence[tuple[str, Inputs]],
+      *,
+      timeout_s: float = 2.0,
+      static_checks: bool = True,
+      deterministic: bool = False,
+  ) -> list[ExecResult]:
+    """``run`` for many (program, inputs) jobs, spread over all servers of the first hash seed.
+
+    ``deterministic=True`` applies the Absolute Zero validity bans of ``check_program``.
+    """
+    results, requests, where = self._requests(jobs, timeout_s, static_checks, deterministic)
     replies = self._pool.map(requests, [timeout_s + _SERVER_GRACE_S] * len(requests))
     for i, reply in zip(where, replies):
       results[i] = _from_reply(reply)
@@ -440,21 +539,48 @@ class Executor:
   def validate_many(
       self, jobs: Sequence[tuple[str, Inputs]], *, timeout_s: float = 2.0
   ) -> list[ExecResult]:
-    """Absolute Zero validity: policy with the determinism bans, two runs in separate
-    processes with identical output, and an output that parses as a Python literal."""
-    doubled = [job for job in jobs for _ in range(2)]
-    runs = self.run_many(doubled, timeout_s=timeout_s, deterministic=True)
-    results = []
-    for first, second in zip(runs[::2], runs[1::2]):
-      if not first.ok or not second.ok:
-        results.append(first if not first.ok else second)
-      elif first.output != second.output:
-        results.append(ExecResult("rejected", error="nondeterministic: two runs differ"))
-      elif not _is_literal(first.output, self.output_limit):
-        results.append(ExecResult("rejected", error="output is not a Python literal"))
+    """Absolute Zero validity: policy with the determinism bans, an ok run with an output that
+    parses as a Python literal, and then one more run per further hash seed, each in a separate
+    process (a server started with that ``PYTHONHASHSEED``), all ok with an equal output value
+    (``same_output``: a set of strings may print in another order). A program whose first run
+    fails gets no further runs. The result holds the first seed's run (the one that grading
+    reproduces)."""
+    results, requests, where = self._requests(jobs, timeout_s, True, True)
+    deadline = timeout_s + _SERVER_GRACE_S
+    first = [_from_reply(r) for r in self._pool.map(requests, [deadline] * len(requests))]
+    again = []
+    for k, (i, run) in enumerate(zip(where, first)):
+      if not run.ok:
+        results[i] = run
+      elif not _is_literal(run.output, self.output_limit):
+        results[i] = ExecResult("rejected", error="output is not a Python literal")
       else:
-        results.append(first)
+        again.append(k)
+    groups = self._seed_groups()[1:] if again else []
+    replies = self._pool.map(
+        [requests[k] for _ in groups for k in again],
+        [deadline] * (len(groups) * len(again)),
+        [g for g in groups for _ in again],
+    )
+    for n, k in enumerate(again):
+      others = [_from_reply(replies[n + j * len(again)]) for j in range(len(groups))]
+      results[where[k]] = self._agree(first[k], others)
     return results
+
+  def _agree(self, first: ExecResult, others: Sequence[ExecResult]) -> ExecResult:
+    """The verdict on a program whose first run gave a literal, given its other seeds' runs."""
+    for run in others:
+      if not run.ok:
+        return run
+      if run.output != first.output and not same_output(
+          first.output, run.output, limit=self.output_limit
+      ):
+        seeds = ", ".join(map(str, self.hash_seeds))
+        return ExecResult(
+            "rejected",
+            error=f"nondeterministic: runs in separate processes (PYTHONHASHSEED={seeds}) differ",
+        )
+    return first
 
   def validate(self, program: str, inputs: Inputs, *, timeout_s: float = 2.0) -> ExecResult:
     """``validate_many`` for one job."""

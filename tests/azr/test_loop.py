@@ -142,6 +142,24 @@ def test_evaluate_per_type(azr_run):
   assert acc["deduction"] == acc["mean"] == 1.0  # greedy = sample 0 of the script: right
 
 
+def test_deduction_answers_are_graded_against_the_stored_output(azr_run, monkeypatch):
+  """Validation stored the program's output in the task: grading a deduction answer runs
+  nothing (abduction and induction answers still run)."""
+
+  class NoRuns:
+
+    def run_many(self, *args, **kwargs):
+      raise AssertionError("deduction grading ran a program")
+
+  monkeypatch.setattr(azr_run, "_executor", NoRuns())
+  task = {"program": "def f(a):\n    return a + 2", "inputs": "3", "output": "5"}
+  answers = ["5", "5.0", " 5 ", "6", "'5'", "five", None]
+  jobs = [("deduction", task, a) for a in answers]
+  assert azr_run._check(jobs) == [True, True, True, False, False, False, False]
+  stored = dict(task, output="{'b', 'a'}")  # the stored text, compared as a value
+  assert azr_run._check([("deduction", stored, "{'a', 'b'}")]) == [True]
+
+
 @pytest.mark.parametrize(
     "field,value,message",
     [

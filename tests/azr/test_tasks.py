@@ -220,7 +220,77 @@ def test_validate_induction(executor):
     tasks.validate_induction(program, inputs, "m", executor, num_inputs=0)
 
 
+def test_validate_induction_counts_distinct_values_not_texts(executor):
+  """Inputs written differently but equal in value are one input: otherwise a lookup table of
+  the shown pairs could pass hidden pairs that repeat them."""
+  program = "def f(x):\n    return x"
+  spellings = [
+      "[1,2]",
+      "[1, 2]",
+      " [1 , 2] ",
+      "(3)",
+      "3",
+      "3.0",
+      "'a'",
+      '"a"',
+      "{1, 2}",
+      "{2, 1}",
+      "dict(a=1)",
+      "{'a': 1}",
+      "x=5",
+      "x = 5",
+  ]
+  result = tasks.validate_induction(program, spellings, "m", executor, num_inputs=6)
+  assert result.valid, result.reason  # exactly 6 values: [1, 2], 3, 'a', {1, 2}, {'a': 1}, x=5
+  assert [i for i, _ in result.task.pairs] == ["[1,2]", "(3)", "'a'", "{1, 2}", "dict(a=1)", "x=5"]
+  short = tasks.validate_induction(program, spellings, "m", executor, num_inputs=7)
+  assert not short.valid and "6 distinct inputs (need 7)" in short.reason
+  # what cannot be parsed stays distinct by its text (and is rejected by validation)
+  bad = tasks.validate_induction(program, ["1", "1.0", "y", "y ", "2"], "m", executor, num_inputs=3)
+  assert not bad.valid and "2 valid inputs" in bad.reason
+  lookup = "def f(x):\n    return {(1, 2): 'p', 3: 'q'}.get(x if type(x) is int else tuple(x))"
+  shown_hidden = ["(1, 2)", "3", "[1, 2]", "(1,2)", "3.0"]
+  looked_up = tasks.validate_induction(lookup, shown_hidden, "m", executor, num_inputs=4)
+  assert not looked_up.valid and "3 distinct inputs (need 4)" in looked_up.reason
+
+
 # ------------------------------------------------------------------------------------ checks
+
+
+def test_validate_triplets_rejects_hash_seed_dependent_programs(executor):
+  words = "['apple', 'banana', 'cherry', 'date', 'elder']"
+  proposals = [
+      ("def f(w):\n    return list(set(w))", words),
+      ("def f(w):\n    return ''.join(sorted(w, key=hash))", words),
+      ("def f(s):\n    return hash(s) % 97", "'azr'"),
+      ("def f(w):\n    return set(w)", words),  # a set value: valid in any order
+      ("def f(w):\n    return sorted(set(w))", words),
+  ]
+  results = tasks.validate_triplets(proposals, executor)
+  assert [r.valid for r in results] == [False, False, False, True, True]
+  assert all("nondeterministic" in r.reason for r in results[:3])
+  stored = results[3].task.output
+  assert executor.run(*proposals[3]).output == stored  # grading reproduces the stored output
+  assert tasks.check_deduction_outputs(
+      [(stored, "{'date', 'elder', 'cherry', 'banana', 'apple'}")]
+  ) == [True]
+
+
+def test_check_deduction_outputs_needs_no_run():
+  output = "({1: 3, 2: 6}, {1, 2})"  # a Triplet's output, as validation stored it
+  cases = [
+      ("({1: 3, 2: 6}, {1, 2})", True),
+      ("({2: 6, 1: 3},{2,1})", True),  # formatting and ordering differ
+      ("({1: 3.0, 2: 6}, {1, 2})", True),  # value equality: 3.0 == 3
+      ("({1: 3, 2: 6}, [1, 2])", False),  # set vs list
+      ("({1: 3, 2: 6}, {1, 2}) junk", False),
+      ("__import__('os').system('true')", False),
+      ("", False),
+      (None, False),
+  ]
+  assert tasks.check_deduction_outputs([(output, p) for p, _ in cases]) == [e for _, e in cases]
+  assert tasks.check_deduction_outputs([]) == []
+  assert tasks.check_deduction_outputs([("nan", "nan")]) == [False]
 
 
 def test_check_deduction(executor):

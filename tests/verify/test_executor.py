@@ -2,11 +2,20 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from rzero_jax.verify.executor import (ExecResult, Executor, call_text, check_program, same_output)
+from rzero_jax.verify.executor import (
+    ExecResult,
+    Executor,
+    call_text,
+    canonical_inputs,
+    check_program,
+    same_output,
+)
 
 SECRET = "hunter2-rzero-test-secret"
 os.environ["RZERO_TEST_SECRET"] = SECRET
@@ -1052,20 +1061,162 @@ def test_validate_checks_policy_determinism_and_literal_output(executor):
 
 
 def test_validate_catches_address_dependent_outputs():
-  """Two forks of one server share a heap layout; the child shifts it so that outputs derived
-  from object addresses (default hash, repr, set order) differ between the two runs."""
+  """Outputs derived from object addresses (default hash, repr, set order of objects) differ
+  between the validation runs: they run in separate server processes (one per hash seed, each
+  with its own address-space layout), and each child first shifts its heap
+  (`_sandbox._shift_heap`), which alone separates two forks of one server."""
   programs = [
       "def f():\n    return hash(object()) % 100003",
       "class A:\n    pass\ndef f():\n    return str(A())[-8:]",
-      # An output with little entropy (e.g. `% 7`) is caught only when the two runs' addresses
-      # differ in it (6 times in 7): the check compares two runs, it cannot prove determinism.
+      # An output with little entropy (e.g. `% 7`) is caught only when the runs' addresses
+      # differ in it: the check compares runs, it cannot prove determinism.
       "def f():\n    return [hash(object()) % 100003 for _ in range(20)]",
   ]
   with Executor(workers=1) as ex:
     for program in programs:
       result = ex.validate(program, "")
       assert result.status == "rejected" and "nondeterministic" in result.error, program
-    assert ex.validate("def f():\n    return hash((1, 'a', 2.5))", "").ok
+    assert ex.validate("def f():\n    return hash((1, 2.5))", "").ok  # numbers hash alike
+    # forks of one server (the grading seed's, workers=1): the heap shift still separates them
+    forks = ex.run_many([("def f():\n    return hash(object())", "")] * 4)
+    assert all(r.ok for r in forks) and len({r.output for r in forks}) > 1
+
+
+WORDS = "['apple', 'banana', 'cherry', 'date', 'elder', 'fig', 'grape', 'honeydew']"
+# Programs whose output depends on the hash of strings/bytes (iteration order of sets and
+# dicts of strings, `hash`): the same in two runs of one hash seed, not a function of the input.
+HASH_SEED_DEPENDENT = [
+    ("def f(s):\n    return hash(s) % 1000", "'abc'"),
+    ("def f(s):\n    return hash(s)", "b'xyz'"),
+    ("def f(x):\n    return hash(('a', x)) % 10", "1"),
+    ("def f(w):\n    return sorted(w, key=hash)", WORDS),
+    ("def f(w):\n    return list(set(w))", WORDS),
+    ("def f(w):\n    return list(set(w))", "['a', 'b', 'c']"),
+    ("def f(w):\n    return list({'x', 'y'})", "0"),
+    ("def f(s):\n    return ''.join(set(s))", "'abcdefgh'"),
+    ("def f(s):\n    return [c for c in set(s)][0]", "'hello world'"),
+    ("def f(w):\n    return next(iter(set(w)))", WORDS),
+    ("def f(w):\n    return tuple(frozenset(w))", WORDS),
+    ("def f(w):\n    return str(set(w))", WORDS),
+    ("def f(w):\n    return {x: i for i, x in enumerate(set(w))}", WORDS),
+    ("def f(w):\n    return list(dict.fromkeys(set(w)))", WORDS),
+    ("def f(w):\n    return min(set(w), key=len)", "['ab', 'cd', 'ef', 'gh', 'ij', 'kl']"),
+    ("def f(w):\n    return list({(x, len(x)) for x in w})", WORDS),
+    ("def f(w):\n    s = set(w)\n    s.pop()\n    return sorted(s)", WORDS),
+    ("def f(a, b):\n    return list(set(a) ^ set(b))", "'abcd', 'cdef'"),
+]
+# Functions of their input although sets of strings print in a seed-dependent order.
+HASH_SEED_INDEPENDENT = [
+    ("def f(w):\n    return set(w)", WORDS),
+    ("def f(w):\n    return sorted(set(w))", WORDS),
+    ("def f(w):\n    return {x: len(x) for x in set(w)}", WORDS),
+    ("def f(w):\n    return [frozenset(w), len(set(w))]", WORDS),
+    ("def f(x):\n    return hash(x) % 7, hash((1, 2.5)), hash(None is None)", "12345"),
+]
+
+
+def test_validate_catches_hash_seed_dependent_outputs(executor):
+  """Each validation run is in a server with its own PYTHONHASHSEED (all seeds fixed, so the
+  verdicts are reproducible); grading runs use the first seed, whose output validation keeps."""
+  results = executor.validate_many(HASH_SEED_DEPENDENT)
+  for (program, inputs), result in zip(HASH_SEED_DEPENDENT, results):
+    assert result.status == "rejected" and "nondeterministic" in result.error, (program, inputs)
+    assert executor.run(program, inputs) == executor.run(program, inputs)  # grading: one seed
+  results = executor.validate_many(HASH_SEED_INDEPENDENT)
+  for (program, inputs), result in zip(HASH_SEED_INDEPENDENT, results):
+    assert result.ok, (program, inputs, result)
+    assert result == executor.run(program, inputs)  # the output that grading reproduces
+
+
+def _hash_in_python(seed: int, text: str) -> str:
+  env = dict(os.environ, PYTHONHASHSEED=str(seed))
+  code = f"print(hash({text!r}))"
+  return subprocess.run(
+      [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+  ).stdout.strip()
+
+
+def test_hash_seeds_grading_seed_and_lazy_servers():
+  program = "def f(s):\n    return hash(s)"
+  with pytest.raises(ValueError, match="hash_seeds"):
+    Executor(hash_seeds=(0,))
+  with pytest.raises(ValueError, match="hash_seeds"):
+    Executor(hash_seeds=(3, 3))
+  with Executor(workers=2, hash_seeds=(7, 0)) as ex:
+    assert ex.run(program, "'abc'").output == _hash_in_python(7, "abc")
+    # a failed first run is the verdict, with no runs under the other seeds (whose servers
+    # start when first needed)
+    assert ex.validate("def f():\n    return 1 / 0", "").status == "error"
+    hangs = "def f():\n    while True:\n        pass"
+    assert ex.validate(hangs, "", timeout_s=0.5).status == "timeout"
+    assert len(ex.server_pids()) == 2
+    result = ex.validate(program, "'abc'")
+    assert result.status == "rejected" and "PYTHONHASHSEED=7, 0" in result.error
+    assert len(ex.server_pids()) == 4
+    assert ex.run(program, "'abc'").output == _hash_in_python(7, "abc")
+    assert ex.validate("def f(x):\n    return x", "1").ok
+
+
+def test_canonical_inputs_compare_values():
+  same = [
+      ("[1,2]", "[1, 2]"),
+      ("(3)", "3"),
+      ("'a'", '"a"'),
+      ("{1, 2}", "{2, 1}"),
+      ("{'a', 'b', 'c'}", "{'c', 'b', 'a'}"),
+      ("dict(a=1)", "{'a': 1}"),
+      ("{'b': 1, 'a': 2}", "{'a': 2, 'b': 1}"),
+      ("1", "1.0"),
+      ("True", "1"),
+      ("1+0j", "1"),
+      ("-0.0", "0"),
+      ("frozenset({1})", "{1}"),
+      ("set()", "frozenset()"),
+      ("x=1, y=2", "y=2, x=1"),
+      ("[1, 2], k=(3,)", "[1,2],k=(3, ) # note"),
+      ("tuple([1])", "(1,)"),
+      ("[{'k': {1.0, 2}}]", "[{'k': {2, 1}}]"),
+  ]
+  different = [
+      ("[1, 2]", "(1, 2)"),
+      ("1, 2", "(1, 2)"),
+      ("'a'", "b'a'"),
+      ("1", "'1'"),
+      ("x=1", "1"),
+      ("[1, 2]", "[2, 1]"),
+      ("{}", "set()"),
+      ("1.5", "1"),
+      ("None", "0"),
+      ("[[1]]", "[1]"),
+      ("{1: 2}", "{2: 1}"),
+      ("1j", "1"),
+      ("", "()"),
+  ]
+  for a, b in same:
+    assert canonical_inputs(a) == canonical_inputs(b), (a, b)
+  for a, b in different:
+    assert canonical_inputs(a) != canonical_inputs(b), (a, b)
+  assert canonical_inputs((1, "a")) == canonical_inputs("1, 'a'")
+  for bad in ("x", "1 + 1", "f(1)", "[1, 2"):
+    with pytest.raises(ValueError):
+      canonical_inputs(bad)
+  # the same text whatever the hash seed (a set of strings is not printed in iteration order)
+  code = (
+      "from rzero_jax.verify.executor import canonical_inputs as c\n"
+      "print(c(\"{'x', 'y', 'z', 'w'}, {'a': {'q', 'r', 's'}}, k=frozenset('abcdef')\"))"
+  )
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  texts = {
+      subprocess.run(
+          [sys.executable, "-c", code],
+          env=dict(os.environ, PYTHONHASHSEED=str(seed), PYTHONPATH=root),
+          capture_output=True,
+          text=True,
+          check=True,
+      ).stdout
+      for seed in range(4)
+  }
+  assert len(texts) == 1
 
 
 def test_same_output_compares_literals_only():

@@ -21,7 +21,7 @@ while True:
             pass
     if request == "die":
         os._exit(3)
-    _pool.write_frame(1, {"echo": request, "pid": os.getpid()})
+    _pool.write_frame(1, {"echo": request, "pid": os.getpid(), "tag": os.environ.get("TAG")})
 """
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -69,3 +69,31 @@ def test_startup_failure_is_reported():
   with pytest.raises(RuntimeError, match="failed to start"):
     broken.wait_ready()
   broken.close()
+
+
+def test_groups_take_only_their_requests_and_keep_their_environment():
+  p = _pool.WorkerPool([sys.executable, "-c", _WORKER, _ROOT], 2, env={"TAG": "main"})
+  try:
+    p.add_group("other", 1, {"TAG": "other"})
+    assert p.groups == [None, "other"]
+    assert len(p.wait_ready("other")) == 1 and len(p.wait_ready()) == 2
+    groups = [None, "other"] * 4 + ["other", "other"]
+    replies = p.map(list(range(8)) + ["hang", 9], [5.0] * 8 + [0.5, 5.0], groups)
+    assert [r["echo"] for r in replies[:8]] == list(range(8))
+    assert [r["tag"] for r in replies[:8]] == ["main", "other"] * 4
+    assert replies[8] is _pool.TIMEOUT
+    assert replies[9]["tag"] == "other"  # the replacement of the killed worker
+    assert p.map(["die", 10], [5.0, 5.0], ["other", None])[0] is _pool.CRASHED
+    assert p.map([11], [5.0], ["other"])[0]["tag"] == "other"
+    assert [r["tag"] for r in p.map([12, 13], [5.0, 5.0])] == ["main", "main"]
+    assert len(p.pids()) == 3
+    with pytest.raises(ValueError, match="no worker group 'nope'"):
+      p.map([1], [1.0], ["nope"])
+    with pytest.raises(ValueError, match="1 requests but 2 groups"):
+      p.map([1], [1.0], [None, None])
+    with pytest.raises(ValueError, match="exists already"):
+      p.add_group("other", 1, {})
+  finally:
+    p.close()
+  with pytest.raises(RuntimeError, match="closed"):
+    p.add_group("late", 1, {})
