@@ -130,7 +130,7 @@ def default_config() -> ml_collections.ConfigDict:
           enabled=False,
           strategy="fsdp",
           sampler_strategy="",  # decode layout of the bf16 sampler copy; "" = strategy
-          steps=10,  # training steps per iteration (after the dataset's votes)
+          steps=10,  # training steps per cross-fitting fold (2 folds per iteration)
           prompts_per_step=128,  # (question, answer) pairs per step, half right, half wrong
           prompts_per_update=64,
           group_size=2,  # both verdicts of a pair (fixed)
@@ -141,7 +141,9 @@ def default_config() -> ml_collections.ConfigDict:
           relabel=True,  # label = the cluster with the largest sum of P(right)
           min_score=0.5,  # drop a kept question whose label's voters average P(right) below
           calibrate=True,  # the threshold is instead the midpoint between the mean P(right) of
-          # held-out right and wrong targets (a quarter of the confident questions)
+          # held-out right and wrong targets (cross-fitting: each iteration the Verifier is trained
+          # twice, each time on one half of the questions' targets, and is checked on and judges
+          # the other half's)
           min_auc=0.0,  # judgements are used only when the Verifier's AUC on those held-out
           # targets reaches this (a label-free check of whether it can tell right from wrong)
       )

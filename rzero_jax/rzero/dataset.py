@@ -7,6 +7,8 @@ import os
 import tempfile
 from typing import Any, Iterable, Sequence
 
+from rzero_jax.verify.voting import answer_key
+
 
 def normalize_question(question: str) -> str:
   """Whitespace-normalised question text, used to drop exact duplicates."""
@@ -37,8 +39,9 @@ DATASET_FILTERS = ("paper", "released", "band")
 
 
 def answered_share(p_hat: float, answers: Sequence[str | None]) -> float:
-  """The majority's share among the non-empty answers (`p_hat` counts abstentions in m)."""
-  answered = sum(a is not None and str(a).strip() != "" for a in answers)
+  """The majority's share among the answers that do not abstain (`voting.answer_key`; `p_hat`
+  counts abstentions in m)."""
+  answered = sum(answer_key(a) is not None for a in answers)
   return p_hat * len(answers) / answered if answered else 0.0
 
 

@@ -31,8 +31,8 @@ from rzero_jax.selfplay.roles import Completions, Role
 from rzero_jax.selfplay.runner import Runner, fmt, format_rows, validate_benchmarks
 from rzero_jax.selfplay.util import (PHASE_IDS, RunError, copy_tree, derive_seed, resolve_callable)
 from rzero_jax.training.grpo import group_advantages
-from rzero_jax.verify.answers import extract_boxed, grade
-from rzero_jax.verify.voting import Vote, majority_votes_with_members
+from rzero_jax.verify.answers import grade
+from rzero_jax.verify.voting import Vote, final_answers, majority_votes_with_members, same_answers
 
 PHASES = ("challenger", "dataset", "solver", "done")
 assert all(PHASE_IDS[p] == i for i, p in enumerate(PHASES))  # seeds depend on these indices
@@ -312,35 +312,57 @@ class RZeroRun(Runner):
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     validate_config(config)
     self.has_verifier = verifier_enabled(config)
-    names = ("challenger", "solver") + (("verifier",) if self.has_verifier else ())
-    super().__init__(config, workdir, names)
+    super().__init__(config, workdir, self.role_names())
+    # The Challenger's one prompt must fit its prompt length (checked before the roles are built).
+    self.challenger_prompt = encode_chat(self.tokenizer, prompts.challenger_messages())
+    limit = config.challenger.max_prompt_tokens
+    if len(self.challenger_prompt) > limit:
+      self.close()
+      raise RunError(
+          f"The Challenger prompt is {len(self.challenger_prompt)} tokens, longer than "
+          f"config.challenger.max_prompt_tokens ({limit}): raise it to at least "
+          f"{len(self.challenger_prompt)}."
+      )
     # Straight onto the mesh in the Challenger's layout, tensor by tensor; the Solver (and the
     # Verifier) get their own copies, the Challenger's state takes over the loaded buffers.
     self.solver = self.make_role("solver", donate=False)
     self.verifier = self.make_role("verifier", donate=False) if self.has_verifier else None
     self.challenger = self.make_role("challenger", donate=True)
-    self.ref_params, self.ref_role = copy_tree(self.challenger.state.params), "challenger"
+    if self.keeps_reference():  # only when some role's loss has a KL term
+      self.ref_params, self.ref_role = copy_tree(self.challenger.state.params), "challenger"
     self.heldout = self._heldout()
     self.oracle = resolve_callable(config.eval.oracle) if config.eval.oracle else None
-    self.challenger_prompt = encode_chat(self.tokenizer, prompts.challenger_messages())
+
+  def keeps_reference(self) -> bool:
+    """A KL reference is held only when some role's loss has a KL term (`train.kl_coef`); it is
+    then the phase-start weights of the role being trained. With every kl_coef 0, none is kept
+    (one copy of the weights less) and checkpoints hold no "ref" tree."""
+    return any(bool(self.config[name].train.kl_coef) for name in self.role_names())
+
+  def role_names(self) -> tuple[str, ...]:
+    """The config sections of the trained roles, in checkpoint and export order."""
+    return ("challenger", "solver") + (("verifier",) if self.has_verifier else ())
 
   def roles(self) -> tuple[Role, ...]:
     """The trained roles, in checkpoint and export order."""
     return (self.challenger, self.solver) + ((self.verifier,) if self.has_verifier else ())
 
   def trees(self) -> dict:
-    return {**{role.name: role.state for role in self.roles()}, "ref": self.ref_params}
+    trees = {role.name: role.state for role in self.roles()}
+    if self.keeps_reference():
+      trees["ref"] = self.ref_params
+    return trees
 
   def set_trees(self, trees: dict) -> None:
     for role in self.roles():
       role.state = trees[role.name]
-    self.ref_params = trees["ref"]
+    self.ref_params = trees.get("ref")
 
   def tb_step(self, iteration: int, phase: str, step: int) -> int:
     """TensorBoard step: per iteration the Challenger's steps, the dataset, the Verifier's steps
     (none without it), then the Solver's."""
     c, s = self.config.challenger.steps, self.config.solver.steps
-    v = self.config.verifier.steps if self.has_verifier else 0
+    v = verifier_lib.FOLDS * self.config.verifier.steps if self.has_verifier else 0
     offset = {"challenger": 0, "dataset": c, "verifier": c + 1, "solver": c + 1 + v}[phase]
     return iteration * (c + v + s + 1) + offset + step
 
@@ -471,10 +493,8 @@ class RZeroRun(Runner):
           own.setdefault(ds.normalize_question(q), prompts.parse_challenger_answer(self.decode(t)))
       mine = [own.get(ds.normalize_question(r["question"])) for r in kept]
       agree = self.grading(
-          lambda: grade(
-              [f"\\boxed{{{r['label']}}}" for r in kept],
-              [a if a is not None else "" for a in mine],
-              timeout_s=self.config.grade_timeout_s,
+          lambda: same_answers(
+              mine, [r["label"] for r in kept], timeout_s=self.config.grade_timeout_s
           )
       )
       stats["challenger_disagreed"] = int(sum(not (a and m) for a, m in zip(agree, mine)))
@@ -507,7 +527,14 @@ class RZeroRun(Runner):
       band: list[int],
   ) -> tuple[list[dict], dict]:
     """Trains the Verifier on the Solver's confident votes (no labels), judges every answer of
-    the band's questions, and returns the kept records with the judged labels, and figures."""
+    the band's questions, and returns the kept records with the judged labels, and figures.
+
+    Cross-fitted (`verifier.question_folds`): the questions are dealt into two folds, and for
+    each fold the Verifier starts again from its state at the stage's start, trains on the other
+    fold's targets only, is checked (AUC, threshold, gate) on this fold's targets and judges this
+    fold's band questions. So no question is judged by a Verifier that trained on it, even where
+    the band and the confident votes overlap (`:verifier`: band 0.8-0.9, confident 0.8). The role
+    keeps the last fold's weights."""
     v = self.config.verifier
     m = self.config.dataset.votes
     prompts_of = {}  # (question, answer) -> the Verifier's prompt ids (None: too long)
@@ -522,43 +549,64 @@ class RZeroRun(Runner):
         members, [x.p_hat for x in votes], confident=v.confident
     )
     targets = [t for t in targets if prompt(t.question, t.answer) is not None]
-    rng = np.random.default_rng(derive_seed(self.config.seed, iteration, "verifier", v.steps))
-    targets, held = verifier_lib.split_targets(targets, 0.25, rng)
-    check = [t for t in held if t.right][: v.prompts_per_step // 2]
-    check += [t for t in held if not t.right][: v.prompts_per_step - len(check)]
-    # train: GRPO over both verdicts of each pair (steps logged like the other roles' steps)
-    self.start_phase(self.verifier)
-    tag = f"[iter {iteration + 1}/{self.config.iterations}]"
-    steps = v.steps if targets else 0
-    progress = Progress(f"{tag} verifier step", steps, enabled=self.main)
-    for step in range(steps):
-      metrics = self.verifier_step(iteration, step, targets, prompt)
-      self.writer.scalars(
-          self.tb_step(iteration, "verifier", step),
-          {f"verifier/{k}": x for k, x in metrics.items()},
-      )
-      progress.update(loss=metrics.get("loss", 0.0))
-    # judge: P(right) of every answer of the band's questions (and of the held-out targets)
-    pairs = [(q, a) for q in band for a, c in enumerate(members[q]) if c >= 0]
-    judged_pairs = [p for p in pairs if prompt(*p) is not None]
-    scores = self.judge(
-        [prompt(*p) for p in judged_pairs + [(t.question, t.answer) for t in check]]
+    rng = np.random.default_rng(
+        derive_seed(self.config.seed, iteration, "verifier", verifier_lib.FOLDS * v.steps)
     )
-    score_of = dict(zip(judged_pairs, scores[: len(judged_pairs)]))
-    check_scores = scores[len(judged_pairs) :]
-    rights = [t.right for t in check]
-    agreement = [s if r else 1.0 - s for r, s in zip(rights, check_scores)]
-    threshold = v.min_score
-    if v.get("calibrate", False):
-      threshold = verifier_lib.calibrated_threshold(check_scores, rights, v.min_score)
-    # a Verifier that cannot separate held-out right and wrong targets is not used this time
-    check_auc = verifier_lib.auc(check_scores, rights)
-    min_auc = v.get("min_auc", 0.0)
-    used = min_auc <= 0 or (check_auc is not None and check_auc + 1e-12 >= min_auc)
+    fold_of = verifier_lib.question_folds(band, [t.question for t in targets], rng)
+    tag = f"[iter {iteration + 1}/{self.config.iterations}]"
+    start = copy_tree(self.verifier.state)  # every fold starts from the stage's start
+    score_of: dict[tuple[int, int], float] = {}
+    gate: dict[int, tuple[bool, float]] = {}  # fold -> (judgements used, threshold)
+    aucs, agreement, all_scores, checked = [], [], [], 0
+    for fold in range(verifier_lib.FOLDS):
+      if fold:
+        self.verifier.state = start if fold == verifier_lib.FOLDS - 1 else copy_tree(start)
+      train = [t for t in targets if fold_of[t.question] != fold]
+      check = verifier_lib.check_targets(
+          [t for t in targets if fold_of[t.question] == fold], v.prompts_per_step
+      )
+      # train: GRPO over both verdicts of each pair (steps logged like the other roles' steps)
+      self.start_phase(self.verifier)
+      steps = v.steps if train else 0
+      progress = Progress(
+          f"{tag} verifier fold {fold + 1}/{verifier_lib.FOLDS} step", steps, enabled=self.main
+      )
+      for step in range(steps):
+        metrics = self.verifier_step(iteration, fold * v.steps + step, train, prompt)
+        self.writer.scalars(
+            self.tb_step(iteration, "verifier", fold * v.steps + step),
+            {f"verifier/{k}": x for k, x in metrics.items()},
+        )
+        progress.update(loss=metrics.get("loss", 0.0))
+      # judge: P(right) of every answer of this fold's band questions (and of its check targets)
+      pairs = [
+          (q, a) for q in band if fold_of[q] == fold for a, c in enumerate(members[q]) if c >= 0
+      ]
+      judged_pairs = [p for p in pairs if prompt(*p) is not None]
+      scores = self.judge(
+          [prompt(*p) for p in judged_pairs + [(t.question, t.answer) for t in check]]
+      )
+      all_scores.append(scores)
+      score_of.update(zip(judged_pairs, scores[: len(judged_pairs)]))
+      check_scores = scores[len(judged_pairs) :]
+      rights = [t.right for t in check]
+      agreement += [s if r else 1.0 - s for r, s in zip(rights, check_scores)]
+      checked += len(check)
+      threshold = v.min_score
+      if v.get("calibrate", False):
+        threshold = verifier_lib.calibrated_threshold(check_scores, rights, v.min_score)
+      # a Verifier that cannot separate held-out right and wrong targets is not used this time
+      check_auc = verifier_lib.auc(check_scores, rights)
+      if check_auc is not None:
+        aucs.append(check_auc)
+      min_auc = v.get("min_auc", 0.0)
+      used = min_auc <= 0 or (check_auc is not None and check_auc + 1e-12 >= min_auc)
+      gate[fold] = (used, threshold)
     # labels: the heaviest cluster by P(right); doubtful labels are dropped
     kept, dropped, relabelled = [], 0, 0
     for q in band:
       vote = votes[q]
+      used, threshold = gate[fold_of[q]]
       qs = [score_of.get((q, a), 0.5) for a in range(len(members[q]))]
       j = verifier_lib.judged_vote(vote.groups, members[q], qs, m, relabel=v.relabel and used)
       relabelled += int(j.changed)
@@ -579,15 +627,15 @@ class RZeroRun(Runner):
     stats = {
         "verifier_targets": len(targets),
         "verifier_target_agreement": float(np.mean(agreement)) if agreement else None,
-        "verifier_auc": check_auc,
-        "verifier_used": int(used),
-        "verifier_threshold": float(threshold),
-        "verifier_check_targets": len(check),
+        "verifier_auc": float(np.mean(aucs)) if aucs else None,  # mean over the folds
+        "verifier_used": float(np.mean([u for u, _ in gate.values()])),  # share of the folds
+        "verifier_threshold": float(np.mean([t for _, t in gate.values()])),
+        "verifier_check_targets": checked,
         "verifier_dropped": dropped,
         "verifier_relabelled": relabelled,
     }
     self.writer.histogram(
-        self.tb_step(iteration, "dataset", 0), "verifier/score", np.asarray(scores)
+        self.tb_step(iteration, "dataset", 0), "verifier/score", np.concatenate(all_scores)
     )
     return kept, stats
 
@@ -697,10 +745,13 @@ class RZeroRun(Runner):
         top_p=s.top_p,
         max_new_tokens=s.max_new_tokens,
     )
-    # grade against the pseudo-labels, reward
+    # grade against the pseudo-labels by the vote's own rule (`voting.same_answers`): an answer
+    # is right exactly when the vote would have counted it for the label's cluster
     texts = [self.decode(t) for t in out.tokens]
     labels = [r["label"] for r in picks for _ in range(s.group_size)]
-    correct = self.grading(lambda: grade(texts, labels, timeout_s=self.config.grade_timeout_s))
+    correct = self.grading(
+        lambda: same_answers(final_answers(texts), labels, timeout_s=self.config.grade_timeout_s)
+    )
     variant = self.config.reward_variant
     formatted = [rewards.solver_well_formed(t, variant=variant) for t in texts]
     r = rewards.solver_rewards(correct, formatted, variant=variant)
@@ -793,7 +844,7 @@ class RZeroRun(Runner):
         max_new_tokens=self.config.solver.max_new_tokens,
     )
     texts = [self.decode(t) for t in out.tokens]
-    answers = [extract_boxed(t) for t in texts]
+    answers = final_answers(texts)
     grouped = [answers[i * votes : (i + 1) * votes] for i in range(len(questions))]
     decided = self.grading(
         lambda: [

@@ -95,7 +95,8 @@ def solver_well_formed(completion: str, *, variant: str = "paper") -> bool:
 def solver_rewards(
     correct: Sequence[bool], well_formed: Sequence[bool], *, variant: str = "paper"
 ) -> np.ndarray:
-  """paper: 1 when the answer is equivalent to the pseudo-label, else 0.
+  """paper: 1 when the answer is the pseudo-label's answer by the vote's own rule
+  (`voting.same_answers`: exactly the answers the vote would count for that label), else 0.
   released: `0.9 * correct + 0.1 * format` (format: see `solver_well_formed`)."""
   _check_variant(variant)
   c = np.asarray(correct, np.float64)

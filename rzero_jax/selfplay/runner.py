@@ -151,7 +151,8 @@ class Runner:
       )
 
   def keeps_reference(self) -> bool:
-    """Whether a KL reference is held (R-Zero always keeps one; see subclasses)."""
+    """Whether a KL reference is held. The loops override it: R-Zero and Absolute Zero keep one
+    only when a role's loss has a KL term (`train.kl_coef`), and then checkpoint it as "ref"."""
     return True
 
   # ----- sampling, grading, update ---------------------------------------------------------------

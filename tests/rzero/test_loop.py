@@ -2,7 +2,9 @@
 copies of the weights the roles hold, master-weight dtype, phase starts, the old-policy recompute.
 """
 
+import gc
 import os
+import re
 import warnings
 
 import jax
@@ -12,7 +14,11 @@ import pytest
 from experiments import demo
 from experiments.toy_arith.build import ensure_base_model
 from rzero_jax.models import decoder
+from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.rzero import dataset, loop
+from rzero_jax.rzero import verifier as verifier_lib
+from rzero_jax.selfplay.roles import Completions
+from rzero_jax.verify.voting import Vote
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -185,3 +191,183 @@ def test_replay_reads_the_earlier_iterations_datasets(base_model, tmp_path):
   assert run.earlier_datasets(0) == []
   assert run.earlier_datasets(1) == rows[1]
   assert run.earlier_datasets(2) == rows[1] + rows[2]  # iteration 3 also trains on these
+
+
+def test_challenger_prompt_longer_than_its_limit_fails_at_start(base_model, tmp_path):
+  with pytest.raises(loop.RunError) as e:
+    _run(_config(base_model, **{"challenger.max_prompt_tokens": 4}), tmp_path)
+  message = str(e.value)
+  assert "\n" not in message
+  assert re.fullmatch(
+      r"The Challenger prompt is (\d+) tokens, longer than config\.challenger\.max_prompt_tokens "
+      r"\(4\): raise it to at least \1\.",
+      message,
+  ), message
+
+
+def _no_kl(base_model, **overrides):
+  roles = {f"{r}.train.kl_coef": 0.0 for r in ("challenger", "solver")}
+  return _config(base_model, **roles, **overrides)
+
+
+def test_without_kl_no_reference_is_kept(base_model, tmp_path):
+  gc.collect()
+  run = _run(_no_kl(base_model), tmp_path)
+  assert not run.keeps_reference() and run.ref_params is None and run.ref_role is None
+  assert set(run.trees()) == {"challenger", "solver"}
+  weights = sum(x.nbytes for x in jax.tree.leaves(run.challenger.params))
+  live = sum(x.nbytes for x in jax.live_arrays())
+  # Challenger and Solver weights and their AdamW moments: 6 copies, no reference
+  assert live < 6.2 * weights, live / weights
+  run.start_phase(run.solver)
+  assert run.ref_params is None
+  # any role with KL keeps one (it is the phase-start weights of the role in training)
+  run = _run(_config(base_model, **{"challenger.train.kl_coef": 0.0}), tmp_path / "solver_kl")
+  assert run.keeps_reference() and set(run.trees()) == {"challenger", "solver", "ref"}
+
+
+def _train_challenger_once(run):
+  prompt_ids = [run.challenger_prompt] * 8
+  out = run.sample(
+      run.challenger,
+      prompt_ids,
+      num_samples=4,
+      seed=1,
+      temperature=1.0,
+      top_p=1.0,
+      max_new_tokens=24,
+  )
+  run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
+  return jax.tree.map(np.asarray, run.challenger.state.params)
+
+
+@pytest.mark.parametrize("saved_with_kl", [False, True])
+def test_checkpoints_without_kl_restore(base_model, tmp_path, saved_with_kl):
+  """A run without KL saves no reference and resumes from its own checkpoints, and from one
+  written with a reference (as every R-Zero checkpoint was): the "ref" tree is not read."""
+  config = _config(base_model) if saved_with_kl else _no_kl(base_model)
+  run = _run(config, tmp_path)
+  trained = _train_challenger_once(run)
+  meta = loop._fresh_meta()
+  meta.update(phase="solver", step=3)
+  run.save(meta)
+  run.close()
+  assert os.path.isdir(tmp_path / "checkpoints" / "1" / "ref") == saved_with_kl
+  resumed = _run(_no_kl(base_model), tmp_path)
+  restored = resumed.restore()
+  assert (restored["phase"], restored["step"]) == ("solver", 3)
+  assert resumed.ref_params is None
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.tree.map(np.asarray, resumed.challenger.state.params),
+      trained,
+  )
+  resumed.close()
+
+
+def test_solver_reward_pays_exactly_the_answers_the_vote_counts_for_the_label(
+    base_model, tmp_path, monkeypatch
+):
+  """The Solver's reward and the vote decide "same answer" by one rule: with the same answers,
+  an answer is rewarded exactly when the vote put it in the label's cluster, also on answers
+  where `answers.grade` and the clustering disagreed (tests/verify/test_voting.py)."""
+  run = _run(_config(base_model), tmp_path)
+  size = run.config.solver.group_size
+  lists = {
+      "What is 1 + 1?": ["(1, 2)", "(1, 2)", "1 < x < 2", "3", "(1, 2)"],
+      "What is 2 + 2?": ["9" * 401, "9" * 401, "1", "2", "9" * 401],
+      "What is 3 + 3?": ["$ $", "$ $", "$ $", "5", "5"],
+      "What is 4 + 4?": ["\\frac12", "0.5", "x", "1/2", "y"],
+  }
+  assert all(len(a) == size for a in lists.values())
+  texts, index = [], {}
+  for q, answer_list in lists.items():
+    for k, a in enumerate(answer_list):
+      index[tuple(run._solver_prompt(q)), k] = len(texts)
+      texts.append(f"worked it out: \\boxed{{{a}}}")
+
+  def fake_sample(role, prompt_ids, *, num_samples, **_):
+    tokens = [[index[tuple(p), k]] for p in prompt_ids for k in range(num_samples)]
+    return Completions(tokens, [[0.0]] * len(tokens), [True] * len(tokens))
+
+  rewarded = []
+
+  def fake_update(role, prompt_ids, out, rewards, **_):
+    rewarded.append((prompt_ids, np.asarray(rewards)))
+    return {}
+
+  monkeypatch.setattr(run, "sample", fake_sample)
+  monkeypatch.setattr(run, "decode", lambda t: texts[t[0]])
+  monkeypatch.setattr(run, "_grpo_update", fake_update)
+  questions = list(lists)
+  votes, _, _, members = run._vote(questions, 0, size, 1.0, 1.0)
+  assert votes[2].label == "5"  # answers empty once canonicalised abstain
+  kept = [{"question": q, "label": v.label, "p_hat": v.p_hat} for q, v in zip(questions, votes)]
+  run.solver_step(0, 0, kept)
+  [(prompt_ids, rewards)] = rewarded
+  expected = {tuple(run._solver_prompt(q)): [c == 0 for c in m] for q, m in zip(questions, members)}
+  got = rewards.reshape(len(prompt_ids), size)
+  for p, r in zip(prompt_ids, got):
+    np.testing.assert_array_equal(r, np.asarray(expected[tuple(p)], float))
+  assert {tuple(p) for p in prompt_ids} == set(expected)
+
+
+def test_verifier_never_judges_a_question_it_trained_on(base_model, tmp_path, monkeypatch):
+  """`:verifier`'s shape: the band (p_hat 0.8-0.9) lies inside the confident votes (>= 0.8) the
+  Verifier trains on. Cross-fitted, each fold's Verifier starts from the stage's start, trains
+  only on the other fold's questions and judges only its own: every band answer is judged once,
+  never by a Verifier that had its question among its targets."""
+  c = demo.get_config("verifier_smoke")
+  c.model_path = base_model
+  run = _run(c, tmp_path)
+  m = c.dataset.votes
+  shares = [1.0, 0.9, 0.8, 1.0, 0.9, 0.8, 1.0, 0.9, 0.5, 0.8]  # question 8: not confident
+  questions = [f"What is {q} + 1?" for q in range(len(shares))]
+  members, votes, answers, texts = [], [], [], []
+  for q, share in enumerate(shares):
+    right = round(share * m)
+    members.append([0] * right + [1] * (m - right))
+    groups = [(str(q + 1), right)] + ([("0", m - right)] if right < m else [])
+    votes.append(Vote(str(q + 1), share, groups))
+    answers.append([g for g, n in groups for _ in range(n)])
+    texts.append([f"step {a}: \\boxed{{{x}}}" for a, x in enumerate(answers[-1])])
+  band = [1, 2, 4, 5, 7, 8, 9]
+  pair_of = {}
+  for q in range(len(questions)):
+    for a in range(m):
+      ids = encode_chat(run.tokenizer, verifier_lib.verifier_messages(questions[q], texts[q][a]))
+      pair_of[tuple(ids)] = (q, a)
+  start = jax.tree.map(np.asarray, run.verifier.state.params)
+  events = []
+
+  def fake_step(iteration, step, targets, prompt):
+    params = jax.tree.leaves(run.verifier.state.params)
+    at_start = all(np.array_equal(np.asarray(x), y) for x, y in zip(params, jax.tree.leaves(start)))
+    events.append(("train", step, {t.question for t in targets}, at_start))
+    moved = jax.tree.map(lambda x: x + 1.0, run.verifier.state.params)
+    run.verifier.state = run.verifier.state.replace(params=moved)
+    return {"loss": 0.0}
+
+  def fake_judge(prompt_ids):
+    events.append(("judge", [pair_of[tuple(p)] for p in prompt_ids]))
+    return np.full(len(prompt_ids), 0.9)
+
+  monkeypatch.setattr(run, "verifier_step", fake_step)
+  monkeypatch.setattr(run, "judge", fake_judge)
+  kept, stats = run.verify_labels(0, questions, votes, answers, texts, members, band)
+  steps = c.verifier.steps
+  trains = [e for e in events if e[0] == "train"]
+  judges = [e[1] for e in events if e[0] == "judge"]
+  assert len(trains) == 2 * steps and len(judges) == 2
+  assert [e[1] for e in trains] == list(range(2 * steps))  # distinct seeds and TensorBoard steps
+  assert trains[0][3] and trains[steps][3]  # each fold starts from the stage's start
+  judged_by = []
+  for fold in range(2):
+    trained_on = set().union(*(e[2] for e in trains[fold * steps : (fold + 1) * steps]))
+    judged = {q for q, _ in judges[fold]}  # the band's answers and the check targets
+    assert trained_on and judged and not judged & trained_on, (fold, trained_on, judged)
+    judged_by.append({p for p in judges[fold] if p[0] in band})
+  assert not judged_by[0] & judged_by[1]  # each band answer by one fold's Verifier
+  assert sorted(judged_by[0] | judged_by[1]) == [(q, a) for q in band for a in range(m)]
+  assert stats["verifier_targets"] == sum(m for s in shares if s >= 0.8)
+  assert len(kept) + stats["verifier_dropped"] == len(band)

@@ -128,6 +128,10 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
         (["--config.challenger.prompts_per_update=0"], "prompts_per_update must be >= 1"),
         (["--config.solver.group_size=1"], "group_size must be >= 2"),
         (["--config.eval.benchmarks=math500,gsm9k"], "gsm9k"),
+        (
+            ["--config.challenger.max_prompt_tokens=4"],
+            "longer than config.challenger.max_prompt_tokens (4)",
+        ),
     ],
 )
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):

@@ -99,12 +99,30 @@ def test_calibrated_threshold_and_auc():
   assert V.auc([0.1], [True]) is None
 
 
-def test_split_targets_holds_out_whole_questions():
-  targets = [V.Target(q, a, a == 0) for q in range(8) for a in range(3)]
-  train, check = V.split_targets(targets, 0.25, np.random.default_rng(0))
-  held = {t.question for t in check}
-  assert len(held) == 2 and not held & {t.question for t in train}
-  assert len(train) + len(check) == len(targets)
+def test_question_folds_keep_judged_questions_out_of_their_verifiers_training():
+  # the `:verifier` shape: confident questions 0-9 have targets, the band (3, 4, 5, 6, 7) is a
+  # subset of them (band 0.8-0.9 inside confident >= 0.8), question 12 is judged without targets
+  targets = [V.Target(q, a, a < 8) for q in range(10) for a in range(10)]
+  band = [3, 4, 5, 6, 7, 12]
+  folds = V.question_folds(band, [t.question for t in targets], np.random.default_rng(0))
+  assert set(folds) == set(range(10)) | {12} and set(folds.values()) == {0, 1}
+  assert sorted(sum(folds[q] == k for q in band) for k in (0, 1)) == [3, 3]  # half the band each
+  for k in range(V.FOLDS):
+    trained_on = {t.question for t in targets if folds[t.question] != k}
+    judged = {q for q in band if folds[q] == k}
+    assert judged and not judged & trained_on  # by construction, in every fold
+    assert trained_on  # and each fold's Verifier has targets of the other questions
+  again = V.question_folds(band, [t.question for t in targets], np.random.default_rng(0))
+  assert again == folds  # seeded: every process deals the same folds
+
+
+def test_check_targets_are_half_right_half_wrong():
+  targets = [V.Target(0, i, i < 6) for i in range(9)]
+  check = V.check_targets(targets, 4)
+  assert [t.answer for t in check] == [0, 1, 6, 7]
+  # too few wrong ones: a smaller check; too few right ones: wrong ones fill it
+  assert [t.answer for t in V.check_targets(targets[:7], 4)] == [0, 1, 6]
+  assert [t.answer for t in V.check_targets(targets[5:], 4)] == [5, 6, 7, 8]
 
 
 def test_asymmetric_band_and_minimum_margin():
