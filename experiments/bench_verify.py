@@ -9,7 +9,7 @@ Reports (pools are started and warmed before timing):
               symbolic-only rate is reported separately.
   voting      questions/s of `voting.majority_votes` with 10 answers per question.
   executor    programs/s of `Executor.run_many` (one sandbox server per core) on short benign
-              programs, and of `Executor.validate_many` (two runs per program).
+              programs, and of `Executor.validate_many` (one run per hash seed: three per program).
   repetition  seconds for `repetition_penalty` on 2048 questions (best of 3).
 """
 

@@ -243,6 +243,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "config.tasks.max_seeding_rounds": (t.max_seeding_rounds, 0),
       "config.tasks.executor_workers": (t.executor_workers, 1),
       "config.eval.every_steps": (config.eval.every_steps, 0),
+      "config.actor.lora.rank": (a.lora.rank, 0),
   }
   for name, (value, minimum) in minimums.items():
     if value < minimum:

@@ -21,6 +21,7 @@ _EXPORTS = {
     "ExecResult": "executor",
     "Executor": "executor",
     "call_text": "executor",
+    "canonical_inputs": "executor",
     "check_program": "executor",
     "same_output": "executor",
 }
