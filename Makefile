@@ -11,7 +11,7 @@ VENV312 := .venv312
 PY312 := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
 
-.PHONY: install install312 demo test test312 format format-check report clean
+.PHONY: install install312 demo test test-slow test-all test312 format format-check report clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,12 +42,19 @@ report: $(STAMP)
 # Tests run in TEST_WORKERS processes (pytest-xdist; 2 = the CI machine's cores, 0 = one process).
 TEST_WORKERS ?= 2
 
+# `make test`: every test but the slow end-to-end runs (pytest marker `slow`); `make test-all`: then
+# those too (launcher kill/resume, multi-process loops, LoRA runs, the notebook). CI runs test-all.
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m slow tests
+
+test-all: test test-slow
 
 # Tests needing PyTorch (the reference) are skipped here: PyPI serves only its CUDA build for 3.12.
 test312: $(STAMP312)
-	$(PY312) -m pytest -q -n $(TEST_WORKERS) tests $(TEST312_FLAGS)
+	$(PY312) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests $(TEST312_FLAGS)
 
 # One formatter (pyink, settings in pyproject.toml); CI runs format-check.
 format: $(STAMP)

@@ -60,6 +60,7 @@ def _pngs(directory):
   return sorted(f for f in os.listdir(directory) if f.endswith(".png"))
 
 
+@pytest.mark.slow
 def test_cli_on_a_finished_run_writes_figures_and_a_page(smoke_run):
   proc = subprocess.run(
       [sys.executable, "-m", "rzero_jax.report", f"--workdir={smoke_run}"],

@@ -81,6 +81,7 @@ def test_batch_order_is_a_function_of_seed_and_step():
   assert len(first[2]) == 4  # spans two epochs
 
 
+@pytest.mark.slow
 def test_resume_sharding_and_export(tmp_path, data_file):
   straight = tmp_path / "straight"
   code, out = _cli(straight, f"--data={data_file}", "--steps=4", *FLAGS)
@@ -137,6 +138,7 @@ def test_resume_sharding_and_export(tmp_path, data_file):
   assert load_tokenizer(str(straight / "export")).chat_template
 
 
+@pytest.mark.slow
 def test_lora_trains_adapters_and_exports_the_merged_model(tmp_path, data_file):
   out = tmp_path / "lora"
   code, output = _cli(

@@ -250,6 +250,7 @@ def _loss(cfg, params, tokens, mask, plan):
   return -(picked * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
 
+@pytest.mark.slow
 def test_gradients_under_fsdp_tp_match_unsharded():
   strategy, spec = "fsdp_tp", "data:2,fsdp:2,tensor:2"
   cfg = dataclasses.replace(DIVISIBLE, scan_layers=True, remat=True)
@@ -356,6 +357,7 @@ def test_initialize_distributed_single_process_and_errors(monkeypatch):
     sharding.initialize_distributed()
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tiny_qwen3_dir):
   plans = ["fsdp_tp@data:2,fsdp:2,tensor:2", "tp@data:2,tensor:4"]
   multihost_worker.run_processes(

@@ -58,6 +58,7 @@ def _adapter_keys(workdir, save):
   return [k for k in keys if k.startswith("('params'")]
 
 
+@pytest.mark.slow
 def test_tiny_azr_lora_run_resumes_and_exports_a_merged_model(tmp_path, base_model):
   flags = [*TINY, f"--config.model_path={base_model}"]
   straight = tmp_path / "straight"

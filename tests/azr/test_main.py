@@ -24,6 +24,7 @@ def base_model():
   return ensure_base_model(os.path.join(REPO, ".cache"))
 
 
+@pytest.mark.slow
 def test_tiny_azr_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   flags = [*TINY, f"--config.model_path={base_model}"]
   straight = tmp_path / "straight"

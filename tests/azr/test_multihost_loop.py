@@ -5,9 +5,13 @@ and shared, so both processes train on the same buffers."""
 
 import os
 
+import pytest
+
 from experiments.toy_code.build import ensure_base_model
 from tests.azr.test_main import TINY
 from tests.rzero.test_multihost_loop import REPO, _finish, _launch, _summary
+
+pytestmark = pytest.mark.slow  # end-to-end: `make test-all`
 
 
 def test_two_processes_match_one(tmp_path):

@@ -43,6 +43,7 @@ def single_run(tmp_path_factory):
   return _cli(*ARGS, f"--out={out}"), out
 
 
+@pytest.mark.slow
 def test_cli_on_toy_model_with_limit(single_run):
   r, out = single_run
   assert r.returncode == 0, r.stderr[-2000:]
@@ -64,6 +65,7 @@ def test_cli_on_toy_model_with_limit(single_run):
   ]
 
 
+@pytest.mark.slow
 def test_cli_two_processes_match_one_and_only_process_0_writes(single_run, tmp_path):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

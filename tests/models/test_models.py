@@ -130,6 +130,7 @@ def test_remat_and_scan_layers_same_logits(tiny_qwen3_dir):
     np.testing.assert_allclose(np.asarray(other), np.asarray(base), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_through_scan_and_remat_agree(tiny_qwen3_dir):
   cfg, params = load_pretrained(tiny_qwen3_dir, dtype="float32")
 

@@ -96,6 +96,7 @@ def _decode_logits(cfg, params, scan):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.slow
 def test_training_forward_equals_cached_decode(dtype):
   cfg = dataclasses.replace(CFG, dtype=dtype)
   params = init_params(cfg, jax.random.key(0), std=0.2, dtype=dtype)
@@ -123,6 +124,7 @@ def _random_adapters(cfg, seed):
   return jax.tree.map(lambda x: jnp.asarray(0.3 * rng.normal(size=x.shape), jnp.float32), adapters)
 
 
+@pytest.mark.slow
 def test_fresh_adapters_leave_the_model_unchanged():
   base = init_params(CFG, jax.random.key(0), std=0.2)
   adapters = init_lora(LORA_CFG, jax.random.key(1))
@@ -143,6 +145,7 @@ def test_merged_adapters_compute_the_adapted_model():
   np.testing.assert_allclose(merged, adapted, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_lora_train_step_changes_only_adapters():
   base = init_params(CFG, jax.random.key(0), std=0.2)
   base_host = jax.tree.map(np.asarray, base)
@@ -168,6 +171,7 @@ def test_lora_train_step_changes_only_adapters():
     step(state, batch)
 
 
+@pytest.mark.slow
 def test_merged_export_loads_in_transformers_with_the_adapted_logits(tmp_path, tiny_qwen3_dir):
   cfg, base = load_pretrained(tiny_qwen3_dir, dtype="float32")
   cfg = dataclasses.replace(cfg, lora_rank=4, lora_alpha=8.0)
@@ -226,6 +230,7 @@ def test_wrong_shape_names_the_file(tmp_path):
   _one_line_error(path, "model.safetensors")
 
 
+@pytest.mark.slow
 def test_per_layer_params_run_the_loop_even_with_scan_layers():
   cfg = dataclasses.replace(CFG, scan_layers=True)
   params = init_params(cfg, jax.random.key(0), std=0.2)

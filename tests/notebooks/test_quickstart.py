@@ -20,6 +20,7 @@ def test_there_is_a_quickstart():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+@pytest.mark.slow
 def test_notebook_runs_in_smoke_mode(path, tmp_path, monkeypatch):
   # The kernel inherits this environment: one CPU device (as the launcher tests), runs in tmp.
   monkeypatch.setenv("RZERO_NOTEBOOK_SMOKE", "1")

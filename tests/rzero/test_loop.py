@@ -117,6 +117,7 @@ def test_param_dtype_reaches_master_weights_and_adamw_state(base_model, tmp_path
 
 
 @pytest.mark.parametrize("fresh", [True, False])
+@pytest.mark.slow
 def test_phase_start_sets_the_reference_and_optionally_a_fresh_optimizer(
     base_model, tmp_path, fresh
 ):
@@ -146,6 +147,7 @@ def test_phase_start_sets_the_reference_and_optionally_a_fresh_optimizer(
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, tree), trained)
 
 
+@pytest.mark.slow
 def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tmp_path):
   config = _config(base_model, dtype="bfloat16")
   config.challenger.train.kl_coef = 0.01
@@ -242,6 +244,7 @@ def _train_challenger_once(run):
 
 
 @pytest.mark.parametrize("saved_with_kl", [False, True])
+@pytest.mark.slow
 def test_checkpoints_without_kl_restore(base_model, tmp_path, saved_with_kl):
   """A run without KL saves no reference and resumes from its own checkpoints, and from one
   written with a reference (as every R-Zero checkpoint was): the "ref" tree is not read."""

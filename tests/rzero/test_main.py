@@ -69,6 +69,7 @@ def _toy_gsm8k(directory) -> str:
   return str(directory)
 
 
+@pytest.mark.slow
 def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   flags = [
       *TINY,
@@ -147,6 +148,7 @@ def test_missing_config_file_fails_clearly(tmp_path):
   assert code == 2 and "no_such_config.py" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_three_lora_roles_resume_and_export_merged_models(tmp_path, base_model):
   """Challenger, Solver and the Verifier (`demo.py:verifier_smoke`) on LoRA adapters over one
   frozen base: every role's state is checkpointed and exported, kill-and-resume inside the Solver

@@ -19,6 +19,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TIMEOUT_S = 600
 
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test-all`
+
+
 @pytest.fixture(scope="module")
 def flags():
   model = ensure_base_model(os.path.join(REPO, ".cache"))

@@ -311,6 +311,7 @@ def compact_reference(model):
 
 
 @pytest.mark.parametrize("devices", [3, 6, 32])
+@pytest.mark.slow
 def test_compaction_keeps_the_slot_axis_split(model, tiny_qwen3_dir, compact_reference, devices):
   """On `data:N` meshes that do not divide 16 (3, 6) or exceed it (32): every slot array, the
   compacted one included, is a multiple of N split over all devices (never replicated), a

@@ -124,6 +124,7 @@ def _assert_trees_close(actual, expected, rtol):
 @pytest.mark.parametrize(
     "cfg,chunks", [(CFG, (4, 256)), (dataclasses.replace(CFG, tie_embeddings=False), (4,))]
 )
+@pytest.mark.slow
 def test_chunked_loss_and_grads_equal_the_full_vocab_computation(cfg, chunks):
   params = init_params(cfg, jax.random.PRNGKey(2), std=0.5)
   batch = _padded_batch()  # 11 predicted positions: chunks of 4 leave a partial last chunk
@@ -181,6 +182,7 @@ def test_loss_gradient_never_holds_batch_by_length_by_vocab_logits():
   assert micro < whole, (micro, whole)  # 18 MiB
 
 
+@pytest.mark.slow
 def test_micro_batched_step_updates_like_the_whole_batch():
   """`make_sft_step` with plain SGD (the update is the gradient): micro-batches of 1 and 2 rows,
   whose target counts differ (4, 3, 3, 0 rows; 7 and 3 per half), give the whole batch's params
@@ -209,6 +211,7 @@ def test_micro_batched_step_updates_like_the_whole_batch():
     make_sft_step(CFG, optimizer, micro_batch_size=3)(params, optimizer.init(params), batch)
 
 
+@pytest.mark.slow
 def test_train_step_micro_batches_with_lora():
   """The CLI's step (`make_sft_train_step`: clipping + AdamW, TrainConfig.micro_batch_size), LoRA
   adapters over a frozen base: micro-batches give the whole batch's update."""

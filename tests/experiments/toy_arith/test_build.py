@@ -31,6 +31,7 @@ def built(tmp_path_factory):
   return cache, build.ensure_base_model(cache, TINY)
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_its_tokenizer(built):
   _, path = built
   cfg, params = load_pretrained(path, dtype="float32")

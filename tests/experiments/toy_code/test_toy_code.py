@@ -72,6 +72,7 @@ def test_heldout_tasks_are_disjoint_from_training_programs():
   assert not train_texts & {t.program for v in held.values() for t in v}
 
 
+@pytest.mark.slow
 def test_tiny_build_loads_back_and_is_cached(tmp_path):
   path = build.ensure_base_model(str(tmp_path), TINY)
   cfg, _ = load_pretrained(path, dtype="float32")
