@@ -122,19 +122,8 @@ def test_phase_start_sets_the_reference_and_optionally_a_fresh_optimizer(
     base_model, tmp_path, fresh
 ):
   run = _run(_config(base_model, fresh_optimizer_each_phase=fresh), tmp_path)
-  prompt_ids = [run.challenger_prompt] * 8
-  out = run.sample(
-      run.challenger,
-      prompt_ids,
-      num_samples=4,
-      seed=1,
-      temperature=1.0,
-      top_p=1.0,
-      max_new_tokens=24,
-  )
-  run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
+  trained = _train_challenger_once(run)  # full fine-tuning: the params are the state's
   assert int(run.challenger.state.step) == 1
-  trained = jax.tree.map(np.asarray, run.challenger.params)
   run.start_phase(run.challenger)
   assert int(run.challenger.state.step) == (0 if fresh else 1)
   moments = [
