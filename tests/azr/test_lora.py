@@ -5,7 +5,6 @@ merged model; a bad rank fails with one line."""
 import json
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,26 +14,13 @@ from experiments.toy_code.build import ensure_base_model
 from rzero_jax.azr.config import default_config
 from rzero_jax.models import load_pretrained
 from rzero_jax.rzero.config import default_config as rzero_default_config
-from tests.rzero.test_main import REPO, _launch, _summary
+from tests.rzero.test_main import REPO, _run, _summary
 
 TINY = [
     "--config=experiments/azr_demo.py:lora_smoke",
     "--config.actor.prompts_per_step=4",
     "--config.actor.train.micro_batch_size=24",
 ]
-
-
-def _run(workdir, *flags, timeout=1200):
-  """The launcher's exit code and output; on a busy machine a run may take minutes, and one that
-  runs out of time is killed rather than left behind."""
-  proc = _launch(workdir, *flags)
-  try:
-    out, _ = proc.communicate(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    out, _ = proc.communicate()
-    pytest.fail(f"the run took more than {timeout} s:\n{out[-4000:]}")
-  return proc.returncode, out
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +48,7 @@ def _adapter_keys(workdir, save):
 def test_tiny_azr_lora_run_resumes_and_exports_a_merged_model(tmp_path, base_model):
   flags = [*TINY, f"--config.model_path={base_model}"]
   straight = tmp_path / "straight"
-  code, out = _run(straight, *flags)
+  code, out = _run(straight, *flags, timeout=1200)
   assert code == 0, out
   summary = _summary(straight)
   assert summary["config"]["actor"]["lora"]["rank"] == 16
@@ -79,7 +65,7 @@ def test_tiny_azr_lora_run_resumes_and_exports_a_merged_model(tmp_path, base_mod
   os.remove(killed / "summary.json")
   shutil.rmtree(killed / "export")
   shutil.rmtree(killed / "checkpoints" / str(saves[-1]))
-  code, out = _run(killed, *flags)
+  code, out = _run(killed, *flags, timeout=1200)
   assert code == 0, out
   assert "resuming from checkpoint" in out and "step 1" in out
   assert _summary(killed) == summary

@@ -48,8 +48,15 @@ def _launch(workdir, *flags):
 
 
 def _run(workdir, *flags, timeout=600):
+  """The launcher's exit code and output; a run that runs out of time is killed rather than left
+  behind."""
   proc = _launch(workdir, *flags)
-  out, _ = proc.communicate(timeout=timeout)
+  try:
+    out, _ = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    out, _ = proc.communicate()
+    pytest.fail(f"the run took more than {timeout} s:\n{out[-4000:]}")
   return proc.returncode, out
 
 
