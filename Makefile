@@ -10,8 +10,9 @@ PYTHON312 ?= $(shell if [ -x "$(HOME)/.pyenv/versions/3.12.1/bin/python" ]; then
 VENV312 := .venv312
 PY312 := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install install312 demo test test-slow test-all test312 format format-check report clean
+.PHONY: install install312 demo test test-slow test-all test312 format format-check docs report clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,5 +64,14 @@ format: $(STAMP)
 format-check: $(STAMP)
 	$(VENV)/bin/pyink --check rzero_jax tests experiments
 
+# The documentation site (Sphinx + MyST, docs/): warnings are errors; CI runs it after format-check.
+$(DOCS_STAMP): $(STAMP) setup.py
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf docs/_autosummary
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) $(VENV312) runs build *.egg-info
+	rm -rf $(VENV) $(VENV312) runs build *.egg-info docs/_build docs/_autosummary

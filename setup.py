@@ -42,5 +42,7 @@ setup(
                  "ipykernel>=6.29,<8"],
         # Optional Weights & Biases logging (config.wandb_project).
         "wandb": ["wandb>=0.19"],
+        # The documentation site (`make docs`): Sphinx + MyST Markdown + the book theme.
+        "docs": ["sphinx>=7.2,<9", "myst-parser>=3,<5", "sphinx-book-theme>=1.1,<2"],
     },
 )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -31,19 +30,11 @@ from experiments import demo  # noqa: E402
 from experiments.toy_arith import data, heldout_eval  # noqa: E402
 from experiments.toy_arith.build import ensure_base_model  # noqa: E402
 
-LABELED_WEIGHTS = {2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0}
-
 
 def write_labeled_set(path: str, count: int, seed: int) -> None:
   """`count` distinct training-partition problems with worked solutions, as SFT jsonl."""
-  rng, seen, rows = random.Random(seed), set(), []
-  while len(rows) < count:
-    question, _, _ = data.sample_problems(rng, LABELED_WEIGHTS, 1)[0]
-    if question not in seen:
-      seen.add(question)
-      rows.append({"question": question, "response": data.solver_completion(question)})
   with open(path, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
+    f.writelines(json.dumps(r) + "\n" for r in data.labeled_set(count, seed))
 
 
 def heldout_accuracy(model_dir: str) -> float:

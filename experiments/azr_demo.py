@@ -53,7 +53,7 @@ def get_config(arg: str = ""):
   c.max_sample_batch = 512
   c.actor.update(
       strategy="dp",
-      prompts_per_step=32,  # per task type and role: 16 left seed 0 at +2.5 (README)
+      prompts_per_step=32,  # per task type and role: 16 left seed 0 at +2.5 (docs/results)
       updates_per_step=1,
       max_prompt_tokens=96,
       max_new_tokens=128,

@@ -24,7 +24,7 @@ def heldout_problems():
   return data.heldout_set(HELDOUT_PER_LEVEL)
 
 
-# Pseudo-label remedies (issue 18; README "Pseudo-label quality"): a config change to the demo each.
+# Pseudo-label remedies (issue 18; docs/results/pseudo_labels.md): a config change to the demo each.
 REMEDIES = ("votes20", "band", "margin", "confidence", "agree", "aimed")
 VARIANTS = ("", "smoke", "lora", "lora_smoke", "verifier", "verifier_smoke", *REMEDIES)
 
@@ -89,11 +89,11 @@ def get_config(arg: str = ""):
     c.dataset.challenger_agreement = True
   if arg in ("aimed", "verifier"):
     # The Challenger aims at questions whose majority holds about 8 of 10 votes, and the dataset
-    # keeps 8 or 9 of 10: such majorities stay right (README) where split votes do not.
+    # keeps 8 or 9 of 10: such majorities stay right (docs/results) where split votes do not.
     c.challenger.reward_peak = 0.8
     c.dataset.update(filter="band", band_low=0.8, band_high=0.9)
   if arg.startswith("verifier"):
-    # The best configuration measured (README "Pseudo-label quality"): the aimed Challenger and
+    # The best configuration measured (docs/results/pseudo_labels.md): the aimed Challenger and
     # band above; replay of the earlier iterations' datasets and twice the candidates (the band
     # keeps few); one Solver update per rollout batch (64 prompts x 5 answers) instead of two,
     # which, with labels that stay right, stops the held-out slip after iteration 1; and a third

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from rzero_jax import cli
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(_REPO, "experiments", "demo.py")
@@ -70,15 +72,12 @@ def apply_strategy_flag(config, value: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.start(argv)
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required: the run directory to write (or resume).")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # keep library INFO logs (orbax, jax) off the console
-  from rzero_jax import sharding
+    cli.fail("--workdir is required: the run directory to write (or resume).")
+  from rzero_jax import multihost
 
-  sharding.initialize_distributed(
+  multihost.initialize_distributed(
       coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value,
       process_id=_PROCESS_ID.value,
@@ -97,25 +96,19 @@ def main(argv):
       from rzero_jax.rzero.loop import run
     run(config, _WORKDIR.value)
   except (RunError, ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(e)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that turns a bad `--config...` override into a one-line error."""
+  """`cli.parse_flags`, and a bad `--config...` override as a one-line error too."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}\nPass --helpfull to see every flag.", file=sys.stderr)
+    return cli.parse_flags(argv)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     message = str(e).replace("\\'", "'").replace("\\n", " ").strip("'\"")
-    print(
-        f"error: bad --config override, no such field or wrong type: {message} (fields are "
-        "listed in the experiment file and rzero_jax/rzero/config.py or "
-        "rzero_jax/azr/config.py).",
-        file=sys.stderr,
+    cli.fail(
+        f"bad --config override, no such field or wrong type: {message} (fields are listed in the "
+        "experiment file and rzero_jax/rzero/config.py or rzero_jax/azr/config.py)."
     )
-  sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import struct
 import sys
 from typing import Any, Iterable
 
+from rzero_jax.io import read_jsonl
+
 TASK_TYPES = ("deduction", "abduction", "induction")
 ROLE_COLORS = {"challenger": "tab:orange", "solver": "tab:blue", "proposer": "tab:orange"}
 TYPE_COLORS = {
@@ -46,21 +48,6 @@ def _read_json(path: str) -> Any:
       return json.load(f)
   except (OSError, ValueError):
     return None
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """Records of a jsonl file; a torn last line (a file being written) is ignored."""
-  records = []
-  try:
-    with open(path) as f:
-      for line in f:
-        try:
-          records.append(json.loads(line))
-        except ValueError:
-          continue
-  except OSError:
-    pass
-  return records
 
 
 def latest_checkpoint_meta(workdir: str) -> dict | None:
@@ -176,7 +163,9 @@ def _rzero(workdir: str, summary: dict | None, meta: dict | None, tb: dict[str, 
   for path in glob.glob(os.path.join(workdir, "data", "iter_*.jsonl")):
     m = re.search(r"iter_(\d+)\.jsonl$", path)
     if m:
-      kept_p_hat[int(m.group(1))] = [float(r["p_hat"]) for r in read_jsonl(path) if "p_hat" in r]
+      kept_p_hat[int(m.group(1))] = [
+          float(r["p_hat"]) for r in read_jsonl(path, partial=True) if "p_hat" in r
+      ]
   return {
       "base_heldout_accuracy": base,
       "iterations": iterations,
@@ -330,21 +319,19 @@ def rzero_figures(run: dict, out_dir: str) -> dict[str, str]:
     ax.set_title("Kept questions per iteration")
     figures["Kept questions"] = _save(fig, out_dir, "kept.png")
 
-  path = timing_figure(run.get("timing") or {}, out_dir)
-  if path:
-    figures["Time split"] = path
-  return figures
+  return {**figures, **timing_figure(run.get("timing") or {}, out_dir)}
 
 
-def timing_figure(timing: dict, out_dir: str) -> str | None:
-  """One horizontal bar: sampling / training / grading / other seconds of the whole run."""
+def timing_figure(timing: dict, out_dir: str) -> dict[str, str]:
+  """{"Time split": path} of one horizontal bar (sampling / training / grading / other seconds
+  of the whole run); empty without timings."""
   parts = [
       (k, float(timing[f"{k}_s"]))
       for k in ("sampling", "training", "grading")
       if timing.get(f"{k}_s") is not None
   ]
   if not parts:
-    return None
+    return {}
   total = float(timing.get("total_s") or sum(v for _, v in parts))
   other = total - sum(v for _, v in parts)
   if other > 0:
@@ -366,7 +353,7 @@ def timing_figure(timing: dict, out_dir: str) -> str | None:
   ax.set_xlabel("seconds")
   ax.set_title(f"Where the time went (total {total:.0f} s)")
   ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-  return _save(fig, out_dir, "timing.png")
+  return {"Time split": _save(fig, out_dir, "timing.png")}
 
 
 def azr_figures(run: dict, out_dir: str) -> dict[str, str]:
@@ -461,10 +448,7 @@ def azr_figures(run: dict, out_dir: str) -> dict[str, str]:
     ax.legend(fontsize=8)
     ax.set_title("Rewards per step")
     figures["Rewards per step"] = _save(fig, out_dir, "azr_rewards.png")
-  path = timing_figure(run.get("timing") or {}, out_dir)
-  if path:
-    figures["Time split"] = path
-  return figures
+  return {**figures, **timing_figure(run.get("timing") or {}, out_dir)}
 
 
 # ----- the page ----------------------------------------------------------------------------------

@@ -23,12 +23,13 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import app, flags
 import numpy as np
+
+from rzero_jax import cli
 
 _MODEL = flags.DEFINE_string("model", None, "HF checkpoint directory to fine-tune.")
 _DATA = flags.DEFINE_string("data", None, "jsonl file: {question | prompt, response} per line.")
@@ -170,18 +171,18 @@ def run(out: str) -> dict:
   import jax
   from jax.experimental import multihost_utils
 
-  from rzero_jax import sharding
+  from rzero_jax import multihost, sharding
   from rzero_jax.checkpoint import RunCheckpointer
+  from rzero_jax.io import atomic_json
   from rzero_jax.metrics import MetricWriter, Progress
   from rzero_jax.selfplay.runner import TOKENIZER_FILES
-  from rzero_jax.selfplay.util import atomic_json
   from rzero_jax.models import combine_params, init_lora, load_pretrained, load_tokenizer
   from rzero_jax.models import save_pretrained
   from rzero_jax.training import TrainConfig, init_train_state
-  from rzero_jax.training.sft import make_sft_batch, make_sft_train_step
+  from rzero_jax.training.sft import make_sft_batch, make_sft_step
 
   t_start = time.perf_counter()
-  main_process = sharding.is_main_process()
+  main_process = multihost.is_main_process()
   # 1. Data, flags and mesh are checked before anything is written.
   tokenizer = load_tokenizer(_MODEL.value)
   examples = read_examples(_DATA.value, tokenizer, _MAX_LEN.value)
@@ -189,10 +190,10 @@ def run(out: str) -> dict:
   plan = sharding.make_plan(mesh, _STRATEGY.value)
   steps = total_steps(len(examples), _BATCH.value, _STEPS.value, _EPOCHS.value)
   length = padded_length(examples, _MAX_LEN.value)
-  sharding.process_rows(plan, _BATCH.value)  # the batch must split over the mesh
+  multihost.process_rows(plan, _BATCH.value)  # the batch must split over the mesh
 
   # 2. Model, train state and checkpoints.
-  cfg, params = load_pretrained(_MODEL.value, dtype="float32", mesh=mesh, strategy=_STRATEGY.value)
+  cfg, params = load_pretrained(_MODEL.value, dtype="float32", plan=plan)
   cfg = dataclasses.replace(cfg, dtype=_DTYPE.value)
   train_cfg = TrainConfig(
       learning_rate=_LR.value,
@@ -207,11 +208,9 @@ def run(out: str) -> dict:
   if _LORA_RANK.value:
     cfg = dataclasses.replace(cfg, lora_rank=_LORA_RANK.value, lora_alpha=_LORA_ALPHA.value)
     base, trained = params, init_lora(cfg, jax.random.key(_SEED.value))
-  state = init_train_state(
-      cfg, train_cfg, trained, mesh=mesh, strategy=_STRATEGY.value, donate=base is None
-  )
+  state = init_train_state(cfg, train_cfg, trained, plan, donate=base is None)
   del params, trained
-  train_step = make_sft_train_step(cfg, train_cfg, mesh=mesh, strategy=_STRATEGY.value)
+  train_step = make_sft_step(cfg, train_cfg, plan)
   os.makedirs(out, exist_ok=True)
   ckpt = RunCheckpointer(os.path.join(out, "checkpoints"), ("state",))
   meta = {"step": 0, "losses": []}
@@ -224,14 +223,14 @@ def run(out: str) -> dict:
 
   # 3. Training: each process feeds its rows of every batch.
   pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-  rows = sharding.process_rows(plan, _BATCH.value)
+  rows = multihost.process_rows(plan, _BATCH.value)
   progress = Progress("sft step", steps, start=meta["step"], enabled=main_process)
   while meta["step"] < steps:
     chosen = [
         examples[i] for i in batch_order(len(examples), _BATCH.value, _SEED.value, meta["step"])
     ]
     batch = make_sft_batch([e.prompt for e in chosen], [e.response for e in chosen], length, pad)
-    batch = sharding.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
+    batch = multihost.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
     state, metrics = train_step(state, batch, base)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     meta["step"] += 1
@@ -287,7 +286,7 @@ def run(out: str) -> dict:
         os.path.join(out, "export"),
         extra_files=files,
     )
-    atomic_json(os.path.join(out, "summary.json"), summary)
+    atomic_json(os.path.join(out, "summary.json"), summary, natural_order=True)
     print(
         f"done: {steps} steps, final loss {summary['final_loss']:.4f}; HF export in "
         f"{os.path.join(out, 'export')}",
@@ -297,16 +296,13 @@ def run(out: str) -> dict:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  from rzero_jax import sharding
+  cli.start(argv)
+  from rzero_jax import multihost
 
   created = not os.path.exists(_OUT.value or "")
   try:
     _validate_flags()
-    sharding.initialize_distributed()
+    multihost.initialize_distributed()
     run(os.path.abspath(_OUT.value))
   except (DataError, ValueError, OSError) as e:
     if (
@@ -316,17 +312,8 @@ def main(argv: list[str]) -> None:
         and not os.path.exists(os.path.join(_OUT.value, "checkpoints"))
     ):
       shutil.rmtree(_OUT.value, ignore_errors=True)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}\nPass --helpfull to see every flag.", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(e)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from tests import hf_fixtures  # noqa: E402
+from tests.support import hf_fixtures  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,14 @@
 """MetricWriter: TensorBoard always; Weights & Biases only when config.wandb_project is set, and a
-missing wandb package changes nothing but a one-line warning."""
+missing wandb package changes nothing but a one-line warning. Progress: its lines."""
 
+import io
 import sys
 import types
 
 import numpy as np
 import pytest
 
-from rzero_jax import report
+from rzero_jax import metrics, report
 from rzero_jax.metrics import MetricWriter
 from rzero_jax.rzero.config import default_config
 
@@ -68,3 +69,33 @@ def test_wandb_init_failure_is_a_warning(tmp_path, monkeypatch):
 def test_disabled_writer_never_starts_wandb(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", None)
   MetricWriter(str(tmp_path), enabled=False, wandb_project="rzero").close()  # no warning
+
+
+def test_progress_lines(monkeypatch):
+  clock = iter([0.0, 2.0, 4.0, 4.5, 10.0])
+  monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+  out = io.StringIO()
+  progress = metrics.Progress("solver step", 4, start=1, stream=out)
+  progress.update(loss=0.5, kept=3)
+  progress.update(2)
+  assert out.getvalue().splitlines() == [
+      "solver step 2/4 [0:02<0:04, 0.50/s] loss=0.5 kept=3",
+      "solver step 4/4 [0:04<0:00, 0.75/s]",
+  ]
+  quiet = metrics.Progress("x", 3, enabled=False, stream=out)
+  quiet.update()
+  assert quiet.done == 1 and len(out.getvalue().splitlines()) == 2
+
+
+def test_progress_at_most_one_line_per_interval(monkeypatch):
+  clock = iter([0.0, 1.0, 2.0, 3.5, 4.0, 5.0])
+  monkeypatch.setattr(metrics.time, "perf_counter", lambda: next(clock))
+  out = io.StringIO()
+  progress = metrics.Progress("eval completions", 5, stream=out, min_interval_s=2.0)
+  for _ in range(5):  # at 1.0 (first), 2.0 (too soon), 3.5, 4.0 (too soon), 5.0 (the last)
+    progress.update()
+  assert [line.split(" [")[0] for line in out.getvalue().splitlines()] == [
+      "eval completions 1/5",
+      "eval completions 3/5",
+      "eval completions 5/5",
+  ]

@@ -13,15 +13,7 @@ pytest.importorskip("matplotlib")
 
 from experiments.toy_arith.build import ensure_base_model  # noqa: E402
 from rzero_jax import report  # noqa: E402
-from tests.rzero.test_main import TINY  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
-  env.pop("PYTEST_CURRENT_TEST", None)
-  return env
+from tests.support import CACHE, REPO, RZERO_TINY, cpu_env  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +21,16 @@ def smoke_run(tmp_path_factory):
   """A finished tiny R-Zero run (the smoke demo made smaller, as in tests/rzero/test_main.py),
   with Weights & Biases asked for: without the wandb package that is one warning and nothing else.
   """
-  base = ensure_base_model(os.path.join(REPO, ".cache"))
+  base = ensure_base_model(CACHE)
   workdir = tmp_path_factory.mktemp("report") / "run"
-  env = dict(_env(), WANDB_MODE="offline", WANDB_DIR=str(workdir.parent))
+  env = cpu_env(WANDB_MODE="offline", WANDB_DIR=str(workdir.parent))
   proc = subprocess.run(
       [
           sys.executable,
           "-m",
           "rzero_jax.main",
           f"--workdir={workdir}",
-          *TINY,
+          *RZERO_TINY,
           f"--config.model_path={base}",
           "--config.wandb_project=rzero_test",
       ],
@@ -65,7 +57,7 @@ def test_cli_on_a_finished_run_writes_figures_and_a_page(smoke_run):
   proc = subprocess.run(
       [sys.executable, "-m", "rzero_jax.report", f"--workdir={smoke_run}"],
       cwd=REPO,
-      env=_env(),
+      env=cpu_env(),
       capture_output=True,
       text=True,
       timeout=300,

@@ -13,9 +13,8 @@ import pytest
 from rzero_jax import sft
 from rzero_jax.models import forward, load_pretrained, load_tokenizer
 from rzero_jax.training.sft import make_sft_batch, sft_loss
-from tests import hf_fixtures
+from tests.support import REPO, hf_fixtures
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(REPO, "experiments", "toy_arith", "base_model")
 FLAGS = ["--batch_size=4", "--lr=3e-4", "--max_len=96", "--dtype=float32", "--checkpoint_every=2"]
 

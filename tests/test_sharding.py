@@ -10,33 +10,19 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from rzero_jax import sharding
-from rzero_jax.models import decoder, hf_io
-from rzero_jax.models.config import ModelConfig
+from rzero_jax import multihost, sharding
+from rzero_jax.models import functional, hf_io
 from rzero_jax.training import TrainConfig, init_train_state, make_train_step
 from rzero_jax.training.train_state import optimizer_state_shardings
-from tests import hf_fixtures, multihost_worker
+from tests.support import STRATEGY_MESHES, hf_fixtures, multihost_worker
 
-ACCEPTANCE = [
-    ("dp", "data:8"),
-    ("fsdp", "fsdp:8"),
-    ("tp", "data:2,tensor:4"),
-    ("fsdp_tp", "data:2,fsdp:2,tensor:2"),
-]
+ACCEPTANCE = STRATEGY_MESHES
 LARGE = ("embed", "lm_head", "q", "k", "v", "o", "gate", "up", "down")
 TOL = 1e-5
 
 # A config whose every dimension divides 8, for the exact layouts.
-DIVISIBLE = ModelConfig(
-    model_type="qwen3",
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=128,
-    num_layers=2,
-    num_heads=8,
-    num_kv_heads=8,
-    head_dim=16,
-    qk_norm=True,
+DIVISIBLE = hf_fixtures.tiny_config(
+    vocab_size=128, hidden_size=64, intermediate_size=128, num_heads=8, num_kv_heads=8
 )
 
 
@@ -48,7 +34,7 @@ def tiny_qwen2_dir(tmp_path_factory):
 
 def _unsharded_logits(path, tokens, mask):
   cfg, params = hf_io.load_pretrained(path, dtype="float32")
-  return np.asarray(jax.jit(lambda p: decoder.forward(cfg, p, tokens, mask))(params))
+  return np.asarray(jax.jit(lambda p: functional.forward(cfg, p, tokens, mask))(params))
 
 
 def _large_weights(params):
@@ -179,7 +165,8 @@ def test_indivisible_dims_replicate_activations_and_move_weights(caplog):
     ],
 )
 def test_param_shardings_layouts(strategy, spec, expected):
-  shardings = decoder.param_shardings(DIVISIBLE, sharding.make_mesh(spec), strategy)
+  plan = sharding.make_plan(sharding.make_mesh(spec), strategy)
+  shardings = functional.param_shardings(DIVISIBLE, plan)
   flat = {**shardings, **shardings["layers"]}
   for name, want in expected.items():
     assert _trim(flat[name].spec) == want, name
@@ -188,7 +175,8 @@ def test_param_shardings_layouts(strategy, spec, expected):
 def test_register_strategy_and_errors():
   sharding.register_strategy("mlp_only", [("batch", ["data"]), ("mlp", "tensor")])
   try:
-    specs = decoder.param_shardings(DIVISIBLE, sharding.make_mesh("data:2,tensor:4"), "mlp_only")
+    plan = sharding.make_plan(sharding.make_mesh("data:2,tensor:4"), "mlp_only")
+    specs = functional.param_shardings(DIVISIBLE, plan)
     assert specs["layers"]["gate"].spec == P(None, None, "tensor")
     assert _trim(specs["layers"]["q"].spec) == P() and _trim(specs["embed"].spec) == P()
   finally:
@@ -212,11 +200,11 @@ def test_load_pretrained_sharded_matches_unsharded(
   mesh = sharding.make_mesh(spec)
   cfg, params = hf_io.load_pretrained(path, dtype="float32", mesh=mesh, strategy=strategy)
   plan = sharding.make_plan(mesh, strategy)
-  logits = jax.jit(lambda p: decoder.forward(cfg, p, tokens, mask, plan=plan))(params)
+  logits = jax.jit(lambda p: functional.forward(cfg, p, tokens, mask, plan=plan))(params)
   np.testing.assert_allclose(
       np.asarray(logits), _unsharded_logits(path, tokens, mask), atol=TOL, rtol=0
   )
-  assert jax.tree.map(lambda x: x.sharding, params) == decoder.param_shardings(cfg, mesh, strategy)
+  assert jax.tree.map(lambda x: x.sharding, params) == functional.param_shardings(cfg, plan)
 
   total = sum(x.nbytes for x in jax.tree.leaves(params))
   on_device0 = sharding.bytes_on_device(params, mesh.devices.flat[0])
@@ -232,19 +220,19 @@ def test_load_pretrained_sharded_matches_unsharded(
 def test_shard_params_matches_loaded_layout_and_logits(tiny_qwen2_dir):
   cfg, host = hf_io.load_pretrained(tiny_qwen2_dir, dtype="float32")
   mesh = sharding.make_mesh("data:2,fsdp:2,tensor:2")
-  params = decoder.shard_params(cfg, host, mesh, "fsdp_tp")
+  plan = sharding.make_plan(mesh, "fsdp_tp")
+  params = functional.shard_params(cfg, host, plan)
   _, loaded = hf_io.load_pretrained(tiny_qwen2_dir, dtype="float32", mesh=mesh, strategy="fsdp_tp")
   assert jax.tree.map(lambda x: x.sharding, params) == jax.tree.map(lambda x: x.sharding, loaded)
   tokens, mask = multihost_worker.example_tokens(cfg.vocab_size)
-  plan = sharding.make_plan(mesh, "fsdp_tp")
-  logits = jax.jit(lambda p: decoder.forward(cfg, p, tokens, mask, plan=plan))(params)
+  logits = jax.jit(lambda p: functional.forward(cfg, p, tokens, mask, plan=plan))(params)
   np.testing.assert_allclose(
       np.asarray(logits), _unsharded_logits(tiny_qwen2_dir, tokens, mask), atol=TOL, rtol=0
   )
 
 
 def _loss(cfg, params, tokens, mask, plan):
-  logits = decoder.forward(cfg, params, tokens, mask, plan=plan)
+  logits = functional.forward(cfg, params, tokens, mask, plan=plan)
   logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
   picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
   return -(picked * mask[:, 1:]).sum() / mask[:, 1:].sum()
@@ -254,16 +242,14 @@ def _loss(cfg, params, tokens, mask, plan):
 def test_gradients_under_fsdp_tp_match_unsharded():
   strategy, spec = "fsdp_tp", "data:2,fsdp:2,tensor:2"
   cfg = dataclasses.replace(DIVISIBLE, scan_layers=True, remat=True)
-  host = decoder.init_params(cfg, jax.random.PRNGKey(0), std=0.1)
+  host = functional.init_params(cfg, jax.random.PRNGKey(0), std=0.1)
   tokens, mask = multihost_worker.example_tokens(cfg.vocab_size)
   grad = jax.jit(
       jax.value_and_grad(lambda p, plan: _loss(cfg, p, tokens, mask, plan)), static_argnums=1
   )
   ref_loss, ref_grads = grad(host, None)
-  mesh = sharding.make_mesh(spec)
-  loss, grads = grad(
-      decoder.shard_params(cfg, host, mesh, strategy), sharding.make_plan(mesh, strategy)
-  )
+  plan = sharding.make_plan(sharding.make_mesh(spec), strategy)
+  loss, grads = grad(functional.shard_params(cfg, host, plan), plan)
   np.testing.assert_allclose(float(loss), float(ref_loss), atol=TOL, rtol=0)
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=TOL, rtol=0)
@@ -274,17 +260,19 @@ def test_kv_cache_path_under_tp_matches_unsharded(tiny_qwen3_dir):
   mesh = sharding.make_mesh("data:2,tensor:4")
   plan = sharding.make_plan(mesh, "tp")
   tokens, mask = multihost_worker.example_tokens(cfg.vocab_size)
-  positions = decoder.default_positions(mask)
+  positions = functional.default_positions(mask)
   kv_valid = np.concatenate([mask, np.zeros((8, 4), np.int32)], axis=1).astype(bool)
 
   def prefill(params, cache, plan):
-    return decoder.forward_with_cache(cfg, params, tokens, positions, cache, 0, kv_valid, plan=plan)
+    return functional.forward_with_cache(
+        cfg, params, tokens, positions, cache, 0, kv_valid, plan=plan
+    )
 
   step = jax.jit(prefill, static_argnums=2)
-  ref_logits, ref_cache = step(host, decoder.init_cache(cfg, 8, 16), None)
-  cache = decoder.init_cache(cfg, 8, 16)
-  cache = jax.device_put(cache, plan.sharding(decoder.CACHE_AXES, cache["k"].shape))
-  logits, new_cache = step(decoder.shard_params(cfg, host, mesh, "tp"), cache, plan)
+  ref_logits, ref_cache = step(host, functional.init_cache(cfg, 8, 16), None)
+  cache = functional.init_cache(cfg, 8, 16)
+  cache = jax.device_put(cache, plan.sharding(functional.CACHE_AXES, cache["k"].shape))
+  logits, new_cache = step(functional.shard_params(cfg, host, plan), cache, plan)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), atol=TOL, rtol=0)
   np.testing.assert_allclose(
       np.asarray(new_cache["k"]), np.asarray(ref_cache["k"]), atol=TOL, rtol=0
@@ -299,8 +287,8 @@ def test_kv_cache_path_under_tp_matches_unsharded(tiny_qwen3_dir):
 
 def test_optimizer_state_follows_param_shardings():
   mesh = sharding.make_mesh("data:2,fsdp:2,tensor:2")
-  params = decoder.init_params(DIVISIBLE, jax.random.PRNGKey(0))
-  shardings = decoder.param_shardings(DIVISIBLE, mesh, "fsdp_tp")
+  params = functional.init_params(DIVISIBLE, jax.random.PRNGKey(0))
+  shardings = functional.param_shardings(DIVISIBLE, sharding.make_plan(mesh, "fsdp_tp"))
   params = jax.device_put(params, shardings)
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))
   out = optimizer_state_shardings(opt, params, shardings, mesh)
@@ -318,20 +306,20 @@ def test_host_to_global_and_process_rows():
   mesh = sharding.make_mesh("data:2,fsdp:2,tensor:2")
   plan = sharding.make_plan(mesh, "fsdp_tp")
   tokens, mask = multihost_worker.example_tokens(97)
-  assert sharding.process_rows(plan, 8) == slice(0, 8)
-  batch = sharding.host_to_global(
+  assert multihost.process_rows(plan, 8) == slice(0, 8)
+  batch = multihost.host_to_global(
       {"tokens": tokens, "reward": mask[:, 0].astype(np.float32)}, plan, ("batch", "length")
   )
   assert batch["tokens"].sharding.spec == P(("data", "fsdp"), None)
   assert batch["reward"].sharding.spec == P(("data", "fsdp"))
   assert batch["tokens"].addressable_shards[0].data.shape == (2, 12)
   np.testing.assert_array_equal(np.asarray(batch["tokens"]), tokens)
-  odd = sharding.host_to_global(tokens[:6], plan)  # 6 rows: `data` only
+  odd = multihost.host_to_global(tokens[:6], plan)  # 6 rows: `data` only
   assert odd.sharding.spec == P("data", None)
   np.testing.assert_array_equal(np.asarray(odd), tokens[:6])
-  assert sharding.process_rows(None, 8) == slice(0, 8)
+  assert multihost.process_rows(None, 8) == slice(0, 8)
   np.testing.assert_array_equal(
-      np.asarray(sharding.host_to_global({"t": tokens}, None)["t"]), tokens
+      np.asarray(multihost.host_to_global({"t": tokens}, None)["t"]), tokens
   )
 
 
@@ -346,15 +334,15 @@ def test_initialize_distributed_single_process_and_errors(monkeypatch):
       "JAX_COORDINATOR_ADDRESS",
   ):
     monkeypatch.delenv(name, raising=False)
-  assert sharding.initialize_distributed() is False
+  assert multihost.initialize_distributed() is False
   assert not jax.distributed.is_initialized()
-  assert sharding.is_main_process()
+  assert multihost.is_main_process()
   monkeypatch.setenv("RZERO_COORDINATOR", "127.0.0.1:1234")
   with pytest.raises(ValueError, match="Incomplete multi-process setup"):
-    sharding.initialize_distributed(num_processes=2)
+    multihost.initialize_distributed(num_processes=2)
   monkeypatch.setenv("RZERO_NUM_PROCESSES", "two")
   with pytest.raises(ValueError, match="RZERO_NUM_PROCESSES='two' is not an integer"):
-    sharding.initialize_distributed()
+    multihost.initialize_distributed()
 
 
 @pytest.mark.slow

@@ -262,3 +262,15 @@ def heldout_set(
           "ask for fewer per level, or use harder levels."
       )
   return out
+
+
+def labeled_set(count: int, seed: int, levels: Sequence[int] = (2, 3, 4, 5, 6)) -> list[dict]:
+  """`count` distinct training-partition problems at `levels` (equally likely) with worked
+  solutions, as SFT rows {"question", "response"}."""
+  rng, seen, rows = random.Random(seed), set(), []
+  while len(rows) < count:
+    question, _, _ = sample_problems(rng, {k: 1.0 for k in levels}, 1)[0]
+    if question not in seen:
+      seen.add(question)
+      rows.append({"question": question, "response": solver_completion(question)})
+  return rows

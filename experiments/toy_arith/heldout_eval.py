@@ -27,7 +27,7 @@ from experiments import demo
 from experiments.toy_arith import data
 from experiments.toy_arith.build import COMMITTED_MODEL
 from experiments.toy_arith.check_room import Model, boxed_int
-from rzero_jax.selfplay.util import natural_key
+from rzero_jax.io import natural_key
 
 ALL = 0  # greedy_accuracy's key for the accuracy over every level
 

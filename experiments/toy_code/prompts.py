@@ -1,5 +1,5 @@
 """Short prompts for the toy program world (same functions and signatures as
-`rzero_jax.azr.tasks.proposer_messages` / `solver_messages`, selected by
+`rzero_jax.azr.prompts.proposer_messages` / `solver_messages`, selected by
 `config.tasks.prompts = "experiments.toy_code.prompts"`). The response format is the project's:
 `<think>...</think><answer>` fenced blocks `</answer>`, parsed by `rzero_jax.azr.tasks`."""
 

@@ -9,8 +9,6 @@ deterministic given a numpy Generator (or a seed). The state is JSON, saved with
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any, Iterable
 
 import numpy as np
@@ -23,6 +21,7 @@ from rzero_jax.azr.tasks import (
     check_task_type,
     identity_task,
 )
+from rzero_jax.io import atomic_json
 
 DEFAULT_CAP = 16384
 NUM_REFERENCES = 6
@@ -190,16 +189,7 @@ class TaskBuffers:
 
   def save(self, path: str) -> None:
     """Writes the state as JSON atomically (a temporary file renamed over `path`)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".buffers-", suffix=".json")
-    try:
-      with os.fdopen(fd, "w") as f:
-        json.dump(self.to_state(), f)
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
+    atomic_json(path, self.to_state(), indent=None)
 
   @classmethod
   def load(cls, path: str) -> "TaskBuffers":

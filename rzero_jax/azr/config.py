@@ -9,69 +9,40 @@ from __future__ import annotations
 
 import ml_collections
 
-
-def _lora(**overrides) -> ml_collections.ConfigDict:
-  """LoRA adapters of the actor (as R-Zero's `config.<role>.lora`): rank 0 = full fine-tuning (the
-  paper's setting); with rank > 0 only adapters (scale alpha / rank) over the frozen base, loaded
-  in the compute dtype, and their AdamW state are trained and checkpointed; exports merge them."""
-  base = dict(rank=0, alpha=16.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
-  base.update(overrides)
-  return ml_collections.ConfigDict(base)
+from rzero_jax.azr.rewards import REWARD_VARIANTS
+from rzero_jax.azr.tasks import ROLES, TASK_TYPES
+from rzero_jax.selfplay import config as selfplay_config
+from rzero_jax.selfplay.util import RunError
 
 
 def default_config() -> ml_collections.ConfigDict:
   """Paper-scale defaults; `model_path` must be set by the experiment."""
-  c = ml_collections.ConfigDict()
+  c = selfplay_config.run_config()
   c.algorithm = "azr"
-  c.model_path = ""  # local HF checkpoint directory of the base model
-  c.base_model_builder = ""  # or "module:function", called with a cache dir, returns a path
-  c.tokenizer_path = ""  # defaults to the model directory
-  c.dtype = "bfloat16"  # compute dtype
-  c.param_dtype = "float32"  # master weights and AdamW state
-  c.seed = 0
   c.steps = 500  # training steps after seeding
-  c.mesh = "data:-1"
   c.checkpoint_every_steps = 10
-  c.export_hf = True  # write the model in HF format at the end
   c.reward_variant = "paper"  # or "released": -0.5 for valid proposals solved always/never
-  c.max_sample_batch = 512  # rows in flight in the sampler (generate's max_batch_size)
-  c.recompute_old_logprobs = True  # old policy = the training forward pass before the update
 
   # One model plays both roles with one train state; `prompts_per_step` prompts per (task type,
   # role) and step: 6 sub-batches, one policy update per step with TRR++ advantages.
-  c.actor = ml_collections.ConfigDict(
-      dict(
-          strategy="fsdp",
-          sampler_strategy="",  # decode layout of the bf16 sampler copy; "" = strategy
-          prompts_per_step=64,
-          updates_per_step=1,
-          max_prompt_tokens=4096,
-          max_new_tokens=4096,
-          temperature=1.0,
-          top_p=1.0,
-      )
+  c.actor = selfplay_config.role_section(
+      prompts_per_step=64,
+      updates_per_step=1,
+      max_prompt_tokens=4096,
+      max_new_tokens=4096,
+      temperature=1.0,
+      top_p=1.0,
   )
-  c.actor.train = ml_collections.ConfigDict(
-      dict(
-          learning_rate=1e-6,
-          weight_decay=0.0,
-          max_grad_norm=1.0,
-          warmup_steps=0,
-          schedule="constant",
-          clip_low=0.2,
-          clip_high=0.28,
-          kl_coef=0.0,
-          kl_estimator="k3",
-          agg="token-mean",
-          micro_batch_size=8,
-          entropy_coef=0.0,
-      )
+  # The paper's optimizer: no weight decay and no KL term (R-Zero's roles keep TrainConfig's).
+  c.actor.train = selfplay_config.train_section(
+      weight_decay=0.0, kl_coef=0.0, micro_batch_size=8, entropy_coef=0.0
   )
-  c.actor.lora = _lora()
+  # LoRA adapters of the actor (as R-Zero's `config.<role>.lora`): rank 0 = full fine-tuning.
+  c.actor.lora = selfplay_config.lora_section()
 
   c.tasks = ml_collections.ConfigDict(
       dict(
-          prompts="rzero_jax.azr.tasks",  # module with proposer_messages / solver_messages
+          prompts="rzero_jax.azr.prompts",  # module with proposer_messages / solver_messages
           references=6,  # K reference triplets in a proposer prompt
           learnability_rollouts=8,  # n solver rollouts per valid proposal
           induction_inputs=10,  # inputs per induction proposal (half shown, half hidden)
@@ -96,3 +67,43 @@ def default_config() -> ml_collections.ConfigDict:
       )
   )  # first N items of each benchmark (0 = all)
   return c
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks counts and the batch arithmetic up front: a bad config fails before any work."""
+  selfplay_config.validate_benchmarks(config)
+  a, t = config.actor, config.tasks
+  minimums = {
+      "config.steps": (config.steps, 1),
+      "config.checkpoint_every_steps": (config.checkpoint_every_steps, 1),
+      "config.actor.prompts_per_step": (a.prompts_per_step, 1),
+      "config.actor.updates_per_step": (a.updates_per_step, 1),
+      "config.tasks.references": (t.references, 0),
+      "config.tasks.learnability_rollouts": (t.learnability_rollouts, 1),
+      "config.tasks.induction_inputs": (t.induction_inputs, 1),
+      "config.tasks.buffer_cap": (t.buffer_cap, 1),
+      "config.tasks.seed_buffer_size": (t.seed_buffer_size, 0),
+      "config.tasks.max_seeding_rounds": (t.max_seeding_rounds, 0),
+      "config.tasks.executor_workers": (t.executor_workers, 1),
+      "config.eval.every_steps": (config.eval.every_steps, 0),
+      "config.actor.lora.rank": (a.lora.rank, 0),
+  }
+  for name, (value, minimum) in minimums.items():
+    if value < minimum:
+      raise RunError(f"{name} must be >= {minimum}, got {value}.")
+  sequences = len(TASK_TYPES) * len(ROLES) * a.prompts_per_step
+  if sequences % a.updates_per_step:
+    raise RunError(
+        f"config.actor.updates_per_step ({a.updates_per_step}) must divide the "
+        f"{sequences} sequences of a step (6 x prompts_per_step)."
+    )
+  micro = a.train.micro_batch_size
+  if micro and (sequences // a.updates_per_step) % micro:
+    raise RunError(
+        f"config.actor.train.micro_batch_size ({micro}) must divide the mini-batch of "
+        f"{sequences // a.updates_per_step} sequences (6 x prompts_per_step / "
+        "updates_per_step)."
+    )
+  selfplay_config.require_one_of("config.reward_variant", config.reward_variant, REWARD_VARIANTS)
+  if t.timeout_s <= 0:
+    raise RunError(f"config.tasks.timeout_s must be > 0, got {t.timeout_s}.")

@@ -1,7 +1,7 @@
 """The Absolute Zero loop (spec/azr.md): one model proposes and solves its own code tasks.
 
 `run()` reads top to bottom as the algorithm: held-out evaluation of the base model, seeding of the
-three task buffers (proposals without updates), then training steps, each
+three task buffers (proposals without updates), then training steps (`AZRRun.train_step`), each
 
   1. propose   - deduction/abduction proposals from K buffer references, induction inputs and a
                  message for programs drawn from the buffers (`prompts_per_step` per type);
@@ -26,31 +26,28 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import ml_collections
 import numpy as np
 
 from rzero_jax.azr import rewards, trr
 from rzero_jax.azr.buffers import SEED_STEP, TaskBuffers, task_from_dict, task_to_dict
+from rzero_jax.azr.config import validate_config
 from rzero_jax.azr.tasks import (
-    ROLES,
     TASK_TYPES,
     Task,
-    check_abductions,
-    check_deduction_outputs,
-    check_inductions,
+    check_answers,
     identity_triplet,
     parse_proposal,
     parse_solution,
-    validate_induction,
-    validate_triplets,
+    validate_proposals,
 )
-from rzero_jax.metrics import Progress
+from rzero_jax.io import natural_key
 from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.selfplay.roles import Completions
-from rzero_jax.selfplay.runner import Runner, fmt, format_rows, validate_benchmarks
-from rzero_jax.selfplay.util import RunError, copy_tree, derive_seed, natural_key, resolve_callable
+from rzero_jax.selfplay.runner import Runner, fmt, format_rows
+from rzero_jax.selfplay.util import RunError, copy_tree, derive_seed, resolve_callable
 from rzero_jax.verify.executor import Executor
 
 __all__ = ["run", "AZRRun", "validate_config", "make_summary"]
@@ -60,60 +57,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) an Absolute Zero run in `workdir`; returns the summary (summary.json)."""
   r = AZRRun(config, workdir)
   try:
-    meta = r.restore()
-    if meta is None:
-      meta = _fresh_meta(config, r.seed_buffers())
-      meta["heldout"]["base"] = r.evaluate()
-      meta["benchmarks"] = {"base": r.benchmark_scores(r.actor, 0)}
-      r.log(f"base model held-out accuracy: {_fmt_acc(meta['heldout']['base'])}")
-    else:
-      r.log(
-          f"resuming from checkpoint: phase {meta['phase']}, seeding round "
-          f"{meta['seeding']['rounds']}, step {meta['step']}"
-      )
+    # The loop position: the latest checkpoint's, or seeded buffers and the base model's held-out
+    # evaluation.
+    meta = r.resume_or_start()
     buffers = TaskBuffers.from_state(meta["buffers"])
-    t = config.tasks
     # 1. Seeding: the base model proposes, no updates, until every buffer holds enough tasks.
-    while meta["phase"] == "seeding":
-      rounds = meta["seeding"]["rounds"]
-      if buffers.seeded(t.seed_buffer_size) or rounds >= t.max_seeding_rounds:
-        meta["phase"] = "train"
-        meta["seeding"]["buffer_sizes"] = buffers.sizes()
-        r.log(f"seeding done after {rounds} rounds: buffer sizes {buffers.sizes()}")
-        r.save(meta)
-        break
-      stats = r.seed_round(buffers, rounds)
-      meta["seeding"]["rounds"] = rounds + 1
-      meta["seeding"]["valid_rate"].append(stats)
-      meta["buffers"] = buffers.to_state()
-      r.log(
-          f"seeding round {rounds + 1}: valid {_fmt_acc(stats)}, buffer sizes " f"{buffers.sizes()}"
-      )
-      if (rounds + 1) % config.checkpoint_every_steps == 0:
-        r.save(meta)
-    # 2. Training: propose -> validate + learnability -> buffers -> solve -> rewards -> update.
-    progress = Progress("step", config.steps, start=meta["step"], enabled=r.main)
-    while meta["step"] < config.steps:
-      step = meta["step"]
-      m = r.train_step(buffers, step)
-      r.writer.scalars(step, m)
-      meta["steps"].append({k: m[k] for k in _RECORDED})
-      meta["step"] = step + 1
-      # 3. Held-out evaluation at the evaluation points.
-      if r.is_eval_point(step + 1):
-        meta["heldout"][f"step_{step + 1}"] = acc = r.evaluate()
-        meta.setdefault("benchmarks", {})[f"step_{step + 1}"] = r.benchmark_scores(r.actor, step)
-        r.writer.scalars(step, {f"heldout/{k}": v for k, v in acc.items()})
-        r.log(f"[step {step + 1}] held-out accuracy: {_fmt_acc(acc)}")
-      meta["buffers"] = buffers.to_state()
-      progress.update(
-          valid=m["valid_rate"],
-          learnability=m["learnability"],
-          solve=m["solver_accuracy"],
-          **{f"buf_{k[:3]}": v for k, v in buffers.sizes().items()},
-      )
-      if meta["step"] % config.checkpoint_every_steps == 0 or meta["step"] == config.steps:
-        r.save(meta)
+    r.seed(meta, buffers)
+    # 2. Training steps: propose -> validate + learnability -> buffers -> solve -> rewards ->
+    #    update (`AZRRun.train_step`), each step filed in `meta` with the held-out evaluation at
+    #    the evaluation points; checkpoints every `checkpoint_every_steps` and after the last.
+    r.run_steps(
+        "step",
+        config.steps,
+        lambda step: r.train_step(buffers, step),
+        meta=meta,
+        record=lambda step, metrics: r.record_step(meta, buffers, step, metrics),
+        show=lambda metrics: _progress_info(metrics, buffers),
+        save_last=True,
+    )
+    # 3. Export and summary.
     r.export("final", (r.actor,))
     summary = make_summary(config, meta)
     return r.finish(summary, format_table(summary))
@@ -134,7 +96,7 @@ _RECORDED = (
 )
 
 
-def _fresh_meta(config: ml_collections.ConfigDict, buffers: TaskBuffers) -> dict:
+def _fresh_meta(buffers: TaskBuffers) -> dict:
   return {
       "phase": "seeding",
       "step": 0,
@@ -223,51 +185,17 @@ def _fmt_acc(acc: dict) -> str:
   return " ".join(f"{k}={fmt(v)}" for k, v in acc.items())
 
 
-# ----- configuration ----------------------------------------------------------------------------
+def _progress_info(metrics: dict, buffers: TaskBuffers) -> dict:
+  """The numbers on a training step's progress line."""
+  return dict(
+      valid=metrics["valid_rate"],
+      learnability=metrics["learnability"],
+      solve=metrics["solver_accuracy"],
+      **{f"buf_{k[:3]}": v for k, v in buffers.sizes().items()},
+  )
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks counts and the batch arithmetic up front: a bad config fails before any work."""
-  validate_benchmarks(config)
-  a, t = config.actor, config.tasks
-  minimums = {
-      "config.steps": (config.steps, 1),
-      "config.checkpoint_every_steps": (config.checkpoint_every_steps, 1),
-      "config.actor.prompts_per_step": (a.prompts_per_step, 1),
-      "config.actor.updates_per_step": (a.updates_per_step, 1),
-      "config.tasks.references": (t.references, 0),
-      "config.tasks.learnability_rollouts": (t.learnability_rollouts, 1),
-      "config.tasks.induction_inputs": (t.induction_inputs, 1),
-      "config.tasks.buffer_cap": (t.buffer_cap, 1),
-      "config.tasks.seed_buffer_size": (t.seed_buffer_size, 0),
-      "config.tasks.max_seeding_rounds": (t.max_seeding_rounds, 0),
-      "config.tasks.executor_workers": (t.executor_workers, 1),
-      "config.eval.every_steps": (config.eval.every_steps, 0),
-      "config.actor.lora.rank": (a.lora.rank, 0),
-  }
-  for name, (value, minimum) in minimums.items():
-    if value < minimum:
-      raise RunError(f"{name} must be >= {minimum}, got {value}.")
-  sequences = len(TASK_TYPES) * len(ROLES) * a.prompts_per_step
-  if sequences % a.updates_per_step:
-    raise RunError(
-        f"config.actor.updates_per_step ({a.updates_per_step}) must divide the "
-        f"{sequences} sequences of a step (6 x prompts_per_step)."
-    )
-  micro = a.train.micro_batch_size
-  if micro and (sequences // a.updates_per_step) % micro:
-    raise RunError(
-        f"config.actor.train.micro_batch_size ({micro}) must divide the mini-batch of "
-        f"{sequences // a.updates_per_step} sequences (6 x prompts_per_step / "
-        "updates_per_step)."
-    )
-  if config.reward_variant not in rewards.REWARD_VARIANTS:
-    raise RunError(
-        f"config.reward_variant must be one of {rewards.REWARD_VARIANTS}, got "
-        f"{config.reward_variant!r}."
-    )
-  if t.timeout_s <= 0:
-    raise RunError(f"config.tasks.timeout_s must be > 0, got {t.timeout_s}.")
+# ----- what the config names: the prompts module, held-out and seed tasks -----------------------
 
 
 def _prompt_module(name: str) -> Any:
@@ -290,6 +218,33 @@ def _tasks_by_type(spec: str, field: str) -> dict[str, list[Task]]:
       t: [x if not isinstance(x, dict) else task_from_dict(x) for x in tasks]
       for t, tasks in raw.items()
   }
+
+
+# ----- a step's batches ----------------------------------------------------------------------
+
+
+class Proposals(NamedTuple):
+  """A batch of proposals: task types, prompt ids, completions and the validated task dicts (None
+  for an invalid proposal)."""
+
+  types: list[str]
+  ids: list[list[int]]
+  out: Completions
+  tasks: list[dict | None]
+
+  @property
+  def valid(self) -> list[bool]:
+    return [d is not None for d in self.tasks]
+
+
+class Solutions(NamedTuple):
+  """Solver responses in task-major order: prompt ids, completions, whether each answer is right
+  and whether it is well formed."""
+
+  ids: list[list[int]]
+  out: Completions
+  correct: list[bool]
+  well_formed: list[bool]
 
 
 class AZRRun(Runner):
@@ -396,23 +351,13 @@ class AZRRun(Runner):
       )
     return types, ids, programs
 
-  # ----- 1. propose + validate ------------------------------------------------------------------
+  # ----- proposing: sample, then validate in the executor --------------------------------------
 
-  def propose(self, buffers: TaskBuffers, seed: int) -> tuple[list, Completions, list]:
-    """Samples proposals and validates them: (task types, prompt ids, completions, validated
-    task dicts or None)."""
+  def propose(self, buffers: TaskBuffers, seed: int) -> Proposals:
+    """Samples `prompts_per_step` proposals per type and validates them."""
     rng = np.random.default_rng(derive_seed(seed, 0))
     types, ids, programs = self._proposer_prompts(buffers, rng, self.config.actor.prompts_per_step)
-    a = self.config.actor
-    out = self.sample(
-        self.actor,
-        ids,
-        num_samples=1,
-        seed=derive_seed(seed, 1),
-        temperature=a.temperature,
-        top_p=a.top_p,
-        max_new_tokens=a.max_new_tokens,
-    )
+    out = self.sample(self.actor, ids, seed=derive_seed(seed, 1))
     texts = [self.decode(t) for t in out.tokens]
     parsed = [parse_proposal(t, text) for t, text in zip(types, texts)]
     jobs = [
@@ -432,32 +377,17 @@ class AZRRun(Runner):
         d if d is not None and self.solver_prompt(t, task_from_dict(d)) is not None else None
         for t, d in zip(types, tasks)
     ]
-    return types, ids, out, tasks
+    return Proposals(types, ids, out, tasks)
 
   def _validate(self, jobs: list[dict | None]) -> list[dict | None]:
     """On process 0: each proposal's buffer entry (as a dict) if valid, else None."""
     t = self.config.tasks
-    results: list[dict | None] = [None] * len(jobs)
-    triplets = [(k, j) for k, j in enumerate(jobs) if j is not None and j["type"] != "induction"]
-    checks = validate_triplets(
-        [(j["program"], j["inputs"][0]) for _, j in triplets], self.executor, timeout_s=t.timeout_s
+    tasks = validate_proposals(
+        jobs, self.executor, num_inputs=t.induction_inputs, timeout_s=t.timeout_s
     )
-    for (k, _), v in zip(triplets, checks):
-      results[k] = task_to_dict(v.task) if v.valid else None
-    for k, j in enumerate(jobs):
-      if j is not None and j["type"] == "induction":
-        v = validate_induction(
-            j["program"],
-            j["inputs"],
-            j["message"],
-            self.executor,
-            num_inputs=t.induction_inputs,
-            timeout_s=t.timeout_s,
-        )
-        results[k] = task_to_dict(v.task) if v.valid else None
-    return results
+    return [None if task is None else task_to_dict(task) for task in tasks]
 
-  # ----- 2. solve + check ---------------------------------------------------------------------
+  # ----- solving: sample, then check in the executor -------------------------------------------
 
   def solve(
       self,
@@ -468,9 +398,8 @@ class AZRRun(Runner):
       seed: int,
       greedy: bool = False,
       max_new_tokens: int | None = None,
-  ) -> tuple[list[list[int]], Completions, list[bool], list[bool]]:
-    """`num_samples` solver responses per task in one sampler call, checked by the executor:
-    (prompt ids, completions, correct, well_formed), responses in task-major order."""
+  ) -> Solutions:
+    """`num_samples` solver responses per task in one sampler call, checked by the executor."""
     a = self.config.actor
     ids = [self.solver_prompt(t, task) for t, task in zip(task_types, tasks)]
     if any(i is None for i in ids):
@@ -492,116 +421,164 @@ class AZRRun(Runner):
     answers = [parse_solution(t, self.decode(tokens)) for t, tokens in zip(seq_types, out.tokens)]
     jobs = [(t, task_to_dict(task), ans) for t, task, ans in zip(seq_types, seq_tasks, answers)]
     correct = self.grading(lambda: self._check(jobs))
-    return ids, out, correct, [a is not None for a in answers]
+    return Solutions(ids, out, correct, [a is not None for a in answers])
 
   def _check(self, jobs: list[tuple[str, dict, str | None]]) -> list[bool]:
-    """On process 0: whether each answer solves its task. Deduction answers are compared with
-    the task's stored output (validation ran the program); the executor runs the abduction
-    inputs and induction programs."""
-    timeout = self.config.tasks.timeout_s
-    correct = [False] * len(jobs)
-    for task_type in TASK_TYPES:
-      where = [k for k, (t, _, _) in enumerate(jobs) if t == task_type]
-      if not where:
-        continue
-      items = []
-      for k in where:
-        _, task, answer = jobs[k]
-        task = task_from_dict(task)
-        if task_type == "deduction":
-          items.append((task.output, answer))
-        elif task_type == "abduction":
-          items.append((task.program, task.output, answer))
-        else:
-          items.append((answer, task.hidden))
-      if task_type == "deduction":
-        results = check_deduction_outputs(items)
-      else:
-        check = check_abductions if task_type == "abduction" else check_inductions
-        results = check(items, self.executor, timeout_s=timeout)
-      for k, ok in zip(where, results):
-        correct[k] = bool(ok)
-    return correct
+    """On process 0: whether each answer solves its task (`tasks.check_answers`)."""
+    items = [(t, task_from_dict(task), answer) for t, task, answer in jobs]
+    return check_answers(items, self.executor, timeout_s=self.config.tasks.timeout_s)
 
   # ----- the loop's stages ----------------------------------------------------------------------
 
+  def resume_or_start(self) -> dict:
+    """The latest checkpoint's loop position, or a fresh one: the seed buffers and the base
+    model's held-out accuracy (and benchmark scores)."""
+    meta = self.restore()
+    if meta is not None:
+      self.log(
+          f"resuming from checkpoint: phase {meta['phase']}, seeding round "
+          f"{meta['seeding']['rounds']}, step {meta['step']}"
+      )
+      return meta
+    meta = _fresh_meta(self.seed_buffers())
+    meta["heldout"]["base"] = self.evaluate()
+    meta["benchmarks"] = {"base": self.benchmark_scores(self.actor, 0)}
+    self.log(f"base model held-out accuracy: {_fmt_acc(meta['heldout']['base'])}")
+    return meta
+
+  def seed(self, meta: dict, buffers: TaskBuffers) -> None:
+    """Seeding rounds (`seed_round`) until every buffer holds `tasks.seed_buffer_size` tasks or
+    `tasks.max_seeding_rounds` rounds have run; then the training phase starts."""
+    if meta["phase"] != "seeding":
+      return
+    t, seeding = self.config.tasks, meta["seeding"]
+    while not buffers.seeded(t.seed_buffer_size) and seeding["rounds"] < t.max_seeding_rounds:
+      done = seeding["rounds"] + 1
+      stats = self.seed_round(buffers, done - 1)
+      seeding["rounds"] = done
+      seeding["valid_rate"].append(stats)
+      meta["buffers"] = buffers.to_state()
+      self.log(f"seeding round {done}: valid {_fmt_acc(stats)}, buffer sizes {buffers.sizes()}")
+      if done % self.config.checkpoint_every_steps == 0:
+        self.save(meta)
+    seeding["buffer_sizes"] = buffers.sizes()
+    self.end_stage(
+        meta,
+        log=f"seeding done after {seeding['rounds']} rounds: buffer sizes {buffers.sizes()}",
+        phase="train",
+    )
+
   def seed_round(self, buffers: TaskBuffers, round_: int) -> dict:
-    """One seeding round: proposals from the current model, valid ones join the buffers."""
-    types, _, _, tasks = self.propose(buffers, derive_seed(self.config.seed, "seeding", round_))
-    for t, d in zip(types, tasks):
-      if d is not None:
-        buffers[t].add(task_from_dict(d), SEED_STEP)
-    return {
-        t: float(np.mean([d is not None for tt, d in zip(types, tasks) if tt == t]))
-        for t in TASK_TYPES
-    }
+    """One seeding round: proposals from the current model, valid ones join the buffers; returns
+    the valid rate per type."""
+    proposals = self.propose(buffers, derive_seed(self.config.seed, "seeding", round_))
+    _add_valid(buffers, proposals, SEED_STEP)
+    return _rate_per_type(proposals.valid, proposals.types)
 
   def train_step(self, buffers: TaskBuffers, step: int) -> dict:
+    """One training step of the six stages (module docstring); returns its metrics."""
     seed = derive_seed(self.config.seed, "train", step)
-    a, n_roll = self.config.actor, self.config.tasks.learnability_rollouts
     # 1. propose + validate
-    p_types, p_ids, p_out, p_tasks = self.propose(buffers, seed)
-    valid = [d is not None for d in p_tasks]
-    # 2. learnability: n solver rollouts of every valid proposal, one batched sampler call
-    rates = np.full(len(p_tasks), np.nan)
-    where = [k for k, ok in enumerate(valid) if ok]
+    proposals = self.propose(buffers, seed)
+    # 2. learnability: n solver rollouts of every valid proposal
+    rates = self.solve_rates(proposals, seed)
+    # 3. buffers: every valid proposal joins its type's buffer
+    _add_valid(buffers, proposals, step)
+    # 4. solve: per type, this step's new tasks filled up uniformly from the buffer
+    s_types, solutions = self.solve_from_buffers(buffers, step, seed)
+    # 5. rewards
+    valid = proposals.valid
+    proposer_r = rewards.proposer_rewards(valid, rates, variant=self.config.reward_variant)
+    solver_r = rewards.solver_rewards(solutions.correct, solutions.well_formed)
+    # 6. TRR++ advantages over the six (task type x role) groups, one update over all of them
+    metrics = self.update_actor(proposals, s_types, solutions, proposer_r, solver_r)
+    learn = rewards.learnability(rates[valid]) if any(valid) else np.zeros(0)
+    metrics.update(
+        valid_rate=float(np.mean(valid)),
+        learnability=float(learn.mean()) if learn.size else 0.0,
+        proposer_reward=float(proposer_r.mean()),
+        solver_accuracy=float(np.mean(solutions.correct)),
+        solver_reward=float(solver_r.mean()),
+        tokens_per_s=self.tokens_per_s,
+    )
+    valid_rates = _rate_per_type(valid, proposals.types)
+    solver_accuracies = _rate_per_type(solutions.correct, s_types)
+    for t in TASK_TYPES:
+      metrics[f"{t}/valid_rate"] = valid_rates[t]
+      metrics[f"{t}/solver_accuracy"] = solver_accuracies[t]
+      metrics[f"{t}/buffer_size"] = len(buffers[t])
+      rt = [r for r, tt, ok in zip(rates, proposals.types, valid) if tt == t and ok]
+      metrics[f"{t}/solve_rate"] = float(np.mean(rt)) if rt else 0.0
+    return metrics
+
+  def solve_rates(self, proposals: Proposals, seed: int) -> np.ndarray:
+    """Each valid proposal's solve rate over `tasks.learnability_rollouts` solver rollouts (one
+    batched sampler call); NaN for an invalid one."""
+    n = self.config.tasks.learnability_rollouts
+    rates = np.full(len(proposals.tasks), np.nan)
+    where = [k for k, ok in enumerate(proposals.valid) if ok]
     if where:
-      _, _, correct, _ = self.solve(
-          [p_types[k] for k in where],
-          [task_from_dict(p_tasks[k]) for k in where],
-          num_samples=n_roll,
+      solutions = self.solve(
+          [proposals.types[k] for k in where],
+          [task_from_dict(proposals.tasks[k]) for k in where],
+          num_samples=n,
           seed=derive_seed(seed, 2),
       )
-      rates[where] = np.asarray(correct, np.float64).reshape(len(where), n_roll).mean(axis=1)
-    proposer_r = rewards.proposer_rewards(valid, rates, variant=self.config.reward_variant)
-    # 3. buffers: every valid proposal joins its type's buffer
-    for t, d in zip(p_types, p_tasks):
-      if d is not None:
-        buffers[t].add(task_from_dict(d), step)
-    # 4. solve: per type, this step's new tasks filled up uniformly from the buffer
+      rates[where] = np.asarray(solutions.correct, np.float64).reshape(len(where), n).mean(axis=1)
+    return rates
+
+  def solve_from_buffers(
+      self, buffers: TaskBuffers, step: int, seed: int
+  ) -> tuple[list[str], Solutions]:
+    """The solver's batch: per type, `prompts_per_step` tasks (this step's new ones filled up
+    uniformly from the buffer), one response each; returns (task types, solutions)."""
     rng = np.random.default_rng(derive_seed(seed, 3))
-    s_types, s_tasks = [], []
+    types, tasks = [], []
     for t in TASK_TYPES:
-      batch = buffers[t].solver_batch(rng, a.prompts_per_step, step)
-      s_types += [t] * len(batch)
-      s_tasks += batch
-    s_ids, s_out, correct, well_formed = self.solve(
-        s_types, s_tasks, num_samples=1, seed=derive_seed(seed, 4)
-    )
-    # 5. rewards
-    solver_r = rewards.solver_rewards(correct, well_formed)
-    # 6. TRR++ advantages over the six (task type x role) groups, one update over all of them
-    all_r = np.concatenate([proposer_r, solver_r])
-    types = p_types + s_types
-    roles = ["propose"] * len(p_types) + ["solve"] * len(s_types)
-    advantages = trr.task_relative_advantages(all_r, types, roles)
+      batch = buffers[t].solver_batch(rng, self.config.actor.prompts_per_step, step)
+      types += [t] * len(batch)
+      tasks += batch
+    return types, self.solve(types, tasks, num_samples=1, seed=derive_seed(seed, 4))
+
+  def update_actor(
+      self,
+      proposals: Proposals,
+      s_types: list[str],
+      solutions: Solutions,
+      proposer_r: np.ndarray,
+      solver_r: np.ndarray,
+  ) -> dict:
+    """One policy update (`updates_per_step` optimizer steps) over proposals and solutions with
+    TRR++ advantages over the six (task type x role) groups; returns its metrics."""
+    types = proposals.types + s_types
+    roles = ["propose"] * len(proposals.types) + ["solve"] * len(s_types)
+    advantages = trr.task_relative_advantages(np.concatenate([proposer_r, solver_r]), types, roles)
+    p_out, s_out = proposals.out, solutions.out
     out = Completions(
         p_out.tokens + s_out.tokens,
         p_out.logprobs + s_out.logprobs,
         p_out.finished + s_out.finished,
     )
-    metrics = self.update(
-        self.actor, p_ids + s_ids, out, advantages, mini_batch_size=len(types) // a.updates_per_step
+    return self.update(
+        self.actor,
+        proposals.ids + solutions.ids,
+        out,
+        advantages,
+        mini_batch_size=len(types) // self.config.actor.updates_per_step,
     )
-    # metrics
-    learn = rewards.learnability(rates[where]) if where else np.zeros(0)
-    metrics.update(
-        valid_rate=float(np.mean(valid)),
-        learnability=float(learn.mean()) if learn.size else 0.0,
-        proposer_reward=float(proposer_r.mean()),
-        solver_accuracy=float(np.mean(correct)),
-        solver_reward=float(solver_r.mean()),
-        tokens_per_s=self.tokens_per_s,
-    )
-    for t in TASK_TYPES:
-      metrics[f"{t}/valid_rate"] = float(np.mean([v for v, tt in zip(valid, p_types) if tt == t]))
-      metrics[f"{t}/solver_accuracy"] = float(
-          np.mean([c for c, tt in zip(correct, s_types) if tt == t])
+
+  def record_step(self, meta: dict, buffers: TaskBuffers, step: int, metrics: dict) -> None:
+    """Files a training step in `meta` (its `_RECORDED` numbers and the buffers), with the
+    held-out evaluation (and benchmark scores) at an evaluation point."""
+    meta["steps"].append({k: metrics[k] for k in _RECORDED})
+    if self.is_eval_point(step + 1):
+      meta["heldout"][f"step_{step + 1}"] = acc = self.evaluate()
+      meta.setdefault("benchmarks", {})[f"step_{step + 1}"] = self.benchmark_scores(
+          self.actor, step
       )
-      metrics[f"{t}/buffer_size"] = len(buffers[t])
-      rt = [r for r, tt, ok in zip(rates, p_types, valid) if tt == t and ok]
-      metrics[f"{t}/solve_rate"] = float(np.mean(rt)) if rt else 0.0
-    return metrics
+      self.writer.scalars(step, {f"heldout/{k}": v for k, v in acc.items()})
+      self.log(f"[step {step + 1}] held-out accuracy: {_fmt_acc(acc)}")
+    meta["buffers"] = buffers.to_state()
 
   def evaluate(self) -> dict[str, float]:
     """Greedy held-out accuracy per task type (executor-graded) and their mean; {} without a
@@ -610,14 +587,14 @@ class AZRRun(Runner):
       return {}
     types = [t for t in TASK_TYPES for _ in self.heldout.get(t, [])]
     tasks = [task for t in TASK_TYPES for task in self.heldout.get(t, [])]
-    _, _, correct, _ = self.solve(
+    correct = self.solve(
         types,
         tasks,
         num_samples=1,
         seed=0,
         greedy=True,
         max_new_tokens=self.config.eval.max_new_tokens,
-    )
+    ).correct
     acc = {
         t: float(np.mean([c for c, tt in zip(correct, types) if tt == t]))
         for t in TASK_TYPES
@@ -625,3 +602,15 @@ class AZRRun(Runner):
     }
     acc["mean"] = float(np.mean(list(acc.values())))
     return acc
+
+
+def _add_valid(buffers: TaskBuffers, proposals: Proposals, step: int) -> None:
+  """Every valid proposal joins its type's buffer, tagged with `step`."""
+  for t, d in zip(proposals.types, proposals.tasks):
+    if d is not None:
+      buffers[t].add(task_from_dict(d), step)
+
+
+def _rate_per_type(flags: Sequence[bool], types: Sequence[str]) -> dict[str, float]:
+  """The mean of `flags` per task type."""
+  return {t: float(np.mean([f for f, tt in zip(flags, types) if tt == t])) for t in TASK_TYPES}

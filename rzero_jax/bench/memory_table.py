@@ -13,41 +13,33 @@ import argparse
 import dataclasses
 import logging
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 
 from rzero_jax import sharding
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models import decoder
-from rzero_jax.models.decoder import CACHE_AXES, param_axes, param_shapes, split_lora
+from rzero_jax.models import functional
+from rzero_jax.models.functional import CACHE_AXES, param_axes, param_shapes, split_lora
 
 GIB = 1024**3
 
+QWEN3_4B = ModelConfig(
+    model_type="qwen3",
+    vocab_size=151936,
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_layers=36,
+    num_heads=32,
+    num_kv_heads=8,
+    head_dim=128,
+    qk_norm=True,
+    tie_embeddings=True,
+)
 MODELS = {
-    "Qwen3-4B": ModelConfig(
-        model_type="qwen3",
-        vocab_size=151936,
-        hidden_size=2560,
-        intermediate_size=9728,
-        num_layers=36,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=128,
-        qk_norm=True,
-        tie_embeddings=True,
-    ),
-    "Qwen3-8B": ModelConfig(
-        model_type="qwen3",
-        vocab_size=151936,
-        hidden_size=4096,
-        intermediate_size=12288,
-        num_layers=36,
-        num_heads=32,
-        num_kv_heads=8,
-        head_dim=128,
-        qk_norm=True,
-        tie_embeddings=False,
+    "Qwen3-4B": QWEN3_4B,
+    "Qwen3-8B": dataclasses.replace(
+        QWEN3_4B, hidden_size=4096, intermediate_size=12288, tie_embeddings=False
     ),
 }
 
@@ -119,7 +111,7 @@ def device_bytes(
   """Per-device bytes of `cfg` under `strategy` on a mesh with axis `sizes`."""
   rules = sharding.get_rules(strategy)
   elements, _ = _elements(cfg, rules, sizes)
-  cache_shape = decoder.cache_shape(cfg, batch, length)
+  cache_shape = functional.cache_shape(cfg, batch, length)
   cache = shard_elements(
       cache_shape, sharding.logical_to_spec(CACHE_AXES, rules, sizes, cache_shape), sizes
   )
@@ -131,25 +123,38 @@ def device_bytes(
   )
 
 
-def table(batch: int, length: int) -> str:
-  """The markdown table for MODELS x LAYOUTS."""
-  gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
+def _markdown(columns: list[str], layouts, cells: Callable[[ModelConfig, str, dict], list]) -> str:
+  """A markdown table, a row per model of MODELS and layout of `layouts`: its `columns` are the
+  bytes `cells(cfg, strategy, mesh sizes)` returns, in GiB."""
   lines = [
-      f"| Model | Devices | Strategy | Mesh | bf16 weights | f32 weights | AdamW m+v (f32) | "
-      f"KV cache {batch}x{length} (bf16) | Train state (f32 w + m + v) | Sampler (bf16 w + KV) |",
-      "|---|---|---|---|---|---|---|---|---|---|",
+      "| " + " | ".join(["Model", "Devices", "Strategy", "Mesh", *columns]) + " |",
+      "|---" * (4 + len(columns)) + "|",
   ]
   for name, cfg in MODELS.items():
-    for devices, strategy, spec in LAYOUTS:
-      b = device_bytes(
-          cfg, strategy, sharding.parse_mesh_spec(spec, devices), batch=batch, length=length
-      )
-      lines.append(
-          f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(b.weights)} | {gib(b.master)} | "
-          f"{gib(b.adam)} | {gib(b.kv_cache)} | {gib(b.master + b.adam)} | "
-          f"{gib(b.weights + b.kv_cache)} |"
-      )
+    for devices, strategy, spec in layouts:
+      gib = [
+          f"{n / GIB:.2f}" for n in cells(cfg, strategy, sharding.parse_mesh_spec(spec, devices))
+      ]
+      lines.append(f"| {name} | {devices} | `{strategy}` | `{spec}` | " + " | ".join(gib) + " |")
   return "\n".join(lines)
+
+
+def table(batch: int, length: int) -> str:
+  """The markdown table for MODELS x LAYOUTS."""
+
+  def cells(cfg, strategy, sizes):
+    b = device_bytes(cfg, strategy, sizes, batch=batch, length=length)
+    return [b.weights, b.master, b.adam, b.kv_cache, b.master + b.adam, b.weights + b.kv_cache]
+
+  columns = [
+      "bf16 weights",
+      "f32 weights",
+      "AdamW m+v (f32)",
+      f"KV cache {batch}x{length} (bf16)",
+      "Train state (f32 w + m + v)",
+      "Sampler (bf16 w + KV)",
+  ]
+  return _markdown(columns, LAYOUTS, cells)
 
 
 def rzero_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, lora_rank: int) -> dict:
@@ -184,22 +189,15 @@ def rzero_bytes(cfg: ModelConfig, strategy: str, sizes: dict[str, int], *, lora_
 
 def rzero_table(lora_rank: int) -> str:
   """Markdown: an R-Zero run's trained state per device, full fine-tuning next to LoRA."""
-  gib = lambda n: f"{n / GIB:.2f}"  # noqa: E731
-  lines = [
-      f"| Model | Devices | Strategy | Mesh | Full FT: 2 x (f32 w + m + v + bf16 sampler copy) + f32 ref | "
-      f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters |",
-      "|---|---|---|---|---|---|",
+
+  def cells(cfg, strategy, sizes):
+    return [rzero_bytes(cfg, strategy, sizes, lora_rank=r)["total"] for r in (0, lora_rank)]
+
+  columns = [
+      "Full FT: 2 x (f32 w + m + v + bf16 sampler copy) + f32 ref",
+      f"LoRA r={lora_rank}: bf16 base + 2 x (f32 adapters + m + v) + ref adapters",
   ]
-  for name, cfg in MODELS.items():
-    for devices, strategy, spec in RZERO_LAYOUTS:
-      sizes = sharding.parse_mesh_spec(spec, devices)
-      full = rzero_bytes(cfg, strategy, sizes, lora_rank=0)
-      lora = rzero_bytes(cfg, strategy, sizes, lora_rank=lora_rank)
-      lines.append(
-          f"| {name} | {devices} | `{strategy}` | `{spec}` | {gib(full['total'])} | "
-          f"{gib(lora['total'])} |"
-      )
-  return "\n".join(lines)
+  return _markdown(columns, RZERO_LAYOUTS, cells)
 
 
 def main() -> None:

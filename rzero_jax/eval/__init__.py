@@ -5,33 +5,15 @@ response's score in [0, 1], and ``evaluate(...)`` runs a model over benchmarks (
 Absolute Zero loops call it). Names are imported lazily so that scoring does not import JAX.
 """
 
-import importlib
+from rzero_jax.lazy import lazy_exports
 
 _EXPORTS = {
-    "BENCHMARKS": "benchmarks",
-    "BenchmarkError": "benchmarks",
-    "MATH_BENCHMARKS": "benchmarks",
-    "load_benchmark": "benchmarks",
-    "resolve": "benchmarks",
-    "messages": "prompts",
-    "extract": "scoring",
-    "score": "scoring",
-    "score_many": "scoring",
-    "evaluate": "runner",
-    "flat_metrics": "runner",
-    "format_table": "runner",
+    "benchmarks": ("BENCHMARKS", "BenchmarkError", "MATH_BENCHMARKS", "load_benchmark", "resolve"),
+    "prompts": ("messages",),
+    "scoring": ("extract", "score", "score_many"),
+    "evaluation": ("evaluate",),
+    "results": ("flat_metrics", "format_table"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-  if name not in _EXPORTS:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-  globals()[name] = value
-  return value
-
-
-def __dir__():
-  return __all__
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,16 +2,18 @@
 
 Checks every flag and path first (``--out`` must exist or be creatable, and be writable), then
 loads every benchmark (a bad flag, path or name, or a missing file: one line, exit 2, nothing
-written), and only then the model; generates with a progress bar, prints the table and writes
+written), and only then the model; generates every item's samples in one continuous-batching
+call (``--batch_size`` rows in flight; progress on stderr), prints the table and writes
 ``results.json`` plus one ``<benchmark>.jsonl`` per benchmark into ``--out`` (process 0 only).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from rzero_jax import cli
 
 _MODEL = flags.DEFINE_string(
     "model", None, "Local HF checkpoint directory (config.json, " "*.safetensors, tokenizer files)."
@@ -19,7 +21,7 @@ _MODEL = flags.DEFINE_string(
 _BENCHMARKS = flags.DEFINE_list(
     "benchmarks",
     None,
-    "Comma-separated benchmark names, e.g. " "math500,gsm8k,aime24 (see README 'Evaluation').",
+    "Comma-separated benchmark names, e.g. " "math500,gsm8k,aime24 (see docs/evaluation.md).",
 )
 _DATA_DIR = flags.DEFINE_string(
     "data_dir",
@@ -45,15 +47,21 @@ _TEMPERATURE = flags.DEFINE_float(
 _TOP_P = flags.DEFINE_float(
     "top_p", 1.0, "Nucleus sampling threshold.", lower_bound=0.0, upper_bound=1.0
 )
-_MAX_NEW_TOKENS = flags.DEFINE_integer(
+flags.DEFINE_integer(
     "max_new_tokens",
     4096,
     "Generation budget per response " "(capped by the model's context).",
     lower_bound=1,
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Prompts per generate call.", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size",
+    64,
+    "Rows (item samples) in flight in the one continuous-batching generate call; the scores do "
+    "not depend on it.",
+    lower_bound=1,
+)
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Parameter dtype (bfloat16, float32).")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0)
+flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0)
 _MESH = flags.DEFINE_string(
     "mesh",
     None,
@@ -71,6 +79,9 @@ _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index (multi-host).", lower_bound=0
 )
 
+# The flags passed on to `evaluate` as the keywords of the same names.
+EVALUATE_FLAGS = ("samples", "temperature", "top_p", "max_new_tokens", "batch_size", "seed")
+
 
 class UsageError(ValueError):
   """A bad flag value (one line, exit 2)."""
@@ -79,7 +90,7 @@ class UsageError(ValueError):
 def _writes_results() -> bool:
   """False only on a process known not to be process 0, the one that writes ``--out``."""
   index = _PROCESS_ID.value
-  if index is None:  # as sharding.initialize_distributed reads it
+  if index is None:  # as multihost.initialize_distributed reads it
     index = os.environ.get("RZERO_PROCESS_ID", "").strip() or None
   return index is None or str(index) == "0"
 
@@ -106,7 +117,7 @@ def _check_flags() -> None:
         f"--process_id={_PROCESS_ID.value} is not below --num_processes={_NUM_PROCESSES.value}"
     )
   if _writes_results():
-    from rzero_jax.eval.runner import check_out_dir
+    from rzero_jax.eval.results import check_out_dir
 
     try:
       check_out_dir(_OUT.value)
@@ -125,51 +136,38 @@ def _check_flags() -> None:
 def run() -> dict:
   """Everything after flag parsing; raises ValueError/OSError for the one-line error path."""
   _check_flags()
-  from rzero_jax.eval import runner
+  from rzero_jax.eval import evaluation, results
 
-  items = runner.load_all(_BENCHMARKS.value, _DATA_DIR.value, _LIMIT.value)
-  from rzero_jax import sharding
+  items = evaluation.load_all(_BENCHMARKS.value, _DATA_DIR.value, _LIMIT.value)
+  from rzero_jax import multihost, sharding
 
-  sharding.initialize_distributed(
+  multihost.initialize_distributed(
       coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value,
       process_id=_PROCESS_ID.value,
   )
-  mesh = sharding.make_mesh(_MESH.value) if _MESH.value else None
-  if mesh is not None:
-    sharding.make_plan(mesh, _STRATEGY.value)  # a bad strategy fails before the model loads
+  # The one sharding plan (None: unsharded); a bad mesh or strategy fails before the model loads.
+  plan = (
+      sharding.make_plan(sharding.make_mesh(_MESH.value), _STRATEGY.value) if _MESH.value else None
+  )
   from rzero_jax.models import load_pretrained, load_tokenizer
 
   tokenizer = load_tokenizer(_MODEL.value)
-  cfg, params = load_pretrained(
-      _MODEL.value, dtype=_DTYPE.value, mesh=mesh, strategy=_STRATEGY.value
-  )
-  main = sharding.is_main_process()
-  result = runner.evaluate(
-      cfg,
-      params,
-      tokenizer,
-      list(items),
-      items=items,
-      samples=_SAMPLES.value,
-      temperature=_TEMPERATURE.value,
-      top_p=_TOP_P.value,
-      max_new_tokens=_MAX_NEW_TOKENS.value,
-      batch_size=_BATCH_SIZE.value,
-      mesh=mesh,
-      strategy=_STRATEGY.value,
-      seed=_SEED.value,
-      progress=main,
+  cfg, params = load_pretrained(_MODEL.value, dtype=_DTYPE.value, plan=plan)
+  main = multihost.is_main_process()
+  settings = {f: flags.FLAGS[f].value for f in EVALUATE_FLAGS}
+  result = evaluation.evaluate(
+      cfg, params, tokenizer, list(items), items=items, plan=plan, progress=main, **settings
   )
   if main:
     name = os.path.basename(os.path.normpath(_MODEL.value))
-    print(runner.format_table(result, name), flush=True)
+    print(results.format_table(result, name), flush=True)
     print(
         f"{sum(len(v) for v in items.values())} items in {result['seconds']:.1f} s "
         f"({result['items_per_s']:.2f} items/s)",
         flush=True,
     )
-    runner.write_results(
+    results.write_results(
         _OUT.value, result, {"model": os.path.abspath(_MODEL.value), "data_dir": _DATA_DIR.value}
     )
     print(f"wrote {os.path.join(_OUT.value, 'results.json')}", flush=True)
@@ -177,26 +175,12 @@ def run() -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.start(argv)
   try:
     run()
   except (ValueError, OSError) as e:
-    print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing whose errors are one line and exit 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {str(e).splitlines()[0]} (pass --helpfull to see every flag)", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(e)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -31,7 +31,7 @@ class Benchmark:
   hub_config: str | None
   split: str
   files: tuple[str, ...]  # file stems looked for in a data directory
-  fields: str  # what the item is built from (README table)
+  fields: str  # what the item is built from (docs/evaluation.md table)
   normalize: Callable[[dict, int], dict]
 
 

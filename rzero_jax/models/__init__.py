@@ -2,12 +2,11 @@
 HF checkpoint I/O and tokenizer helpers."""
 
 from rzero_jax.models.config import ModelConfig, config_from_hf_dict, load_config
-from rzero_jax.models.decoder import (
+from rzero_jax.models.functional import (
     base_config,
     combine_params,
     forward,
     forward_with_cache,
-    hidden_states,
     init_cache,
     init_lora,
     init_params,
@@ -37,7 +36,6 @@ __all__ = [
     "build_model",
     "forward",
     "forward_with_cache",
-    "hidden_states",
     "init_cache",
     "init_params",
     "param_axes",

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from rzero_jax.models.config import ModelConfig, load_config, resolve_dtype
-from rzero_jax.models.decoder import Params, base_config, merge_lora, param_axes, param_shapes
+from rzero_jax.models.functional import Params, base_config, merge_lora, param_axes, param_shapes
 from rzero_jax.sharding import ShardingPlan, make_plan
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -194,16 +194,18 @@ def load_pretrained(
     dtype: str = "bfloat16",
     mesh: jax.sharding.Mesh | None = None,
     strategy: Any = None,
+    plan: ShardingPlan | None = None,
 ) -> tuple[ModelConfig, Params]:
   """Loads a HF Qwen3/Qwen2/Llama checkpoint into (ModelConfig, params).
 
   Tensors are read one at a time (memory-mapped), converted to `dtype` and placed straight onto
-  their sharding when a `mesh` (and `strategy`) is given, so the model is never held twice.
+  their sharding when a `plan` (or a `mesh` and `strategy`) is given, so the model is never held
+  twice.
   """
   target = resolve_dtype(dtype)
   cfg = load_config(path, dtype=jax.numpy.dtype(target).name)
   cfg = base_config(cfg)
-  plan = make_plan(mesh, strategy)
+  plan = plan or make_plan(mesh, strategy)
   shapes, axes = param_shapes(cfg), param_axes(cfg)
   source = _TensorSource(path)
   params: Params = {"layers": {}}

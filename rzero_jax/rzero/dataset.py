@@ -1,13 +1,23 @@
-"""Dataset construction: keep the Challenger's questions the Solver is unsure about; jsonl I/O."""
+"""Dataset construction: keep the Challenger's questions the Solver is unsure about."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import dataclasses
 from typing import Any, Iterable, Sequence
 
-from rzero_jax.verify.voting import answer_key
+from rzero_jax.verify.voting import Vote, answer_key
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverVotes:
+  """The Solver's votes on a list of questions; per question: its `Vote`, the extracted answers,
+  the completions' texts and each answer's cluster in the vote (-1: abstained)."""
+
+  questions: list[str]
+  votes: list[Vote]
+  answers: list[list[str | None]]
+  texts: list[list[str]]
+  members: list[list[int]]
 
 
 def normalize_question(question: str) -> str:
@@ -100,23 +110,3 @@ def select_questions(
       and keeps(p, a, delta=delta, filter=filter, band=band)
       and g + 1e-12 >= min_margin
   ]
-
-
-def write_jsonl(path: str, records: Iterable[dict[str, Any]]) -> None:
-  """Writes records as jsonl atomically (temp file in the same directory, then rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      for record in records:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]

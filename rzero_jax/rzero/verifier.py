@@ -1,5 +1,5 @@
-"""The Verifier role's host side: its prompt, label-free training targets, reward, and how its
-judgements enter the pseudo-labels (`config.verifier.*`, off by default).
+"""The Verifier: its prompt, label-free training targets, reward, how its judgements enter the
+pseudo-labels, and its stage of the R-Zero loop (`config.verifier.*`, off by default).
 
 The Verifier is a third model from the same base. Given a question and one of the Solver's
 answers with its working, it answers `\\boxed{1}` (right) or `\\boxed{0}` (wrong); its judgement
@@ -33,15 +33,30 @@ the same start, once per fold: the Verifier of fold k trains on the targets of t
 questions only, is checked and calibrated on fold k's targets, and judges fold k's band
 questions. So no band question is judged by a Verifier trained on its answers, even when the
 band reaches into the confident votes (the `:verifier` demo keeps 0.8-0.9 with `confident` 0.8).
+
+`VerifierStage` is the stage of the R-Zero loop that does all this with the Verifier role: the
+dataset stage hands it the band and the votes, it returns the kept records with judged labels.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from jax.experimental import multihost_utils
+import ml_collections
 import numpy as np
 from scipy import stats
+
+from rzero_jax import multihost
+from rzero_jax.models.tokenizer import encode_chat
+from rzero_jax.rzero.dataset import SolverVotes
+from rzero_jax.selfplay.roles import Completions, Role
+from rzero_jax.selfplay.util import copy_tree, derive_seed
+from rzero_jax.training.batch import build_batch
+
+if TYPE_CHECKING:
+  from rzero_jax.rzero.loop import RZeroRun
 
 VERIFIER_SYSTEM = "Is the solution right? \\boxed{1}: right, \\boxed{0}: wrong."
 VERDICTS = ("\\boxed{1}", "\\boxed{0}")  # right, wrong (the GRPO group of every pair)
@@ -188,3 +203,229 @@ def judged_vote(
     best = max(range(k), key=lambda c: (weight[c], groups[c][1], -c))
   score = float(weight[best] / size[best]) if size[best] else 0.0
   return Judged(groups[best][0], groups[best][1] / m, score, best != 0)
+
+
+def gate(
+    check_scores: Sequence[float], rights: Sequence[bool], settings: ml_collections.ConfigDict
+) -> tuple[bool, float, float | None]:
+  """Whether a fold's judgements are used, the threshold they must reach, and the Verifier's AUC
+  on the fold's held-out targets: a Verifier whose AUC is below `settings.min_auc` is not used;
+  the threshold is `settings.min_score`, or with `settings.calibrate` `calibrated_threshold`."""
+  threshold = settings.min_score
+  if settings.get("calibrate", False):
+    threshold = calibrated_threshold(check_scores, rights, settings.min_score)
+  check_auc = auc(check_scores, rights)
+  min_auc = settings.get("min_auc", 0.0)
+  used = min_auc <= 0 or (check_auc is not None and check_auc + 1e-12 >= min_auc)
+  return used, threshold, check_auc
+
+
+def judged_records(
+    band: Sequence[int],
+    ballot: SolverVotes,
+    score_of: dict[tuple[int, int], float],
+    gates: Sequence[tuple[bool, float]],
+    *,
+    m: int,
+    relabel: bool,
+) -> tuple[list[dict], int, int]:
+  """The kept records of the band's questions (indices in `ballot`) with their judged labels
+  (`judged_vote`; `score_of[q, a]`: P(right) of answer a of question q, 0.5 when unjudged;
+  `gates[i]`: whether the judgements of band question i's fold are used, and the threshold), and
+  how many questions were dropped and relabelled."""
+  kept, dropped, relabelled = [], 0, 0
+  members = ballot.members
+  for q, (used, threshold) in zip(band, gates):
+    vote = ballot.votes[q]
+    qs = [score_of.get((q, a), 0.5) for a in range(len(members[q]))]
+    j = judged_vote(vote.groups, members[q], qs, m, relabel=relabel and used)
+    relabelled += int(j.changed)
+    if j.label is None or (used and j.score + 1e-12 < threshold):
+      dropped += 1
+      continue
+    kept.append(
+        {
+            "question": ballot.questions[q],
+            "label": j.label,
+            "p_hat": float(j.p_hat),
+            "answers": list(ballot.answers[q]),
+            "majority": vote.label,
+            "verifier_score": j.score,
+            "verifier_scores": [float(x) for x in qs],
+        }
+    )
+  return kept, dropped, relabelled
+
+
+class VerifierStage:
+  """The Verifier stage of an R-Zero run (`config.verifier.enabled`): holds the Verifier role,
+  trains it on the Solver's confident votes and judges the band's answers, cross-fitted.
+
+  `run` is the `RZeroRun` it belongs to (its config, tokenizer, the policy update, TensorBoard
+  and the stage bookkeeping)."""
+
+  def __init__(self, run: RZeroRun, role: Role):
+    self.run, self.role = run, role
+    self.settings = run.config.verifier
+    # Token ids of the verdicts (`VERDICTS`), each ending with the end-of-turn id.
+    vocab = run.tokenizer.get_vocab()
+    end = vocab.get("<|im_end|>", run.stop_ids[0] if run.stop_ids else run.pad_id)
+    self.verdicts = [run.tokenizer.encode(x, add_special_tokens=False) + [end] for x in VERDICTS]
+
+  def verify_labels(
+      self,
+      iteration: int,
+      ballot: SolverVotes,
+      band: list[int],
+  ) -> tuple[list[dict], dict]:
+    """Trains the Verifier on the Solver's confident votes (no labels), judges every answer of
+    the band's questions (`band`: their indices in `ballot`), and returns the kept records with
+    the judged labels, and figures.
+
+    Cross-fitted (`question_folds`): for each fold the Verifier starts again from its state at
+    the stage's start, trains on the other fold's targets only, is checked (AUC, threshold,
+    gate) on this fold's targets and judges this fold's band questions. The role keeps the last
+    fold's weights."""
+    v, run, members = self.settings, self.run, ballot.members
+    prompt = self._prompts(ballot.questions, ballot.texts)
+    targets = training_targets(members, [x.p_hat for x in ballot.votes], confident=v.confident)
+    targets = [t for t in targets if prompt(t.question, t.answer) is not None]
+    rng = np.random.default_rng(
+        derive_seed(run.config.seed, iteration, "verifier", FOLDS * v.steps)
+    )
+    fold_of = question_folds(band, [t.question for t in targets], rng)
+    start = copy_tree(self.role.state)  # every fold starts from the stage's start
+    score_of: dict[tuple[int, int], float] = {}
+    gates: dict[int, tuple[bool, float]] = {}  # fold -> (judgements used, threshold)
+    aucs, agreement, all_scores, checked = [], [], [], 0
+    for fold in range(FOLDS):
+      if fold:
+        self.role.state = start if fold == FOLDS - 1 else copy_tree(start)
+      check = check_targets([t for t in targets if fold_of[t.question] == fold], v.prompts_per_step)
+      self.train_fold(iteration, fold, [t for t in targets if fold_of[t.question] != fold], prompt)
+      # judge: P(right) of every answer of this fold's band questions (and of its check targets)
+      pairs = [
+          (q, a) for q in band if fold_of[q] == fold for a, c in enumerate(members[q]) if c >= 0
+      ]
+      judged_pairs = [p for p in pairs if prompt(*p) is not None]
+      scores = self.judge(
+          [prompt(*p) for p in judged_pairs + [(t.question, t.answer) for t in check]]
+      )
+      all_scores.append(scores)
+      score_of.update(zip(judged_pairs, scores[: len(judged_pairs)]))
+      check_scores, rights = scores[len(judged_pairs) :], [t.right for t in check]
+      agreement += [s if r else 1.0 - s for r, s in zip(rights, check_scores)]
+      checked += len(check)
+      used, threshold, check_auc = gate(check_scores, rights, v)
+      if check_auc is not None:
+        aucs.append(check_auc)
+      gates[fold] = (used, threshold)
+    # labels: the heaviest cluster by P(right); doubtful labels are dropped
+    kept, dropped, relabelled = judged_records(
+        band,
+        ballot,
+        score_of,
+        [gates[fold_of[q]] for q in band],
+        m=run.config.dataset.votes,
+        relabel=v.relabel,
+    )
+    stats = {
+        "verifier_targets": len(targets),
+        "verifier_target_agreement": float(np.mean(agreement)) if agreement else None,
+        "verifier_auc": float(np.mean(aucs)) if aucs else None,  # mean over the folds
+        "verifier_used": float(np.mean([u for u, _ in gates.values()])),  # share of the folds
+        "verifier_threshold": float(np.mean([t for _, t in gates.values()])),
+        "verifier_check_targets": checked,
+        "verifier_dropped": dropped,
+        "verifier_relabelled": relabelled,
+    }
+    run.writer.histogram(
+        run.tb_step(iteration, "dataset", 0), "verifier/score", np.concatenate(all_scores)
+    )
+    return kept, stats
+
+  def train_fold(
+      self, iteration: int, fold: int, train: list[Target], prompt: Callable[[int, int], Any]
+  ) -> None:
+    """GRPO over both verdicts of each pair of `train`, `verifier.steps` steps from a phase start
+    (steps logged like the other roles' steps; none without targets)."""
+    v, run = self.settings, self.run
+    run.start_phase(self.role)
+    offset = fold * v.steps
+    run.run_steps(
+        f"{run.tag(iteration)} verifier fold {fold + 1}/{FOLDS} step",
+        v.steps if train else 0,
+        lambda step: self.step(iteration, offset + step, train, prompt),
+        tb_prefix="verifier",
+        tb_step=lambda step: run.tb_step(iteration, "verifier", offset + step),
+        show=lambda metrics: {"loss": metrics.get("loss", 0.0)},
+    )
+
+  def step(
+      self, iteration: int, step: int, targets: list[Target], prompt: Callable[[int, int], Any]
+  ) -> dict:
+    """One Verifier update: `prompts_per_step` (question, answer) pairs, half right, half wrong
+    by the confident votes; each pair's group is its two verdicts, rewarded by agreement."""
+    v, run = self.settings, self.run
+    rng = np.random.default_rng(derive_seed(run.config.seed, iteration, "verifier", step))
+    picks = balanced_pairs(targets, v.prompts_per_step, rng)
+    prompt_ids = [prompt(t.question, t.answer) for t in picks]
+    out = Completions(
+        tokens=[list(x) for _ in picks for x in self.verdicts],
+        logprobs=[[0.0] * len(x) for _ in picks for x in self.verdicts],
+        finished=[True] * (len(self.verdicts) * len(picks)),
+    )
+    metrics = run.grpo_update(self.role, prompt_ids, out, verdict_rewards(picks), recompute=True)
+    metrics.pop("logprob_mismatch", None)  # the verdicts were not sampled: nothing to compare
+    metrics.update(right_share=float(np.mean([t.right for t in picks])))
+    return metrics
+
+  def judge(self, prompt_ids: list[list[int]]) -> np.ndarray:
+    """The Verifier's P(right) for each prompt: both verdicts' sequence log-probs, in mini-batches
+    of the training shape (the last one padded with repeats)."""
+    if not prompt_ids:
+      return np.zeros(0)
+    v, role = self.settings, self.role
+    seq_prompts = [p for p in prompt_ids for _ in self.verdicts]
+    seq_tokens = [list(x) for _ in prompt_ids for x in self.verdicts]
+    size = v.prompts_per_update * len(self.verdicts)
+    sums = []
+    for start in range(0, len(seq_prompts), size):
+      chunk_p = seq_prompts[start : start + size]
+      chunk_t = seq_tokens[start : start + size]
+      real = len(chunk_p)
+      chunk_p += [chunk_p[-1]] * (size - real)
+      chunk_t += [chunk_t[-1]] * (size - real)
+      batch = build_batch(
+          chunk_p,
+          chunk_t,
+          [[0.0] * len(t) for t in chunk_t],
+          np.zeros(size),
+          prompt_len=v.max_prompt_tokens,
+          completion_len=v.max_new_tokens,
+          pad_id=self.run.pad_id,
+      )
+      rows = multihost.process_rows(role.plan, size)
+      g = multihost.host_to_global(
+          {k: batch[k][rows] for k in ("tokens", "attention_mask")}, role.plan
+      )
+      lp = role.logprob_fn(role.params, g["tokens"], g["attention_mask"])
+      lp = np.asarray(multihost_utils.process_allgather(lp, tiled=True))
+      sums.append((lp * batch["loss_mask"]).sum(axis=1)[:real])
+    seq = np.concatenate(sums).reshape(len(prompt_ids), len(self.verdicts))
+    return score_from_logprobs(seq[:, 0], seq[:, 1])
+
+  def _prompts(
+      self, questions: list[str], texts: list[list[str]]
+  ) -> Callable[[int, int], list[int] | None]:
+    """(question, answer) -> the Verifier's prompt ids (None: longer than its prompt length),
+    each encoded once."""
+    prompts_of: dict[tuple[int, int], list[int] | None] = {}
+
+    def prompt(q: int, a: int) -> list[int] | None:
+      if (q, a) not in prompts_of:
+        ids = encode_chat(self.run.tokenizer, verifier_messages(questions[q], texts[q][a]))
+        prompts_of[q, a] = ids if len(ids) <= self.settings.max_prompt_tokens else None
+      return prompts_of[q, a]
+
+    return prompt

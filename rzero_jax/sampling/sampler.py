@@ -23,15 +23,15 @@ powers of two rounded up to a multiple of the mesh's batch shards, so the slot a
 over them (never replicated). `max_new_tokens`, the seed and the stop ids (padded to 4, 8, ...) are
 traced. The prefill does not depend on the sampling method.
 
-Randomness. Row r (= prompt index x num_samples + sample index) draws its token t with the uniform
-of `fold_in(fold_in(key(seed), r), t)`: the random streams are the same whatever `max_batch_size`,
-the slot a row lands in, the batch padding or the mesh. The logits they are applied to are not
-bit-identical across those: other batch shapes and shardings sum in another order, so logits
-differ in their last bits, and a draw that falls that close to a token boundary (or a greedy
-near-tie) takes the neighbouring token, after which the completion goes its own way. In float32
-that is rare (small workloads usually match exactly; a 256-prompt long tail with 64 and 256 rows
-in flight already differs), in bfloat16 common. The same call repeated on the same devices gives
-the same completions.
+Randomness. Row r (= prompt index x num_samples + sample index; `streams` may renumber them)
+draws its token t with the uniform of `fold_in(fold_in(key(seed), r), t)`: the random streams are
+the same whatever `max_batch_size`, the slot a row lands in, the batch padding or the mesh. The
+logits they are applied to are not bit-identical across those: other batch shapes and shardings
+sum in another order, so logits differ in their last bits, and a draw that falls that close to a
+token boundary (or a greedy near-tie) takes the neighbouring token, after which the completion
+goes its own way. In float32 that is rare (small workloads usually match exactly; a 256-prompt
+long tail with 64 and 256 rows in flight already differs), in bfloat16 common. The same call
+repeated on the same devices gives the same completions.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import dataclasses
 import functools
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +49,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
-from rzero_jax.models.decoder import (
+from rzero_jax.models.functional import (
     CACHE_AXES,
     forward_with_cache,
-    hidden_with_cache,
     init_cache,
     shard_params,
     unembed,
@@ -60,7 +59,7 @@ from rzero_jax.models.decoder import (
     unstack_layers,
 )
 from rzero_jax.sampling.methods import Method, make_method
-from rzero_jax.sharding import ShardingPlan, constrain, make_plan
+from rzero_jax.sharding import ShardingPlan, constrain, entry_axes, make_plan
 
 Params = dict[str, Any]
 MIN_LENGTH_BUCKET = 16
@@ -128,8 +127,7 @@ def _compacted_slots(live: int, shards: int) -> int:
 def _batch_shards(plan: ShardingPlan | None) -> int:
   if plan is None:
     return 1
-  axes = plan.spec(("batch",))[0]
-  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  axes = entry_axes(plan.sharding(("batch",)).spec[0])
   return math.prod(plan.mesh.shape[a] for a in axes)
 
 
@@ -199,7 +197,9 @@ def _insert(
   positions = jnp.broadcast_to(jnp.arange(prompt_len), tokens.shape)
   dtype = state.cache["k"][0].dtype
   cache = unstack_cache(init_cache(cfg, prefill_rows, prompt_len, dtype))
-  x, cache = hidden_with_cache(cfg, params, tokens, positions, cache, 0, mask, plan=plan)
+  x, cache = forward_with_cache(
+      cfg, params, tokens, positions, cache, 0, mask, plan=plan, hidden=True
+  )
   last = jnp.take_along_axis(x, (prompt_lens - 1)[:, None, None], axis=1)  # [Bp, 1, D]
   logits = unembed(cfg, params, last, plan)[:, 0]
   inserted = source >= 0
@@ -309,7 +309,7 @@ def _place_params(cfg: ModelConfig, params: Params, plan: ShardingPlan | None) -
       isinstance(x, jax.Array) and x.sharding.device_set == devices for x in jax.tree.leaves(params)
   ):
     return params
-  return shard_params(cfg, params, plan.mesh, plan.rules)
+  return shard_params(cfg, params, plan)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -366,8 +366,11 @@ def generate(
     seed: int = 0,
     mesh: Mesh | None = None,
     strategy: str | Sequence | None = None,
+    plan: ShardingPlan | None = None,
     cache_dtype: str | None = None,
     max_batch_size: int | None = None,
+    streams: Sequence[int] | None = None,
+    on_rows_done: Callable[[int], None] | None = None,
 ) -> SampleOutput:
   """Samples `num_samples` completions per prompt (greedy when temperature == 0).
 
@@ -378,9 +381,12 @@ def generate(
   (seed, prompt index, sample index, token index), not on `max_batch_size` or the mesh; the
   completions usually match too, but not always: other batch shapes change the logits' last bits,
   which flips a draw that lands next to a token boundary (see the module docstring).
-  With a `mesh`, rows are sharded over the strategy's batch axes and heads/cache over its tensor
-  axis; params already on the mesh are used as they are, others are sharded by the strategy.
+  With a `plan` (or a `mesh` and `strategy`), rows are sharded over its batch axes and heads/cache
+  over its tensor axis; params already on the mesh are used as they are, others are sharded by it.
   `cache_dtype` ("bfloat16", ...) defaults to the config's compute dtype.
+  `streams`: each prompt's random stream id (default: its index); sample s of prompt i draws from
+  row stream streams[i] * num_samples + s, so a caller can key a prompt's draws to the prompt
+  itself rather than its place in the list. `on_rows_done(n)` is called each time n rows finish.
   Prompts with the same tokens are prefilled once, whatever their indices. A completion may run past
   the model's context (`max_position_embeddings`); that is logged once per context size.
   """
@@ -397,7 +403,7 @@ def generate(
     return SampleOutput(
         [], [], [], empty.astype(np.int32), empty.astype(np.float32), np.zeros((0,), np.int32)
     )
-  plan = make_plan(mesh, strategy)
+  plan = plan or make_plan(mesh, strategy)
   params = _place_params(cfg, params, plan)
   shards = _batch_shards(plan)
   if isinstance(stop_token_ids, (int, np.integer)):
@@ -412,6 +418,7 @@ def generate(
   cache_len = prompt_len + new_len
   slots = _bucket(min(num, max_batch_size or num), multiple=shards)
   prompt_of_row = np.repeat(np.arange(len(prompts)), num_samples)
+  stream_of_row = _row_streams(streams, len(prompts), num_samples)
   prefill_of_row = _first_of_each_prompt(prompts)[prompt_of_row]  # identical prompts: one prefill
   state = _empty_state(
       cfg=cfg,
@@ -441,7 +448,7 @@ def generate(
     if len(free):  # the next waiting rows take the free slots
       new_rows = np.arange(next_row, next_row + len(free))
       state, prefilled = _insert_rows(
-          cfg, params, state, prompts, prefill_of_row, new_rows, free, shards, plan
+          cfg, params, state, prompts, prefill_of_row, stream_of_row, new_rows, free, shards, plan
       )
       prefill_rows += prefilled
       slot_row[free], fill[free] = new_rows, lens[prompt_of_row[new_rows]]
@@ -474,6 +481,8 @@ def generate(
         tokens[slot_row[j]] = slot_tokens[j, : count[j]]
         logprobs[slot_row[j]] = slot_logprobs[j, : count[j]]
       slot_row[finished] = -1
+      if on_rows_done is not None:
+        on_rows_done(len(finished))
     live_now = int(np.sum(slot_row >= 0))
     if may_compact and 0 < live_now <= slots // 4:  # none left: the loop ends, nothing to move
       compacted = True  # once per call: each slot count compiles its own programs
@@ -483,6 +492,18 @@ def generate(
       slot_row, fill = slot_row[keep], fill[keep]
   _warn_past_context(cfg, lens[prompt_of_row], tokens)
   return _assemble(tokens, logprobs, stops, pad_id, row_steps, prefill_rows)
+
+
+def _row_streams(streams: Sequence[int] | None, num_prompts: int, num_samples: int) -> np.ndarray:
+  """Each row's random stream id: streams[prompt] * num_samples + sample (default streams: the
+  prompt indices, so row r draws from stream r)."""
+  base = np.arange(num_prompts) if streams is None else np.asarray(streams, np.int64)
+  if base.shape != (num_prompts,) or (num_prompts and base.min() < 0):
+    raise ValueError(f"streams must be {num_prompts} non-negative ints, one per prompt.")
+  rows = (base[:, None] * num_samples + np.arange(num_samples)).reshape(-1)
+  if num_prompts and rows.max() >= 2**31:
+    raise ValueError(f"streams * num_samples must stay below 2**31, got {int(rows.max())}.")
+  return rows
 
 
 def _first_of_each_prompt(prompts: Sequence[Sequence[int]]) -> np.ndarray:
@@ -516,6 +537,7 @@ def _insert_rows(
     state: SlotState,
     prompts: Sequence[Sequence[int]],
     prefill_of_row: np.ndarray,
+    stream_of_row: np.ndarray,
     rows: np.ndarray,
     slot_ids: np.ndarray,
     shards: int,
@@ -536,7 +558,7 @@ def _insert_rows(
   source = np.full((len(state.row),), -1, np.int32)
   source[slot_ids] = source_of_row
   row_ids = np.zeros((len(state.row),), np.int32)
-  row_ids[slot_ids] = rows
+  row_ids[slot_ids] = stream_of_row[rows]
   state = _insert(params, state, tokens, prompt_lens, source, row_ids, cfg=cfg, plan=plan)
   return state, len(distinct)
 

@@ -7,7 +7,7 @@ HF export, summary), deterministic seeds and one-line run errors.
 """
 
 from rzero_jax.selfplay.roles import Completions, Role, make_role, sample, update
-from rzero_jax.selfplay.runner import (RunError, Runner, atomic_json, derive_seed, resolve_callable)
+from rzero_jax.selfplay.runner import (RunError, Runner, derive_seed, resolve_callable)
 
 __all__ = [
     "Completions",
@@ -17,7 +17,6 @@ __all__ = [
     "update",
     "RunError",
     "Runner",
-    "atomic_json",
     "derive_seed",
     "resolve_callable",
 ]

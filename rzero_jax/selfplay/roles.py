@@ -18,13 +18,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from rzero_jax import sharding
+from rzero_jax import multihost
 from rzero_jax.models import combine_params, init_lora
-from rzero_jax.models.decoder import base_config, merge_lora, param_shardings, split_lora
-from rzero_jax.rzero.rollout import build_batch, split_minibatches
+from rzero_jax.models.functional import base_config, merge_lora, param_shardings, split_lora
 from rzero_jax.sampling import generate
 from rzero_jax.selfplay.util import RunError, derive_seed, name_id
+from rzero_jax.sharding import ShardingPlan, make_plan
 from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn, make_train_step)
+from rzero_jax.training.batch import build_batch, split_minibatches
 
 
 class Completions(NamedTuple):
@@ -39,21 +40,22 @@ class Completions(NamedTuple):
 class Role:
   """One trained role: its train state, compiled functions and sampling settings.
 
-  With LoRA (`model_cfg.lora_rank` > 0) the state holds only the role's adapters and `base` is the
-  frozen base params the roles share; with full fine-tuning `base` is None.
+  `plan` lays out the training (train state, train step, log-probs), `sampler_plan` the sampler's
+  weights and rows (None: unsharded). With LoRA (`model_cfg.lora_rank` > 0) the state holds only
+  the role's adapters and `base` is the frozen base params the roles share; with full fine-tuning
+  `base` is None.
   """
 
   name: str
   settings: ml_collections.ConfigDict
-  strategy: str
-  plan: sharding.ShardingPlan
+  plan: ShardingPlan | None
+  sampler_plan: ShardingPlan | None
   train_cfg: TrainConfig
   state: Any
   train_step: Callable
   logprob_fn: Callable
   model_cfg: Any
   base: Any = None
-  sampler_strategy: str = ""
   _sampler_copy: Any = dataclasses.field(default=None, repr=False)  # (weakref to state, params)
 
   def full(self, trained: Any) -> Any:
@@ -65,7 +67,7 @@ class Role:
     return self.full(self.state.params)
 
   def sampler_params(self) -> tuple[Any, Any]:
-    """(model config, params) the sampler runs, in `sampler_strategy`'s layout.
+    """(model config, params) the sampler runs, in `sampler_plan`'s layout.
 
     When the trained params are already in the compute dtype and the sampler layout they are used
     as they are. Otherwise the sampler gets its own copy in the compute dtype (LoRA adapters
@@ -74,25 +76,22 @@ class Role:
     training layout (under `fsdp`, weights gathered for every token)."""
     dtype = jax.numpy.dtype(self.model_cfg.compute_dtype)
     weights = split_lora(self.params)[0]  # adapters are small: cast at use, never copied
-    if self.sampler_strategy == self.strategy and all(
-        x.dtype == dtype for x in jax.tree.leaves(weights)
-    ):
+    if self.sampler_plan == self.plan and all(x.dtype == dtype for x in jax.tree.leaves(weights)):
       return self.model_cfg, self.params
     made_from = self._sampler_copy[0]() if self._sampler_copy else None
     if made_from is not self.state:
       self._sampler_copy = None  # free the previous copy first
-      mesh = self.plan.mesh if self.plan is not None else None
-      copy = sampler_copy_fn(self.model_cfg, mesh, self.sampler_strategy)
+      copy = sampler_copy_fn(self.model_cfg, self.sampler_plan)
       self._sampler_copy = (weakref.ref(self.state), copy(self.state.params, self.base))
     return base_config(self.model_cfg), self._sampler_copy[1]
 
 
 @functools.lru_cache(maxsize=16)
-def sampler_copy_fn(model_cfg: Any, mesh: Any, strategy: str) -> Callable:
+def sampler_copy_fn(model_cfg: Any, plan: ShardingPlan | None) -> Callable:
   """Jitted (trained params, frozen base or None) -> the model's params in the compute dtype,
-  LoRA merged, placed by `strategy` (on device: no host round trip)."""
+  LoRA merged, placed by `plan` (on device: no host round trip)."""
   sampler_cfg = base_config(model_cfg)
-  shardings = None if mesh is None else param_shardings(sampler_cfg, mesh, strategy)
+  shardings = None if plan is None else param_shardings(sampler_cfg, plan)
   dtype = model_cfg.compute_dtype
 
   @functools.partial(jax.jit, out_shardings=shardings)
@@ -130,22 +129,37 @@ def train_config(role_cfg: ml_collections.ConfigDict, role: str, param_dtype: st
     raise RunError(f"Bad config.{role}.train: {e}. Valid fields: {valid}.") from e
 
 
+def role_plans(
+    mesh: Any, name: str, settings: ml_collections.ConfigDict
+) -> tuple[ShardingPlan | None, ShardingPlan | None]:
+  """The training and sampler plans of role `name` on `mesh`, from `config.<name>.strategy` and
+  `sampler_strategy` ("" or absent: the training strategy)."""
+  plans = []
+  for field in ("strategy", "sampler_strategy"):
+    try:
+      plans.append(make_plan(mesh, settings.get(field) or settings.strategy))
+    except ValueError as e:
+      raise RunError(f"config.{name}.{field}: {e}") from e
+  return plans[0], plans[1]
+
+
 def make_role(
     name: str,
     settings: ml_collections.ConfigDict,
     model_cfg: Any,
     base_params: Any,
     *,
-    mesh: Any,
+    plans: tuple[ShardingPlan | None, ShardingPlan | None],
     param_dtype: str,
     donate: bool,
     seed: int = 0,
 ) -> Role:
-  """A role whose train state starts from `base_params` (already on the mesh); with `donate` the
-  state takes over their buffers (`base_params` is then unusable). With `config.<name>.lora.rank`
+  """A role whose train state starts from `base_params` (already on the mesh), laid out by
+  `plans` (training, sampler: `role_plans`); with `donate` the state takes over their buffers
+  (`base_params` is then unusable). With `config.<name>.lora.rank`
   > 0 the state holds fresh adapters (from `seed`) over the shared, frozen `base_params`."""
   train_cfg = train_config(settings, name, param_dtype)
-  strategy = settings.strategy
+  plan, sampler_plan = plans
   base, trained = None, base_params
   if lora_rank(settings) < 0:
     raise RunError(
@@ -162,55 +176,41 @@ def make_role(
     base, donate = base_params, False
     key = jax.random.key(lora_seed(seed, name))
     trained = init_lora(model_cfg, key, dtype=param_dtype)
-  state = init_train_state(
-      model_cfg, train_cfg, trained, mesh=mesh, strategy=strategy, donate=donate
-  )
   return Role(
       name,
       settings,
-      strategy,
-      sharding.make_plan(mesh, strategy),
+      plan,
+      sampler_plan,
       train_cfg,
-      state,
-      make_train_step(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
-      make_logprob_fn(model_cfg, train_cfg, mesh=mesh, strategy=strategy),
+      init_train_state(model_cfg, train_cfg, trained, plan, donate=donate),
+      make_train_step(model_cfg, train_cfg, plan),
+      make_logprob_fn(model_cfg, train_cfg, plan),
       model_cfg,
       base,
-      settings.get("sampler_strategy") or strategy,
   )
 
 
 def sample(
-    model_cfg: Any,
     role: Role,
     prompt_ids: Sequence[Sequence[int]],
     *,
-    num_samples: int,
-    seed: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
     max_batch: int,
     stop_ids: Any,
-    mesh: Any,
+    **sampling: Any,
 ) -> Completions:
-  """`num_samples` completions per prompt in one `generate` call with at most `max_batch` rows in
-  flight; a completion's random stream depends only on (seed, prompt, sample, token). `model_cfg`
-  is unused (each role samples with its own config, LoRA included); kept for callers."""
+  """Completions of `prompt_ids` by `role` (its sampler config and params, in its sampler plan's
+  layout) in one `generate` call with at most `max_batch` rows in flight. `sampling`: generate's
+  num_samples, seed, temperature, top_p and max_new_tokens; a completion's random stream depends
+  only on (seed, prompt, sample, token)."""
   sampler_cfg, params = role.sampler_params()
   out = generate(
       sampler_cfg,
       params,
       list(prompt_ids),
-      max_new_tokens=max_new_tokens,
-      temperature=temperature,
-      top_p=top_p,
-      num_samples=num_samples,
       stop_token_ids=stop_ids,
-      seed=seed,
-      mesh=mesh,
-      strategy=role.sampler_strategy,
+      plan=role.sampler_plan,
       max_batch_size=max_batch,
+      **sampling,
   )
   return Completions(tokens=out.tokens, logprobs=out.logprobs, finished=out.finished)
 
@@ -250,8 +250,8 @@ def update(
   )
   minis = []
   for mini in split_minibatches(batch, mini_batch_size):
-    rows = sharding.process_rows(role.plan, len(mini["tokens"]))
-    minis.append(sharding.host_to_global({k: v[rows] for k, v in mini.items()}, role.plan))
+    rows = multihost.process_rows(role.plan, len(mini["tokens"]))
+    minis.append(multihost.host_to_global({k: v[rows] for k, v in mini.items()}, role.plan))
   mismatch = []
   for mini in minis:  # every old log-prob is taken before the first update changes the params
     if recompute_old_logprobs:

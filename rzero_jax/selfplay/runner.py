@@ -4,7 +4,7 @@ A `Runner` holds one run: the config, the base model (loaded straight onto the m
 mesh, roles, the KL reference, TensorBoard metrics, orbax checkpoints of the train states plus a
 JSON `meta` (the loop position and everything the loop accumulates), HF export and summary.json.
 The loops subclass it and add their algorithm's stages. Multi-host rules it keeps: every process
-runs the same calls; host decisions go through `grading` (`sharding.decided_on_main`); only
+runs the same calls; host decisions go through `grading` (`multihost.decided_on_main`); only
 process 0 writes files; no process reads a file another is writing.
 """
 
@@ -20,16 +20,17 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
-from rzero_jax import sharding
+from rzero_jax import multihost, sharding
 from rzero_jax.checkpoint import RunCheckpointer
-from rzero_jax.metrics import MetricWriter
+from rzero_jax.io import atomic_json
+from rzero_jax.metrics import MetricWriter, Progress
 from rzero_jax.models import load_pretrained, load_tokenizer, save_pretrained
 from rzero_jax.models.tokenizer import pad_token_id, stop_token_ids
 from rzero_jax.selfplay import roles as roles_lib
+from rzero_jax.selfplay.config import benchmark_names
 from rzero_jax.selfplay.roles import Completions, Role
 from rzero_jax.selfplay.util import (
     RunError,
-    atomic_json,
     copy_tree,
     derive_seed,
     resolve_callable,
@@ -46,7 +47,7 @@ TOKENIZER_FILES = (
     "generation_config.json",
 )
 
-__all__ = ["Runner", "RunError", "derive_seed", "resolve_callable", "atomic_json"]
+__all__ = ["Runner", "RunError", "derive_seed", "resolve_callable"]
 
 
 class Runner:
@@ -60,7 +61,7 @@ class Runner:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, role_names: Sequence[str]):
     self.config, self.workdir = config, os.path.abspath(workdir)
-    self.main = sharding.is_main_process()
+    self.main = multihost.is_main_process()
     self.timing: dict[str, float] = {}
     self.tokens_per_s = 0.0
     self.t_start = time.perf_counter()
@@ -71,12 +72,7 @@ class Runner:
       self.mesh = sharding.make_mesh(config.mesh)
     except ValueError as e:
       raise RunError(f"{e} (set --mesh or config.mesh)") from e
-    for name in role_names:
-      for field in ("strategy", "sampler_strategy"):
-        try:
-          sharding.make_plan(self.mesh, config[name].get(field) or config[name].strategy)
-        except ValueError as e:
-          raise RunError(f"config.{name}.{field}: {e}") from e
+    self.plans = {name: roles_lib.role_plans(self.mesh, name, config[name]) for name in role_names}
     # Straight onto the mesh in the first role's layout, tensor by tensor. With LoRA on every role
     # the base stays frozen, so it is kept in the compute dtype.
     lora = [roles_lib.lora_rank(config[name]) > 0 for name in role_names]
@@ -84,8 +80,7 @@ class Runner:
     self.cfg, self.base = load_pretrained(
         self.model_path,
         dtype=config.dtype if all_lora else config.param_dtype,
-        mesh=self.mesh,
-        strategy=config[role_names[0]].strategy,
+        plan=self.plans[role_names[0]][0],
     )
     self.cfg = dataclasses.replace(self.cfg, dtype=config.dtype)
     self.stop_ids = stop_token_ids(self.tokenizer, self.cfg.eos_token_id)
@@ -124,7 +119,7 @@ class Runner:
         self.config[name],
         self.cfg,
         self.base,
-        mesh=self.mesh,
+        plans=self.plans[name],
         param_dtype=self.config.param_dtype,
         donate=donate,
         seed=self.config.seed,
@@ -145,8 +140,7 @@ class Runner:
           role.model_cfg,
           role.train_cfg,
           role.state.params,
-          mesh=self.mesh,
-          strategy=role.strategy,
+          role.plan,
           donate=True,
       )
 
@@ -162,27 +156,27 @@ class Runner:
       role: Role,
       prompt_ids: Sequence[Sequence[int]],
       *,
-      num_samples: int,
       seed: int,
-      temperature: float,
-      top_p: float,
-      max_new_tokens: int,
+      num_samples: int = 1,
+      temperature: float | None = None,
+      top_p: float | None = None,
+      max_new_tokens: int | None = None,
   ) -> Completions:
-    """`roles.sample` with the run's model, mesh, stop tokens and `config.max_sample_batch` rows
-    in flight; timed as sampling (also sets `tokens_per_s`)."""
+    """`roles.sample` with the run's stop tokens and `config.max_sample_batch` rows in flight;
+    temperature, top_p and max_new_tokens default to the role's config section. Timed as
+    sampling (also sets `tokens_per_s`)."""
+    settings = self.config[role.name]
     t0 = time.perf_counter()
     out = roles_lib.sample(
-        self.cfg,
         role,
         prompt_ids,
         num_samples=num_samples,
         seed=seed,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
+        temperature=settings.temperature if temperature is None else temperature,
+        top_p=settings.top_p if top_p is None else top_p,
+        max_new_tokens=settings.max_new_tokens if max_new_tokens is None else max_new_tokens,
         max_batch=self.config.max_sample_batch,
         stop_ids=self.stop_ids,
-        mesh=self.mesh,
     )
     seconds = time.perf_counter() - t0
     self.timing["sampling_s"] = self.timing.get("sampling_s", 0.0) + seconds
@@ -195,7 +189,7 @@ class Runner:
   def grading(self, decide: Callable[[], Any]) -> Any:
     """Runs a host decision (deadlines make it timing-dependent) once, on process 0, and shares
     its result with every process; timed as grading."""
-    return roles_lib.timed(self.timing, "grading_s", lambda: sharding.decided_on_main(decide))
+    return roles_lib.timed(self.timing, "grading_s", lambda: multihost.decided_on_main(decide))
 
   def update(
       self,
@@ -266,6 +260,68 @@ class Runner:
     self.set_trees(trees)
     return meta
 
+  # ----- stage bookkeeping: progress, TensorBoard, the loop position, checkpoints ---------------
+
+  def run_steps(
+      self,
+      label: str,
+      steps: int,
+      step_fn: Callable[[int], dict],
+      *,
+      meta: dict | None = None,
+      tb_prefix: str = "",
+      tb_step: Callable[[int], int] = int,
+      record: Callable[[int, dict], None] | None = None,
+      show: Callable[[dict], dict] | None = None,
+      save_last: bool = False,
+  ) -> None:
+    """Runs a stage's steps `step_fn(step) -> metrics`, from `meta["step"]` (0 without `meta`) to
+    `steps`, with one progress line per step (`label`, the values of `show(metrics)`). Each step's
+    metrics go to TensorBoard at `tb_step(step)` (under "`tb_prefix`/"); with `meta`, the step
+    advances `meta["step"]`, `record(step, metrics)` files it in `meta`, and a checkpoint is saved
+    every `config.checkpoint_every_steps` steps before the last; after the last step always with
+    `save_last`, never without it (the stage's end saves)."""
+    start = meta["step"] if meta is not None else 0
+    progress = Progress(label, steps, start=start, enabled=self.main)
+    every = self.config.checkpoint_every_steps
+    for step in range(start, steps):
+      metrics = step_fn(step)
+      if tb_prefix:
+        self.writer.scalars(tb_step(step), {f"{tb_prefix}/{k}": v for k, v in metrics.items()})
+      else:
+        self.writer.scalars(tb_step(step), metrics)
+      if meta is not None:
+        meta["step"] = step + 1
+        if record is not None:
+          record(step, metrics)
+      progress.update(**(show(metrics) if show else {}))
+      last = step + 1 == steps
+      if meta is not None and (save_last if last else (step + 1) % every == 0):
+        self.save(meta)
+
+  def end_stage(
+      self,
+      meta: dict,
+      *,
+      log: str = "",
+      tb_step: int = 0,
+      tb_prefix: str = "",
+      scalars: dict | None = None,
+      **position: Any,
+  ) -> None:
+    """A stage's end: prints `log`, writes the numbers among `scalars` to TensorBoard at
+    `tb_step` (under "`tb_prefix`/"), sets `position` in `meta` (e.g. phase="solver", step=0)
+    and checkpoints."""
+    if log:
+      self.log(log)
+    if scalars:
+      numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float))}
+      self.writer.scalars(
+          tb_step, {f"{tb_prefix}/{k}" if tb_prefix else k: v for k, v in numbers.items()}
+      )
+    meta.update(position)
+    self.save(meta)
+
   # ----- outputs -------------------------------------------------------------------------------
 
   def export(self, subdir: str, roles: Sequence[Role]) -> None:
@@ -310,8 +366,7 @@ class Runner:
         data_dir=e.get("data_dir") or None,
         limit=e.get("limit") or None,
         max_new_tokens=e.max_new_tokens,
-        mesh=self.mesh,
-        strategy=role.sampler_strategy,
+        plan=role.sampler_plan,
         keep_records=False,
     )
     scores = eval_lib.flat_metrics(result)
@@ -328,7 +383,7 @@ class Runner:
     """Adds timing, writes summary.json and prints `table` (process 0), closes the writers."""
     summary["timing"] = dict(self.timing, total_s=time.perf_counter() - self.t_start)
     if self.main:
-      atomic_json(os.path.join(self.workdir, "summary.json"), summary)
+      atomic_json(os.path.join(self.workdir, "summary.json"), summary, natural_order=True)
       print(table, flush=True)
     self.close()
     return summary
@@ -337,22 +392,6 @@ class Runner:
     self.writer.close()
     if self.ckpt is not None:
       self.ckpt.close()
-
-
-def benchmark_names(config: ml_collections.ConfigDict) -> list[str]:
-  """The names in `config.eval.benchmarks` ("math500,gsm8k"; empty or missing: none)."""
-  return [n.strip() for n in config.eval.get("benchmarks", "").split(",") if n.strip()]
-
-
-def validate_benchmarks(config: ml_collections.ConfigDict) -> None:
-  """Fails up front (one line) on an unknown name in `config.eval.benchmarks`."""
-  from rzero_jax.eval import BenchmarkError, resolve
-
-  for name in benchmark_names(config):
-    try:
-      resolve(name)
-    except BenchmarkError as e:
-      raise RunError(f"config.eval.benchmarks: {e}") from e
 
 
 def format_rows(rows: Sequence[Sequence[str]]) -> str:

@@ -1,13 +1,9 @@
-"""Small helpers of the self-play runs: errors, seeds, callables, atomic files."""
+"""Small helpers of the self-play runs: errors, seeds, callables, copies."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import json
-import os
-import re
-import tempfile
 from typing import Any, Callable
 
 import jax
@@ -67,29 +63,6 @@ def resolve_callable(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
   except (ImportError, AttributeError) as e:
     raise RunError(f"Cannot import {spec!r}: {e}") from e
-
-
-def natural_key(key: Any) -> list:
-  """Sort key that orders the numbers inside names by value: "step_8" before "step_16"."""
-  return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(key))]
-
-
-def _naturally_sorted(data: Any) -> Any:
-  if isinstance(data, dict):
-    return {k: _naturally_sorted(data[k]) for k in sorted(data, key=natural_key)}
-  if isinstance(data, (list, tuple)):
-    return [_naturally_sorted(v) for v in data]
-  return data
-
-
-def atomic_json(path: str, data: Any) -> None:
-  """Writes `data` as JSON to `path` through a temporary file renamed over it, keys in natural
-  order (the same bytes whatever order the dicts were built in; evaluation points in step order)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=os.path.dirname(path))
-  with os.fdopen(fd, "w") as f:
-    json.dump(_naturally_sorted(data), f, indent=2)
-  os.replace(tmp, path)
 
 
 def copy_tree(tree: Any) -> Any:

@@ -8,14 +8,14 @@ the sampler's log-probs are exact when the temperature matches.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.decoder import Params, forward, unembed
-from rzero_jax.sharding import ShardingPlan, constrain, make_plan
+from rzero_jax.models.functional import Params, forward, unembed
+from rzero_jax.sharding import ShardingPlan, constrain
 from rzero_jax.training.train_state import TrainConfig, compute_config
 
 
@@ -74,10 +74,10 @@ def target_logprobs_from_hidden(
 ) -> tuple[jax.Array, jax.Array]:
   """Log-probs of `targets` from last-layer hidden states without [B, T, V] logits.
 
-  hidden [B, T, D] (`models.hidden_states`, before the final norm), targets [B, T] int. Returns
-  float32 [B, T] log softmax(unembed(hidden[:, t]) / temperature)[targets[:, t]] and bool [B, T]
-  "targets[:, t] is the argmax" (first maximum, as `jnp.argmax`); entry t uses position t (no shift:
-  pass the hidden states of the inputs and the next tokens as targets).
+  hidden [B, T, D] (`models.forward(..., hidden=True)`, before the final norm), targets [B, T]
+  int. Returns float32 [B, T] log softmax(unembed(hidden[:, t]) / temperature)[targets[:, t]] and
+  bool [B, T] "targets[:, t] is the argmax" (first maximum, as `jnp.argmax`); entry t uses
+  position t (no shift: pass the hidden states of the inputs and the next tokens as targets).
 
   The logits are computed `chunk_size` positions at a time in a rematerialised `lax.map`: each chunk
   gives its [B, chunk_size, V] float32 logits, logsumexp and target logit, and the backward pass
@@ -125,8 +125,7 @@ def merge_micro_batches(x: jax.Array) -> jax.Array:
 def make_logprob_fn(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig | float = 1.0,
-    mesh: jax.sharding.Mesh | None = None,
-    strategy: Any = None,
+    plan: ShardingPlan | None = None,
     *,
     chunk_size: int | None = None,
 ) -> Callable[[Params, jax.Array, jax.Array], jax.Array]:
@@ -142,7 +141,6 @@ def make_logprob_fn(
     chunk_size = chunk_size or train_cfg.micro_batch_size
   else:
     cfg, temperature = model_cfg, float(train_cfg)
-  plan = make_plan(mesh, strategy)
 
   @jax.jit
   def logprob_fn(params: Params, tokens: jax.Array, attention_mask: jax.Array) -> jax.Array:

@@ -16,7 +16,7 @@ summation order), however unevenly the targets fall across micro-batches.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +24,13 @@ import numpy as np
 import optax
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.decoder import Params, combine_params, hidden_states, param_shardings
+from rzero_jax.models.functional import Params, combine_params, forward, param_shardings
 from rzero_jax.sharding import ShardingPlan, constrain
 from rzero_jax.training.logprobs import split_micro_batches, target_logprobs_from_hidden
+from rzero_jax.training.train_state import TrainConfig, TrainState, compute_config, trainable
+from rzero_jax.training.train_state import make_optimizer, make_schedule, state_shardings
 
 Batch = dict[str, jax.Array]
-SFTStep = Callable[[Params, Any, Batch], tuple[Params, Any, dict[str, jax.Array]]]
 BATCH_KEYS = ("tokens", "loss_mask", "attention_mask")
 # Positions per chunk of the cross-entropy: [B, 256, V] float32 logits at a time (Qwen's V = 151,936
 # and a micro-batch of 4 rows: ~0.6 GB per buffer, against ~10 GB for [4, 4096, V]).
@@ -53,12 +54,13 @@ def sft_loss(
   """
   tokens = batch["tokens"]
   attention_mask = batch.get("attention_mask")
-  hidden = hidden_states(
+  hidden = forward(
       cfg,
       params,
       tokens[:, :-1],
       None if attention_mask is None else attention_mask[:, :-1],
       plan=plan,
+      hidden=True,
   )
   logprobs, hits = target_logprobs_from_hidden(
       cfg, params, hidden, tokens[:, 1:], chunk_size=loss_chunk_size, plan=plan
@@ -137,68 +139,23 @@ def sft_grads(
 
 
 def make_sft_step(
-    cfg: ModelConfig,
-    optimizer: optax.GradientTransformation,
-    *,
-    plan: ShardingPlan | None = None,
-    micro_batch_size: int | None = None,
-    loss_chunk_size: int = LOSS_CHUNK_SIZE,
-) -> SFTStep:
-  """A jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`; params and
-  optimizer state are donated. `micro_batch_size` rows at a time (exact gradient accumulation,
-  see `sft_grads`). Metrics: loss, accuracy (greedy next-token), tokens, grad_norm."""
-  grad_shardings = None if plan is None else param_shardings(cfg, plan.mesh, plan.rules)
-
-  def step(params, opt_state, batch):
-    grads, metrics = sft_grads(
-        cfg,
-        params,
-        batch,
-        micro_batch_size=micro_batch_size,
-        loss_chunk_size=loss_chunk_size,
-        plan=plan,
-        grad_shardings=grad_shardings,
-    )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, {**metrics, "grad_norm": optax.tree.norm(grads)}
-
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-def make_sft_train_step(
     model_cfg: ModelConfig,
-    train_cfg: Any,
-    mesh: Any = None,
-    strategy: Any = None,
+    train_cfg: TrainConfig,
+    plan: ShardingPlan | None = None,
     *,
     loss_chunk_size: int = LOSS_CHUNK_SIZE,
-) -> Callable[[Any, Batch], tuple[Any, dict]]:
-  """A jitted `(TrainState, batch, base=None) -> (TrainState, metrics)` SFT update with the loops'
-  optimizer (`make_optimizer(train_cfg)`: clipping + AdamW) and shardings; the state is donated.
-  With LoRA (`model_cfg.lora_rank` > 0) the state holds the adapters and `base` is the frozen
-  base params (no gradient for them). The compute dtype is the model config's (or
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+  """One jitted `(state, batch, base=None) -> (state, metrics)` SFT update with the loops'
+  optimizer (`make_optimizer(train_cfg)`: clipping + AdamW and its schedule); `state` is donated.
+  With LoRA (`model_cfg.lora_rank` > 0) the state holds the adapters and `base` is the frozen base
+  params (no gradient for them). The compute dtype is the model config's (or
   `train_cfg.compute_dtype`); `train_cfg.micro_batch_size` rows are processed at a time (exact
-  gradient accumulation, see `sft_grads`). Metrics: loss, accuracy, tokens, grad_norm,
+  gradient accumulation, see `sft_grads`). With a `plan`, params and optimizer state keep their
+  logical-axis shardings. Metrics: loss, accuracy (greedy next-token), tokens, grad_norm,
   learning_rate."""
-  from rzero_jax.sharding import make_plan
-  from rzero_jax.training.train_state import (
-      TrainState,
-      compute_config,
-      make_optimizer,
-      make_schedule,
-      state_shardings,
-      trainable,
-  )
-
-  plan = make_plan(mesh, strategy)
   optimizer, schedule = make_optimizer(train_cfg), make_schedule(train_cfg)
   cfg = compute_config(model_cfg, train_cfg)
-  grad_shardings = (
-      None
-      if plan is None
-      else trainable(model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
-  )
+  grad_shardings = None if plan is None else trainable(model_cfg, param_shardings(model_cfg, plan))
 
   def step(state, batch, base=None):
     grads, metrics = sft_grads(

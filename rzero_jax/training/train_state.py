@@ -13,8 +13,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
-from rzero_jax.models.decoder import Params, param_shapes, param_shardings, split_lora
-from rzero_jax.sharding import ShardingPlan, make_plan
+from rzero_jax.models.functional import Params, param_shapes, param_shardings, split_lora
+from rzero_jax.sharding import ShardingPlan
 from rzero_jax.training.grpo import AGGREGATIONS, KL_ESTIMATORS
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -169,7 +169,7 @@ def state_shardings(
 ) -> TrainState:
   """Shardings of a TrainState: the trained params (all, or the LoRA adapters) by their logical
   axes, optimizer moments like their params, counters replicated."""
-  params = trainable(model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
+  params = trainable(model_cfg, param_shardings(model_cfg, plan))
   shapes = jax.tree.map(
       lambda shape: jax.ShapeDtypeStruct(shape, resolve_dtype(train_cfg.param_dtype)),
       trainable(model_cfg, param_shapes(model_cfg)),
@@ -200,21 +200,19 @@ def init_train_state(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     params: Params,
-    mesh: jax.sharding.Mesh | None = None,
-    strategy: Any = None,
+    plan: ShardingPlan | None = None,
     *,
     donate: bool = False,
 ) -> TrainState:
   """A fresh TrainState over the trained params (the whole model, or with `model_cfg.lora_rank` > 0
   only the adapters `{"layers": {..._lora_a/b}}`, e.g. from `init_lora`; the frozen base is passed
   to the train step separately): params cast to `param_dtype` (float32 master weights by default) and, with
-  a mesh, placed by their logical axes; optimizer state (AdamW moments in `param_dtype` too) sharded
+  a `plan`, placed by their logical axes; optimizer state (AdamW moments in `param_dtype` too) sharded
   like the params. `donate=True` lets the state reuse the buffers of `params` (which are then
   deleted), so no second copy of the weights is made."""
   warn_low_precision_master_weights(train_cfg.param_dtype, train_cfg.learning_rate)
   dtype = resolve_dtype(train_cfg.param_dtype)
   optimizer = make_optimizer(train_cfg)
-  plan = make_plan(mesh, strategy)
 
   def init(params):
     params = jax.tree.map(lambda p: p.astype(dtype), params)

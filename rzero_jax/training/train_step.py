@@ -8,7 +8,7 @@ A batch is a dict of arrays with B sequences (leading dim):
     when absent the step is on-policy, old = stop_gradient(current))
   ref_logprobs [B, T] float32: the reference policy's log-probs (needed when kl_coef != 0)
   advantages [B] float32
-Other keys are ignored. On a multi-host mesh pass global arrays (`rzero_jax.sharding.host_to_global`).
+Other keys are ignored. On a multi-host mesh pass global arrays (`rzero_jax.multihost.host_to_global`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.decoder import Params, combine_params, forward, param_shardings
-from rzero_jax.sharding import ShardingPlan, constrain, make_plan
+from rzero_jax.models.functional import Params, combine_params, forward, param_shardings
+from rzero_jax.sharding import ShardingPlan, constrain
 from rzero_jax.training.grpo import loss_denominators, policy_loss
 from rzero_jax.training.logprobs import (
     entropy_from_logits,
@@ -125,11 +125,7 @@ def compute_grads(
       ),
       has_aux=True,
   )
-  shardings = (
-      None
-      if plan is None
-      else trainable(model_cfg, param_shardings(model_cfg, plan.mesh, plan.rules))
-  )
+  shardings = None if plan is None else trainable(model_cfg, param_shardings(model_cfg, plan))
 
   def zeros_like_params():
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
@@ -162,8 +158,7 @@ def compute_grads(
 def make_train_step(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
-    mesh: jax.sharding.Mesh | None = None,
-    strategy: Any = None,
+    plan: ShardingPlan | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
   """One jitted `(state, batch, base=None) -> (state, metrics)` GRPO update for a role; `state` is
   donated. With LoRA (`model_cfg.lora_rank` > 0) `state` holds the adapters and `base` is the
@@ -172,10 +167,9 @@ def make_train_step(
   A non-finite loss or gradient norm leaves params and optimizer state unchanged and does not
   advance `state.step`; metrics["skipped"] is then 1. Metrics: loss, pg_loss, kl, clip_frac,
   entropy, grad_norm (before clipping), learning_rate, num_tokens, skipped (+ dual_clip_frac).
-  With a mesh, params and optimizer state keep their logical-axis shardings and the batch is
+  With a `plan`, params and optimizer state keep their logical-axis shardings and the batch is
   sharded over "batch".
   """
-  plan = make_plan(mesh, strategy)
   optimizer = make_optimizer(train_cfg)
   schedule = make_schedule(train_cfg)
 

@@ -4,38 +4,21 @@ Names are imported lazily so that importing one part (e.g. the grading worker, w
 only needs ``answers``) does not pull in numpy/scipy or the executor.
 """
 
-import importlib
+from rzero_jax.lazy import lazy_exports
 
 _EXPORTS = {
-    "extract_boxed": "answers",
-    "equivalent": "answers",
-    "equivalent_many": "answers",
-    "grade": "answers",
-    "Vote": "voting",
-    "majority_vote": "voting",
-    "majority_votes": "voting",
-    "bleu": "repetition",
-    "bleu_matrix": "repetition",
-    "cluster_questions": "repetition",
-    "repetition_penalty": "repetition",
-    "ExecResult": "executor",
-    "Executor": "executor",
-    "call_text": "executor",
-    "canonical_inputs": "executor",
-    "check_program": "executor",
-    "same_output": "executor",
+    "answers": ("extract_boxed", "equivalent", "equivalent_many", "grade"),
+    "voting": ("Vote", "majority_vote", "majority_votes"),
+    "repetition": ("bleu", "bleu_matrix", "cluster_questions", "repetition_penalty"),
+    "executor": (
+        "ExecResult",
+        "Executor",
+        "call_text",
+        "canonical_inputs",
+        "check_program",
+        "same_output",
+    ),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-  if name not in _EXPORTS:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-  globals()[name] = value
-  return value
-
-
-def __dir__():
-  return __all__
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,49 +19,19 @@ import json
 import os
 import select
 import signal
-import struct
 import subprocess
 import tempfile
 import threading
 import time
 from typing import Any, Sequence
 
+# The framing both sides speak; read_frame is re-exported for the worker scripts.
+from rzero_jax.verify._sandbox import HEADER, MAX_FRAME, read_frame, write_frame
+
 TIMEOUT = {"_pool": "timeout"}
 CRASHED = {"_pool": "crashed"}
 
-_HEADER = struct.Struct(">I")
-_MAX_FRAME = 1 << 24
 _MAX_START_FAILURES = 3
-
-
-def write_frame(fd: int, obj: Any) -> None:
-  """Writes one length-prefixed JSON frame to a file descriptor."""
-  data = json.dumps(obj).encode()
-  view = memoryview(_HEADER.pack(len(data)) + data)
-  while view:
-    view = view[os.write(fd, view) :]
-
-
-def read_frame(fd: int) -> Any | None:
-  """Blocking read of one frame; None on end of file."""
-  header = _read_exact(fd, _HEADER.size)
-  if header is None:
-    return None
-  (size,) = _HEADER.unpack(header)
-  if size > _MAX_FRAME:
-    raise ValueError(f"frame of {size} bytes exceeds {_MAX_FRAME}")
-  body = _read_exact(fd, size)
-  return None if body is None else json.loads(body)
-
-
-def _read_exact(fd: int, size: int) -> bytes | None:
-  buf = bytearray()
-  while len(buf) < size:
-    chunk = os.read(fd, size - len(buf))
-    if not chunk:
-      return None
-    buf += chunk
-  return bytes(buf)
 
 
 class _Worker:
@@ -102,14 +72,14 @@ class _Worker:
       return None
     self.buf += chunk
     frames = []
-    while len(self.buf) >= _HEADER.size:
-      (size,) = _HEADER.unpack_from(self.buf)
-      if size > _MAX_FRAME:
+    while len(self.buf) >= HEADER.size:
+      (size,) = HEADER.unpack_from(self.buf)
+      if size > MAX_FRAME:
         return None
-      if len(self.buf) < _HEADER.size + size:
+      if len(self.buf) < HEADER.size + size:
         break
-      body = bytes(self.buf[_HEADER.size : _HEADER.size + size])
-      del self.buf[: _HEADER.size + size]
+      body = bytes(self.buf[HEADER.size : HEADER.size + size])
+      del self.buf[: HEADER.size + size]
       try:
         frames.append(json.loads(body))
       except ValueError:
@@ -216,18 +186,13 @@ class WorkerPool:
       raise ValueError(f"no worker group {sorted(map(str, unknown))[0]!r}")
     return self._locked_run(requests, timeouts_s, groups)
 
-  def _locked_run(
-      self,
-      requests: Sequence[Any],
-      timeouts_s: Sequence[float],
-      groups: Sequence[str | None],
-      until_ready: bool = False,
-  ) -> list[Any]:
+  def _locked_run(self, *args: Any, **kwargs: Any) -> list[Any]:
+    """`_run` under the pool's lock; an interrupted run replaces the workers it left busy."""
     if self.closed:
       raise RuntimeError("worker pool is closed")
     with self._lock:
       try:
-        return self._run(requests, timeouts_s, groups, until_ready)
+        return self._run(*args, **kwargs)
       except BaseException:  # e.g. KeyboardInterrupt: no reply may leak into the next call
         for w in list(self._workers):
           if w.job is not None:

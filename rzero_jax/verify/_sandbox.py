@@ -41,7 +41,8 @@ import sys
 import time
 import types
 
-_HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">I")  # frames: 4-byte big-endian length, then JSON
+MAX_FRAME = 1 << 24
 _NOBODY = 65534
 # Extension modules that the standard library imports lazily (codec lookups): the mounted
 # Python installation is noexec, so they must be loaded before the server pivots into it.
@@ -153,19 +154,23 @@ def _construct(node):
 # ---------------------------------------------------------------- framing
 
 
-def _write_frame(fd, obj):
+def write_frame(fd, obj):
+  """Writes one length-prefixed JSON frame to a file descriptor (also the pool's framing)."""
   data = json.dumps(obj).encode()
-  view = memoryview(_HEADER.pack(len(data)) + data)
+  view = memoryview(HEADER.pack(len(data)) + data)
   while view:
     view = view[os.write(fd, view) :]
 
 
-def _read_frame(fd):
-  """One frame from fd; None on end of file."""
-  header = _read_exact(fd, _HEADER.size)
+def read_frame(fd):
+  """Blocking read of one frame; None on end of file."""
+  header = _read_exact(fd, HEADER.size)
   if header is None:
     return None
-  body = _read_exact(fd, _HEADER.unpack(header)[0])
+  (size,) = HEADER.unpack(header)
+  if size > MAX_FRAME:
+    raise ValueError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+  body = _read_exact(fd, size)
   return None if body is None else json.loads(body)
 
 
@@ -731,7 +736,7 @@ def _run_one(request, config, seccomp, libc, out_fd):
   )
   os.close(read_fd)
   _reap_strays()
-  _write_frame(out_fd, _classify(outcome, data, status, request["timeout_s"]))
+  write_frame(out_fd, _classify(outcome, data, status, request["timeout_s"]))
 
 
 def _vm_size():
@@ -767,9 +772,9 @@ def main():
     )
   report["seccomp"] = seccomp is not None
   gc.freeze()
-  _write_frame(out_fd, {"ready": True, "isolation": report})
+  write_frame(out_fd, {"ready": True, "isolation": report})
   while True:
-    request = _read_frame(0)
+    request = read_frame(0)
     if request is None:
       return
     _run_one(request, config, seccomp, libc, out_fd)

@@ -11,7 +11,7 @@ the same parser (``_sandbox.parse_call``), as data: never spliced into code. A P
 ``repr(f(*args, **kwargs))`` as text, never an object: comparisons happen in this process on
 parsed values (``same_output``), so ``__eq__`` tricks cannot fake a match.
 
-Layers (see ``_sandbox.py`` for the OS side and the README's threat model):
+Layers (see ``_sandbox.py`` for the OS side and docs/threat_model.md):
 * policy: ``check_program`` (AST) rejects non-allowlisted imports, dynamic imports,
   ``eval``/``exec``/``open``/``getattr``..., dunder and frame attribute access, and,
   for Absolute Zero validity (``deterministic=True``), randomness and clocks. This is a

@@ -14,7 +14,7 @@ from experiments.toy_code.build import ensure_base_model
 from rzero_jax.azr.config import default_config
 from rzero_jax.models import load_pretrained
 from rzero_jax.rzero.config import default_config as rzero_default_config
-from tests.rzero.test_main import REPO, _run, _summary
+from tests import support
 
 TINY = [
     "--config=experiments/azr_demo.py:lora_smoke",
@@ -25,7 +25,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def base_model():
-  return ensure_base_model(os.path.join(REPO, ".cache"))
+  return ensure_base_model(support.CACHE)
 
 
 def test_actor_lora_config_mirrors_rzero_roles():
@@ -48,9 +48,9 @@ def _adapter_keys(workdir, save):
 def test_tiny_azr_lora_run_resumes_and_exports_a_merged_model(tmp_path, base_model):
   flags = [*TINY, f"--config.model_path={base_model}"]
   straight = tmp_path / "straight"
-  code, out = _run(straight, *flags, timeout=1200)
+  code, out = support.run(straight, *flags, timeout=1200)
   assert code == 0, out
-  summary = _summary(straight)
+  summary = support.summary(straight)
   assert summary["config"]["actor"]["lora"]["rank"] == 16
   assert len(summary["steps"]) == 2 and set(summary["heldout_accuracy"]) == {"base", "step_2"}
 
@@ -65,10 +65,10 @@ def test_tiny_azr_lora_run_resumes_and_exports_a_merged_model(tmp_path, base_mod
   os.remove(killed / "summary.json")
   shutil.rmtree(killed / "export")
   shutil.rmtree(killed / "checkpoints" / str(saves[-1]))
-  code, out = _run(killed, *flags, timeout=1200)
+  code, out = support.run(killed, *flags, timeout=1200)
   assert code == 0, out
   assert "resuming from checkpoint" in out and "step 1" in out
-  assert _summary(killed) == summary
+  assert support.summary(killed) == summary
 
   # The export is the merged model (no adapters), moved away from the base by the updates.
   _, base = load_pretrained(base_model, dtype="float32")
@@ -79,7 +79,7 @@ def test_tiny_azr_lora_run_resumes_and_exports_a_merged_model(tmp_path, base_mod
 
 
 def test_negative_actor_lora_rank_fails_clearly(tmp_path, base_model):
-  code, out = _run(
+  code, out = support.run(
       tmp_path / "w",
       *TINY,
       f"--config.model_path={base_model}",

@@ -1,36 +1,26 @@
 """The launcher runs Absolute Zero from the config: a tiny run end to end, kill -9 and rerun gives
 the identical summary, and bad configs fail with one line."""
 
-import json
 import os
-import signal
-import time
 
 import pytest
 
 from experiments.toy_code.build import ensure_base_model
-from tests.rzero.test_main import REPO, _launch, _run, _summary
-
-TINY = [
-    "--config=experiments/azr_demo.py:smoke",
-    "--config.checkpoint_every_steps=1",
-    "--config.actor.prompts_per_step=4",
-    "--config.actor.train.micro_batch_size=24",
-]
+from tests import support
 
 
 @pytest.fixture(scope="module")
 def base_model():
-  return ensure_base_model(os.path.join(REPO, ".cache"))
+  return ensure_base_model(support.CACHE)
 
 
 @pytest.mark.slow
 def test_tiny_azr_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
-  flags = [*TINY, f"--config.model_path={base_model}"]
+  flags = [*support.AZR_TINY, f"--config.model_path={base_model}"]
   straight = tmp_path / "straight"
-  code, out = _run(straight, *flags)
+  code, out = support.run(straight, *flags)
   assert code == 0, out
-  summary = _summary(straight)
+  summary = support.summary(straight)
   assert summary["config"]["algorithm"] == "azr"
   assert set(summary["heldout_accuracy"]) == {"base", "step_2"}
   for point in summary["heldout_accuracy"].values():
@@ -41,23 +31,7 @@ def test_tiny_azr_run_kill_and_resume_gives_the_same_summary(tmp_path, base_mode
   for sub in ("checkpoints", "tb", "export/final/actor/model.safetensors"):
     assert os.path.exists(straight / sub), sub
 
-  killed = tmp_path / "killed"
-  proc = _launch(killed, *flags)
-  ckpt = killed / "checkpoints"
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
-    if steps and max(map(int, steps)) >= 2:
-      break
-    time.sleep(0.2)
-  assert proc.poll() is None, "the run finished before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not (killed / "summary.json").exists()
-  code, out = _run(killed, *flags)
-  assert code == 0, out
-  assert "resuming from checkpoint" in out
-  assert _summary(killed) == summary
+  assert support.kill_and_resume(tmp_path / "killed", flags, min_step=2) == summary
 
 
 @pytest.mark.parametrize(
@@ -74,7 +48,7 @@ def test_tiny_azr_run_kill_and_resume_gives_the_same_summary(tmp_path, base_mode
 )
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
-  code, out = _run(tmp_path / "w", *TINY, *model, *flags, timeout=300)
+  code, out = support.run(tmp_path / "w", *support.AZR_TINY, *model, *flags, timeout=300)
   assert code != 0
   assert message in out
   assert "Traceback" not in out

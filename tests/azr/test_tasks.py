@@ -1,4 +1,4 @@
-"""Absolute Zero tasks: prompts, parsing (with malformed responses), validation and the checks."""
+"""Absolute Zero tasks: parsing (with malformed responses), validation and the checks."""
 
 import pytest
 
@@ -19,42 +19,6 @@ def respond(answer: str, think: str = "reasoning") -> str:
 
 def fence(label: str, body: str) -> str:
   return f"```{label}\n{body}\n```"
-
-
-# ------------------------------------------------------------------------------------ prompts
-
-
-def test_prompts_carry_the_task_and_the_format():
-  ref = Triplet("def f(x):\n    return x * 2", "21", "42")
-  for task_type in ("deduction", "abduction"):
-    messages = tasks.proposer_messages(task_type, [ref, tasks.identity_triplet()])
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert "<think>" in messages[0]["content"] and "<answer>" in messages[0]["content"]
-    user = messages[1]["content"]
-    assert fence("python", ref.program) in user and fence("output", "42") in user
-    assert "```python" in user and "```input" in user and "randomness" in user
-    assert "ONE tuple argument" in user
-  assert "different" in tasks.proposer_messages("deduction", [ref])[1]["content"]
-  assert "Earlier tasks" not in tasks.proposer_messages("abduction", [])[1]["content"]
-  induction = tasks.proposer_messages("induction", program=ref.program)[1]["content"]
-  assert fence("python", ref.program) in induction and "10 different inputs" in induction
-  assert "```message" in induction
-  with pytest.raises(ValueError, match="needs the program"):
-    tasks.proposer_messages("induction")
-  with pytest.raises(ValueError, match="Unknown task type 'deductoin'"):
-    tasks.proposer_messages("deductoin")
-
-
-def test_solver_prompts_show_what_each_type_hides():
-  t = Triplet("def f(x):\n    return x * 2", "21", "42")
-  deduction = tasks.solver_messages("deduction", t)[1]["content"]
-  assert fence("input", "21") in deduction and "42" not in deduction and "```output" in deduction
-  abduction = tasks.solver_messages("abduction", t)[1]["content"]
-  assert fence("output", "42") in abduction and "21" not in abduction
-  task = InductionTask(t.program, "doubles", tuple((str(i), str(2 * i)) for i in range(10)))
-  induction = tasks.solver_messages("induction", task)[1]["content"]
-  assert "doubles" in induction and "return x * 2" not in induction
-  assert fence("input", "4") in induction and fence("input", "5") not in induction
 
 
 def test_induction_split_and_identity_seeds():
@@ -378,3 +342,32 @@ def test_check_induction(executor):
   assert tasks.check_inductions(
       [("def f(x):\n    return x * x", pairs), ("def f(x):\n    return -x", pairs)], executor
   ) == [True, False]
+
+
+def test_validate_proposals_then_check_answers(executor):
+  """The loop's two executor decisions: parsed proposals to buffer entries, answers to grades."""
+  plus_one = "def f(x):\n    return x + 1"
+  proposals = [
+      {"type": "deduction", "program": plus_one, "inputs": ["1"], "message": None},
+      None,  # malformed
+      {"type": "abduction", "program": "import random\ndef f(x):\n    return x", "inputs": ["1"]},
+      {
+          "type": "induction",
+          "program": "def f(x):\n    return 2 * x",
+          "inputs": ["1", "2", "3", "4"],
+          "message": "doubles",
+      },
+  ]
+  valid = tasks.validate_proposals(proposals, executor, num_inputs=4)
+  assert valid[0] == Triplet(plus_one, "1", "2")
+  assert valid[1] is None and valid[2] is None
+  assert valid[3].pairs == (("1", "2"), ("2", "4"), ("3", "6"), ("4", "8"))
+  items = [
+      ("deduction", valid[0], "2"),
+      ("deduction", valid[0], "3"),
+      ("abduction", valid[0], "1"),
+      ("abduction", valid[0], None),
+      ("induction", valid[3], "def f(x):\n    return x * 2"),
+      ("induction", valid[3], "def f(x):\n    return x"),
+  ]
+  assert tasks.check_answers(items, executor) == [True, False, True, False, True, False]

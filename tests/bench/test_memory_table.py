@@ -9,46 +9,29 @@ import pytest
 
 from rzero_jax import sharding
 from rzero_jax.bench import memory_table
-from rzero_jax.models import decoder
-from rzero_jax.models.config import ModelConfig
+from rzero_jax.models import functional
+from tests.support import STRATEGY_MESHES
+from tests.support.hf_fixtures import tiny_config
 
 # Indivisible dims on purpose (vocab 97, 2 kv heads), so the fallbacks are counted too.
-TINY = ModelConfig(
-    model_type="qwen3",
-    vocab_size=97,
-    hidden_size=32,
-    intermediate_size=48,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=16,
-    qk_norm=True,
-)
+TINY = tiny_config()
 
 
-@pytest.mark.parametrize(
-    "strategy, spec",
-    [
-        ("dp", "data:8"),
-        ("fsdp", "fsdp:8"),
-        ("tp", "data:2,tensor:4"),
-        ("fsdp_tp", "data:2,fsdp:2,tensor:2"),
-    ],
-)
+@pytest.mark.parametrize("strategy, spec", STRATEGY_MESHES)
 @pytest.mark.parametrize("tied", [True, False])
 def test_counts_match_placed_arrays(strategy, spec, tied):
   cfg = dataclasses.replace(TINY, tie_embeddings=tied)
   mesh = sharding.make_mesh(spec)
   host = jax.tree.map(
       lambda shape: np.zeros(shape, np.float32),
-      decoder.param_shapes(cfg),
+      functional.param_shapes(cfg),
       is_leaf=lambda x: isinstance(x, tuple),
   )
-  params = decoder.shard_params(cfg, host, mesh, strategy)
-  cache_shape = decoder.cache_shape(cfg, 8, 16)
+  params = functional.shard_params(cfg, host, sharding.make_plan(mesh, strategy))
+  cache_shape = functional.cache_shape(cfg, 8, 16)
   cache = jax.device_put(
       np.zeros(cache_shape, jnp.bfloat16),
-      sharding.make_plan(mesh, strategy).sharding(decoder.CACHE_AXES, cache_shape),
+      sharding.make_plan(mesh, strategy).sharding(functional.CACHE_AXES, cache_shape),
   )
   counted = memory_table.device_bytes(
       cfg, strategy, dict(mesh.shape), batch=8, length=16, param_bytes=4

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support import REPO
+
 TOY = os.path.join(REPO, "experiments", "toy_arith", "base_model")
 DATA = os.path.join(REPO, "tests", "eval", "data")
 
@@ -48,7 +49,7 @@ def test_cli_on_toy_model_with_limit(single_run):
   r, out = single_run
   assert r.returncode == 0, r.stderr[-2000:]
   assert "| model | gsm8k | mmlu_pro | humaneval_plus | math avg | overall |" in r.stdout
-  assert "ETA" in r.stderr
+  assert "eval completions 6/6" in r.stderr  # 3 benchmarks x 2 items, one sample each
   results = json.loads((out / "results.json").read_text())
   assert set(results["benchmarks"]) == {"gsm8k", "mmlu_pro", "humaneval_plus"}
   assert results["benchmarks"]["gsm8k"]["items"] == 2
@@ -174,7 +175,7 @@ def test_cli_unusable_out_fails_at_once_before_the_model(tmp_path, kind):
 
 
 def test_check_out_dir_creates_nothing(tmp_path):
-  from rzero_jax.eval.runner import check_out_dir
+  from rzero_jax.eval.results import check_out_dir
 
   check_out_dir(str(tmp_path))  # an existing, writable directory
   check_out_dir(str(tmp_path / "new" / "deeper"))  # creatable: its parent is writable
@@ -186,63 +187,45 @@ def test_check_out_dir_creates_nothing(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
-def test_evaluate_library_function_with_samples():
-  from rzero_jax.eval import evaluate, format_table
-  from rzero_jax.models import load_pretrained, load_tokenizer
+def toy_messages(name, item):  # the toy model answers its own training prompt
   from rzero_jax.rzero.prompts import SOLVER_SYSTEM
+
+  return [
+      {"role": "system", "content": SOLVER_SYSTEM},
+      {"role": "user", "content": item["question"]},
+  ]
+
+
+@pytest.fixture(scope="module")
+def toy_eval():
+  """`evaluate` on the toy model: first 3 gsm8k items, 16 new tokens, the toy's own prompt."""
+  from rzero_jax.eval import evaluate
+  from rzero_jax.models import load_pretrained, load_tokenizer
 
   tokenizer = load_tokenizer(TOY)
   cfg, params = load_pretrained(TOY, dtype="float32")
 
-  def toy_messages(name, item):  # the toy model answers its own training prompt
-    return [
-        {"role": "system", "content": SOLVER_SYSTEM},
-        {"role": "user", "content": item["question"]},
-    ]
+  def run(names=("gsm8k",), **kwargs):
+    settings = dict(data_dir=DATA, limit=3, max_new_tokens=16, messages_fn=toy_messages)
+    return evaluate(cfg, params, tokenizer, list(names), **{**settings, **kwargs})
 
-  greedy = evaluate(
-      cfg,
-      params,
-      tokenizer,
-      ["gsm8k"],
-      data_dir=DATA,
-      limit=3,
-      max_new_tokens=16,
-      messages_fn=toy_messages,
-  )
+  return run
+
+
+def test_evaluate_library_function_with_samples(toy_eval):
+  from rzero_jax.eval import flat_metrics, format_table
+
+  greedy = toy_eval()
   assert greedy["benchmarks"]["gsm8k"]["items"] == 3
   assert greedy["math_average"] == greedy["benchmarks"]["gsm8k"]["score"]
   assert all(r["response"].strip() for r in greedy["records"]["gsm8k"])
-  again = evaluate(
-      cfg,
-      params,
-      tokenizer,
-      ["gsm8k"],
-      data_dir=DATA,
-      limit=3,
-      max_new_tokens=16,
-      messages_fn=toy_messages,
-      keep_records=False,
-  )
+  again = toy_eval(keep_records=False)
   assert again["benchmarks"] == greedy["benchmarks"] and "records" not in again
-  sampled = evaluate(
-      cfg,
-      params,
-      tokenizer,
-      ["gsm8k"],
-      data_dir=DATA,
-      limit=3,
-      samples=2,
-      temperature=1.0,
-      max_new_tokens=16,
-      messages_fn=toy_messages,
-  )
+  sampled = toy_eval(samples=2, temperature=1.0)
   entry = sampled["benchmarks"]["gsm8k"]
   assert entry["samples"] == 2 and entry["score"] <= entry["pass@k"] <= 1.0
   assert len(sampled["records"]["gsm8k"][0]["responses"]) == 2
   assert "(avg@2; pass@2: gsm8k" in format_table(sampled, "toy")
-  from rzero_jax.eval import flat_metrics
-
   assert set(flat_metrics(sampled)) == {
       "eval/gsm8k",
       "eval/gsm8k/pass@2",
@@ -250,11 +233,24 @@ def test_evaluate_library_function_with_samples():
       "eval/overall",
   }
   with pytest.raises(ValueError, match="temperature"):
-    evaluate(cfg, params, tokenizer, ["gsm8k"], data_dir=DATA, samples=2, temperature=0.0)
+    toy_eval(samples=2, temperature=0.0)
+
+
+def test_sampled_scores_depend_neither_on_batch_size_nor_on_the_other_benchmarks(toy_eval):
+  # One generate call, each item on its own random streams: the rows in flight (--batch_size) and
+  # what else is evaluated change neither the scores nor any completion.
+  one_row = toy_eval(samples=3, temperature=1.0, batch_size=1)
+  records = one_row["records"]["gsm8k"]
+  assert any(len(set(r["responses"])) > 1 for r in records)  # the samples do differ
+  all_rows = toy_eval(samples=3, temperature=1.0, batch_size=64)
+  assert all_rows["benchmarks"] == one_row["benchmarks"]
+  assert all_rows["records"] == one_row["records"]  # the same completions, sample by sample
+  more = toy_eval(["math500", "gsm8k"], samples=3, temperature=1.0, batch_size=4, limit=4)
+  assert more["records"]["gsm8k"][:3] == records
 
 
 def test_process_shards_cover_every_job_once():
-  from rzero_jax.eval.runner import process_shard
+  from rzero_jax.eval.evaluation import process_shard
 
   for n in (0, 1, 7, 64):
     for count in (1, 2, 3, 8):

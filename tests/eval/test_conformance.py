@@ -11,8 +11,8 @@ import os
 import pytest
 
 from rzero_jax.eval import load_benchmark, score_many
+from tests.support import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(os.path.dirname(REPO), "shared", "data", "benchmarks")
 FULL = os.environ.get("RZERO_EVAL_FULL", "") not in ("", "0")
 

@@ -16,7 +16,7 @@ from rzero_jax.models import (
     load_pretrained,
     save_pretrained,
 )
-from tests import hf_fixtures
+from tests.support import hf_fixtures
 
 TOKENS = np.random.RandomState(0).randint(0, 97, size=(2, 24))
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from rzero_jax.models import (
-    ModelConfig,
     build_model,
     combine_params,
     forward,
@@ -23,7 +22,7 @@ from rzero_jax.models import (
     save_pretrained,
     split_lora,
 )
-from rzero_jax.models.decoder import (
+from rzero_jax.models.functional import (
     default_positions,
     forward_with_cache,
     init_cache,
@@ -31,20 +30,9 @@ from rzero_jax.models.decoder import (
     unstack_layers,
 )
 from rzero_jax.training import TrainConfig, init_train_state, make_train_step
-from tests import hf_fixtures
+from tests.support import hf_fixtures
 
-CFG = ModelConfig(
-    "qwen3",
-    vocab_size=61,
-    hidden_size=32,
-    intermediate_size=48,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    qk_norm=True,
-    tie_embeddings=False,
-)
+CFG = hf_fixtures.tiny_config(vocab_size=61, head_dim=8)
 TOKENS = np.random.RandomState(1).randint(0, 61, size=(2, 10)).astype(np.int32)
 MASK = np.ones_like(TOKENS)
 MASK[0, :3] = 0  # left padding

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+from tests.support import REPO
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, "notebooks", "*.ipynb")))
 
 
@@ -30,8 +31,12 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path, monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "Agg")
   monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
   nb = nbformat.read(path, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                   resources={"metadata": {"path": os.path.dirname(path)}})
+  client = nbclient.NotebookClient(
+      nb,
+      timeout=900,
+      kernel_name="python3",
+      resources={"metadata": {"path": os.path.dirname(path)}},
+  )
   t0 = time.perf_counter()
   client.execute()  # raises CellExecutionError (with the cell's traceback) if a cell fails
   print(f"{os.path.basename(path)} ran in {time.perf_counter() - t0:.0f} s")

@@ -13,19 +13,20 @@ import pytest
 
 from experiments import demo
 from experiments.toy_arith.build import ensure_base_model
-from rzero_jax.models import decoder
+from rzero_jax.models import functional
+from rzero_jax.io import write_jsonl
 from rzero_jax.models.tokenizer import encode_chat
-from rzero_jax.rzero import dataset, loop
+from rzero_jax.rzero import loop
+from rzero_jax.rzero.dataset import SolverVotes
 from rzero_jax.rzero import verifier as verifier_lib
 from rzero_jax.selfplay.roles import Completions
 from rzero_jax.verify.voting import Vote
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support import CACHE
 
 
 @pytest.fixture(scope="module")
 def base_model():
-  return ensure_base_model(os.path.join(REPO, ".cache"))
+  return ensure_base_model(CACHE)
 
 
 def _config(base_model, **overrides):
@@ -56,7 +57,7 @@ def _is_whole(shape, sharding) -> bool:
 
 def _matrix_shapes(cfg) -> set:
   """Shapes of the weight matrices (two or more axes besides the stacked layer axis)."""
-  axes, shapes = decoder.param_axes(cfg), decoder.param_shapes(cfg)
+  axes, shapes = functional.param_axes(cfg), functional.param_shapes(cfg)
   is_tuple = lambda x: isinstance(x, tuple)  # noqa: E731
   pairs = zip(jax.tree.leaves(axes, is_leaf=is_tuple), jax.tree.leaves(shapes, is_leaf=is_tuple))
   return {tuple(shape) for names, shape in pairs if len([a for a in names if a != "layers"]) >= 2}
@@ -151,7 +152,7 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
       top_p=1.0,
       max_new_tokens=24,
   )
-  metrics = run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
+  metrics = run.grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] == 0.0
   assert 0.0 <= metrics["logprob_mismatch"] < 0.05
   assert metrics["kl"] == 0.0  # the reference is the policy before its first update
@@ -167,7 +168,7 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
       top_p=1.0,
       max_new_tokens=24,
   )
-  metrics = run._grpo_update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
+  metrics = run.grpo_update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] > 0.1 and "logprob_mismatch" not in metrics
 
 
@@ -178,7 +179,7 @@ def test_replay_reads_the_earlier_iterations_datasets(base_model, tmp_path):
       for i in (1, 2, 3)
   }
   for i, kept in rows.items():
-    dataset.write_jsonl(os.path.join(tmp_path, "data", f"iter_{i}.jsonl"), kept)
+    write_jsonl(os.path.join(tmp_path, "data", f"iter_{i}.jsonl"), kept)
   assert run.earlier_datasets(0) == []
   assert run.earlier_datasets(1) == rows[1]
   assert run.earlier_datasets(2) == rows[1] + rows[2]  # iteration 3 also trains on these
@@ -228,7 +229,7 @@ def _train_challenger_once(run):
       top_p=1.0,
       max_new_tokens=24,
   )
-  run._grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
+  run.grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   return jax.tree.map(np.asarray, run.challenger.state.params)
 
 
@@ -290,9 +291,10 @@ def test_solver_reward_pays_exactly_the_answers_the_vote_counts_for_the_label(
 
   monkeypatch.setattr(run, "sample", fake_sample)
   monkeypatch.setattr(run, "decode", lambda t: texts[t[0]])
-  monkeypatch.setattr(run, "_grpo_update", fake_update)
+  monkeypatch.setattr(run, "grpo_update", fake_update)
   questions = list(lists)
-  votes, _, _, members = run._vote(questions, 0, size, 1.0, 1.0)
+  ballot = run._vote(questions, 0, size, 1.0, 1.0)
+  votes, members = ballot.votes, ballot.members
   assert votes[2].label == "5"  # answers empty once canonicalised abstain
   kept = [{"question": q, "label": v.label, "p_hat": v.p_hat} for q, v in zip(questions, votes)]
   run.solver_step(0, 0, kept)
@@ -344,9 +346,11 @@ def test_verifier_never_judges_a_question_it_trained_on(base_model, tmp_path, mo
     events.append(("judge", [pair_of[tuple(p)] for p in prompt_ids]))
     return np.full(len(prompt_ids), 0.9)
 
-  monkeypatch.setattr(run, "verifier_step", fake_step)
-  monkeypatch.setattr(run, "judge", fake_judge)
-  kept, stats = run.verify_labels(0, questions, votes, answers, texts, members, band)
+  stage = run.verifier_stage
+  monkeypatch.setattr(stage, "step", fake_step)
+  monkeypatch.setattr(stage, "judge", fake_judge)
+  ballot = SolverVotes(questions, votes, answers, texts, members)
+  kept, stats = stage.verify_labels(0, ballot, band)
   steps = c.verifier.steps
   trains = [e for e in events if e[0] == "train"]
   judges = [e[1] for e in events if e[0] == "judge"]

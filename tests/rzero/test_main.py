@@ -2,69 +2,16 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from experiments.toy_arith.build import ensure_base_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The smoke demo made smaller still, so three runs fit in CI time.
-TINY = [
-    "--config=experiments/demo.py:smoke",
-    "--config.challenger.prompts_per_step=8",
-    "--config.challenger.prompts_per_update=8",
-    "--config.challenger.train.micro_batch_size=32",
-    "--config.dataset.num_candidates=32",
-    "--config.solver.prompts_per_step=16",
-    "--config.solver.prompts_per_update=16",
-    "--config.checkpoint_every_steps=1",
-]
+from tests import support
 
 
 @pytest.fixture(scope="module")
 def base_model():
-  return ensure_base_model(os.path.join(REPO, ".cache"))
-
-
-def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
-  env.pop("PYTEST_CURRENT_TEST", None)
-  return env
-
-
-def _launch(workdir, *flags):
-  return subprocess.Popen(
-      [sys.executable, "-m", "rzero_jax.main", f"--workdir={workdir}", *flags],
-      cwd=REPO,
-      env=_env(),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-  )
-
-
-def _run(workdir, *flags, timeout=600):
-  """The launcher's exit code and output; a run that runs out of time is killed rather than left
-  behind."""
-  proc = _launch(workdir, *flags)
-  try:
-    out, _ = proc.communicate(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    out, _ = proc.communicate()
-    pytest.fail(f"the run took more than {timeout} s:\n{out[-4000:]}")
-  return proc.returncode, out
-
-
-def _summary(workdir):
-  with open(os.path.join(workdir, "summary.json")) as f:
-    summary = json.load(f)
-  summary.pop("timing")
-  return summary
+  return ensure_base_model(support.CACHE)
 
 
 def _toy_gsm8k(directory) -> str:
@@ -79,15 +26,15 @@ def _toy_gsm8k(directory) -> str:
 @pytest.mark.slow
 def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   flags = [
-      *TINY,
+      *support.RZERO_TINY,
       f"--config.model_path={base_model}",
       "--config.eval.benchmarks=gsm8k",
       f"--config.eval.data_dir={_toy_gsm8k(tmp_path / 'bench')}",
   ]
   straight = tmp_path / "straight"
-  code, out = _run(straight, *flags)
+  code, out = support.run(straight, *flags)
   assert code == 0, out
-  summary = _summary(straight)
+  summary = support.summary(straight)
   assert set(summary["heldout_accuracy"]) == {"base", "iter_1"}
   assert 0.0 <= summary["heldout_accuracy"]["iter_1"] <= 1.0
   assert "held-out acc" in out  # the final table
@@ -105,23 +52,7 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
   for r in records:
     assert {"question", "label", "p_hat", "answers"} <= set(r) and 0.25 <= r["p_hat"] <= 0.75
 
-  killed = tmp_path / "killed"
-  proc = _launch(killed, *flags)
-  ckpt = killed / "checkpoints"
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
-    if len(steps) >= 1 and max(map(int, steps)) >= 2:
-      break
-    time.sleep(0.2)
-  assert proc.poll() is None, "the run finished before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not (killed / "summary.json").exists()
-  code, out = _run(killed, *flags)
-  assert code == 0, out
-  assert "resuming from checkpoint" in out
-  assert _summary(killed) == summary
+  assert support.kill_and_resume(tmp_path / "killed", flags, min_step=2) == summary
 
 
 @pytest.mark.parametrize(
@@ -144,14 +75,14 @@ def test_tiny_run_kill_and_resume_gives_the_same_summary(tmp_path, base_model):
 )
 def test_bad_flags_fail_clearly(tmp_path, base_model, flags, message):
   model = [] if any("model_path" in f for f in flags) else [f"--config.model_path={base_model}"]
-  code, out = _run(tmp_path / "w", *TINY, *model, *flags, timeout=300)
+  code, out = support.run(tmp_path / "w", *support.RZERO_TINY, *model, *flags, timeout=300)
   assert code != 0
   assert message in out
   assert "Traceback" not in out
 
 
 def test_missing_config_file_fails_clearly(tmp_path):
-  code, out = _run(tmp_path / "w", "--config=experiments/no_such_config.py", timeout=300)
+  code, out = support.run(tmp_path / "w", "--config=experiments/no_such_config.py", timeout=300)
   assert code == 2 and "no_such_config.py" in out and "Traceback" not in out
 
 
@@ -168,38 +99,24 @@ def test_three_lora_roles_resume_and_export_merged_models(tmp_path, base_model):
   ]
   flags = [
       "--config=experiments/demo.py:verifier_smoke",
-      *TINY[1:],
+      *support.RZERO_TINY[1:],
       f"--config.model_path={base_model}",
       *lora,
       "--config.verifier.lora.rank=4",
       "--config.verifier.train.learning_rate=1e-3",
   ]
   straight = tmp_path / "straight"
-  code, out = _run(straight, *flags)
+  code, out = support.run(straight, *flags)
   assert code == 0, out
-  summary = _summary(straight)
+  summary = support.summary(straight)
   assert summary["config"]["solver"]["lora"]["rank"] == 16
   assert summary["config"]["verifier"]["enabled"] and summary["config"]["verifier"]["lora"]["rank"]
   record = summary["iterations"][0]
   assert record["verifier_targets"] > 0 and "band_questions" in record
   assert set(summary["pseudo_label_accuracy"]) == {"iter_1"}
 
-  killed = tmp_path / "killed"
-  proc = _launch(killed, *flags)
-  ckpt = killed / "checkpoints"
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    steps = [d for d in os.listdir(ckpt) if d.isdigit()] if ckpt.exists() else []
-    if steps and max(map(int, steps)) >= 4:  # inside the Solver phase, after the Verifier's
-      break
-    time.sleep(0.2)
-  assert proc.poll() is None, "the run finished before it could be killed"
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  code, out = _run(killed, *flags)
-  assert code == 0, out
-  assert "resuming from checkpoint" in out
-  assert _summary(killed) == summary
+  # Killed inside the Solver phase, after the Verifier's.
+  assert support.kill_and_resume(tmp_path / "killed", flags, min_step=4) == summary
 
   import numpy as np
   import torch

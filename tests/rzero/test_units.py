@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from experiments import demo
+from rzero_jax.io import read_jsonl, write_jsonl
 from rzero_jax.rzero import dataset, loop, prompts, rewards
-from rzero_jax.rzero.rollout import build_batch, split_minibatches
 from rzero_jax.selfplay.util import RunError
 
 
@@ -170,38 +170,13 @@ def test_dataset_band_and_duplicates(tmp_path):
   )
   assert [r["question"] for r in kept] == ["q1", "q4"]
   path = str(tmp_path / "d" / "iter_1.jsonl")
-  dataset.write_jsonl(path, kept)
-  assert dataset.read_jsonl(path) == json.loads(json.dumps(kept))
+  write_jsonl(path, kept)
+  assert read_jsonl(path) == json.loads(json.dumps(kept))
 
 
 def test_band_matches_spec_for_ten_votes():
   kept = [k for k in range(11) if dataset.in_band(k / 10, 0.25)]
   assert kept == [3, 4, 5, 6, 7]
-
-
-def test_build_batch_layout():
-  batch = build_batch(
-      [[5, 6], [7]],
-      [[1, 2, 3], [4]],
-      [[-0.1, -0.2, -0.3], [-0.4]],
-      np.array([1.0, -1.0]),
-      prompt_len=3,
-      completion_len=4,
-      pad_id=0,
-  )
-  np.testing.assert_array_equal(batch["tokens"], [[0, 5, 6, 1, 2, 3, 0], [0, 0, 7, 4, 0, 0, 0]])
-  np.testing.assert_array_equal(
-      batch["attention_mask"], [[0, 1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 0, 0, 0]]
-  )
-  np.testing.assert_array_equal(batch["loss_mask"], [[0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 0, 0, 0]])
-  np.testing.assert_allclose(batch["old_logprobs"][0, 3:6], [-0.1, -0.2, -0.3])
-  assert len(split_minibatches(batch, 1)) == 2
-  with pytest.raises(ValueError, match="mini-batches"):
-    split_minibatches(batch, 3)
-  with pytest.raises(ValueError, match="does not fit"):
-    build_batch(
-        [[1, 2, 3, 4]], [[1]], [[0.0]], np.zeros(1), prompt_len=3, completion_len=4, pad_id=0
-    )
 
 
 @pytest.mark.parametrize("peak", [0.0, 1.0, 1.5])
@@ -210,3 +185,19 @@ def test_reward_peak_outside_unit_interval_is_a_config_error(peak):
   c.challenger.reward_peak = peak
   with pytest.raises(RunError, match="reward_peak must be in"):
     loop.validate_config(c)
+
+
+def test_role_train_sections_are_train_config_defaults_but_micro_batches():
+  from rzero_jax.rzero.config import default_config
+  from rzero_jax.selfplay.config import TRAIN_FIELDS, train_section
+  from rzero_jax.training import TrainConfig
+
+  c = default_config()
+  for role in ("challenger", "solver", "verifier"):
+    section = json.loads(c[role].train.to_json())  # in the config's order
+    assert list(section) == list(TRAIN_FIELDS)
+    assert section == {f: getattr(TrainConfig(), f) for f in TRAIN_FIELDS} | {"micro_batch_size": 8}
+    TrainConfig(**section)  # every field is one of TrainConfig's
+  assert list(json.loads(train_section(entropy_coef=0.1).to_json()))[-1] == "entropy_coef"
+  with pytest.raises(ValueError, match="entropy_coeff"):
+    train_section(entropy_coeff=0.1)

@@ -2,6 +2,7 @@
 judgements enter the pseudo-labels; plus the cheaper remedies (band, margin). Hand-made inputs,
 expected values worked out by hand."""
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -155,3 +156,39 @@ def test_challenger_answer_is_the_box_after_the_question():
   # a box inside the question does not count; no box or no question block: None
   assert parse_challenger_answer("<question>\\boxed{9}</question> then 4") is None
   assert parse_challenger_answer("\\boxed{3}") is None
+
+
+def test_gate_uses_a_fold_only_when_its_auc_reaches_the_minimum():
+  settings = ml_collections.ConfigDict(dict(min_score=0.5, calibrate=True, min_auc=0.8))
+  used, threshold, auc = V.gate([0.9, 0.7, 0.4, 0.8], [True, True, False, False], settings)
+  assert (used, threshold, auc) == (False, pytest.approx(0.7), 0.75)  # 3 of 4 pairs in order
+  settings.update(calibrate=False, min_auc=0.5)
+  assert V.gate([0.9, 0.2], [True, False], settings) == (True, 0.5, 1.0)
+  assert V.gate([0.9], [True], settings) == (False, 0.5, None)  # no AUC: not used
+
+
+def test_judged_records_keep_the_judged_label_and_drop_doubtful_ones():
+  m = 4
+  groups = [("1", 3), ("2", 1)]
+  ballot = ds.SolverVotes(
+      questions=["q0", "q1"],
+      votes=[Vote("1", 0.75, groups)] * 2,
+      answers=[["1", "1", "1", "2"]] * 2,
+      texts=[["t"] * m] * 2,
+      members=[[0, 0, 0, 1]] * 2,
+  )
+  # q0: the lone "2" voter is trusted, the majority not: relabelled; q1: everyone doubtful
+  score_of = {(0, 0): 0.1, (0, 1): 0.1, (0, 2): 0.1, (0, 3): 0.9}
+  score_of.update({(1, a): 0.2 for a in range(m)})
+  kept, dropped, relabelled = V.judged_records(
+      [0, 1], ballot, score_of, [(True, 0.5), (True, 0.5)], m=m, relabel=True
+  )
+  assert (dropped, relabelled) == (1, 1)
+  [r] = kept
+  assert (r["question"], r["label"], r["majority"], r["p_hat"]) == ("q0", "2", "1", 0.25)
+  assert r["verifier_scores"] == [0.1, 0.1, 0.1, 0.9]
+  # a fold whose judgements are not used keeps the plain majority and drops nothing
+  kept, dropped, _ = V.judged_records(
+      [0, 1], ballot, score_of, [(False, 0.5), (False, 0.5)], m=m, relabel=True
+  )
+  assert [r["label"] for r in kept] == ["1", "1"] and dropped == 0

@@ -3,7 +3,7 @@ slot compaction, shared prefills, bounded compilation and input errors.
 
 Runs of other batch shapes (padding, `max_batch_size`, meshes, caps) are compared with
 `assert_same_draws`: the same random stream per row, completions equal up to near ties (their
-logits differ in the last bits, see `tests/sampling/draws.py`)."""
+logits differ in the last bits, see `tests/support/draws.py`)."""
 
 import json
 import logging
@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from rzero_jax import sharding
-from rzero_jax.models import decoder
+from rzero_jax.models import functional
 from rzero_jax.models import forward, load_pretrained
 from rzero_jax.sampling import generate
 from rzero_jax.sampling import sampler
-from tests.sampling.draws import assert_same_draws
+from tests.support import REPO, STRATEGY_MESHES
+from tests.support.draws import assert_same_draws
 
 PROMPTS = [[5, 17, 3], [8, 1, 44, 90, 2, 61, 7, 7, 30], [12], [3, 3, 9, 70, 15, 22]]
 SAMPLING = dict(max_new_tokens=10, temperature=0.8, top_p=0.9, top_k=20, num_samples=2, seed=3)
@@ -149,20 +150,12 @@ def test_row_draws_do_not_depend_on_batch_padding(model, sampled):
   assert_same_draws(cfg, params, per_row(PROMPTS[:3], 2), fewer, first, **draw_settings(SAMPLING))
 
 
-@pytest.mark.parametrize(
-    "strategy, spec",
-    [
-        ("dp", "data:8"),
-        ("fsdp", "fsdp:8"),
-        ("tp", "data:2,tensor:4"),
-        ("fsdp_tp", "data:2,fsdp:2,tensor:2"),
-    ],
-)
+@pytest.mark.parametrize("strategy, spec", STRATEGY_MESHES)
 def test_sharded_draws_equal_unsharded(model, sampled, strategy, spec):
   cfg, params = model
-  mesh = sharding.make_mesh(spec)
-  placed = decoder.shard_params(cfg, params, mesh, strategy)
-  out = generate(cfg, placed, PROMPTS, mesh=mesh, strategy=strategy, **SAMPLING)
+  plan = sharding.make_plan(sharding.make_mesh(spec), strategy)
+  placed = functional.shard_params(cfg, params, plan)
+  out = generate(cfg, placed, PROMPTS, plan=plan, **SAMPLING)
   assert_same_draws(
       cfg, params, per_row(PROMPTS, 2), out, sampled, **draw_settings(SAMPLING), atol=1e-5
   )
@@ -320,12 +313,12 @@ def test_compaction_keeps_the_slot_axis_split(model, tiny_qwen3_dir, compact_ref
   runs = json.dumps([dict(prompts=TAIL_PROMPTS, kwargs=kwargs) for kwargs in COMPACT_RUNS])
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   proc = subprocess.run(
-      [sys.executable, "-m", "tests.sampling.sharded_worker", str(devices), tiny_qwen3_dir, runs],
+      [sys.executable, "-m", "tests.support.sharded_worker", str(devices), tiny_qwen3_dir, runs],
       capture_output=True,
       text=True,
       timeout=900,
       env=env,
-      cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+      cwd=REPO,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rzero_jax.models import decoder, load_pretrained
-from rzero_jax.rzero.rollout import build_batch
+from rzero_jax.models import functional, load_pretrained
+from rzero_jax.training.batch import build_batch
 from rzero_jax.sampling import generate
 from rzero_jax.training import TrainConfig, init_train_state, make_logprob_fn, make_train_step
 
@@ -83,11 +83,13 @@ def test_cached_decode_equals_the_training_forward_in_bfloat16(sharp_bf16_model)
   tokens = np.random.RandomState(1).randint(1, cfg.vocab_size, (4, 20)).astype(np.int32)
   mask = np.ones_like(tokens)
   mask[1, :5] = 0
-  full = jax.jit(lambda p, t, m: decoder.forward(cfg, p, t, m))(params, tokens, mask)
-  positions = decoder.default_positions(jnp.asarray(mask))
+  full = jax.jit(lambda p, t, m: functional.forward(cfg, p, t, m))(params, tokens, mask)
+  positions = functional.default_positions(jnp.asarray(mask))
   kv_valid = jnp.asarray(np.pad(mask, ((0, 0), (0, 12))) > 0)
-  step = jax.jit(lambda p, t, pos, c, i: decoder.forward_with_cache(cfg, p, t, pos, c, i, kv_valid))
-  cache, steps = decoder.init_cache(cfg, 4, 32), []
+  step = jax.jit(
+      lambda p, t, pos, c, i: functional.forward_with_cache(cfg, p, t, pos, c, i, kv_valid)
+  )
+  cache, steps = functional.init_cache(cfg, 4, 32), []
   for t in range(tokens.shape[1]):
     logits, cache = step(params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, t)
     steps.append(np.asarray(logits)[:, 0])

@@ -31,10 +31,10 @@ def make(tiny_qwen3_dir, mesh, *, sampler_strategy, lora_rank=0, name="solver"):
   settings = default_config().solver
   settings.update(strategy="fsdp", sampler_strategy=sampler_strategy)
   settings.lora.rank = lora_rank
-  role = roles.make_role(
-      name, settings, cfg, base, mesh=mesh, param_dtype="float32", donate=False, seed=1
+  plans = roles.role_plans(mesh, name, settings)
+  return roles.make_role(
+      name, settings, cfg, base, plans=plans, param_dtype="float32", donate=False, seed=1
   )
-  return role
 
 
 def test_bf16_sampler_copy_in_tp_layout_samples_what_the_training_params_do(tiny_qwen3_dir, mesh):
@@ -44,9 +44,7 @@ def test_bf16_sampler_copy_in_tp_layout_samples_what_the_training_params_do(tiny
   q = params["layers"]["q"]  # [layers, embed, heads, head_dim]: heads split over "tensor"
   assert q.sharding.spec[2] == "tensor" and q.sharding.spec[1] is None
   assert role.sampler_params()[1] is params  # unchanged state: no new copy
-  trained = generate(
-      role.model_cfg, role.params, PROMPTS, mesh=mesh, strategy=role.strategy, **GREEDY
-  )
+  trained = generate(role.model_cfg, role.params, PROMPTS, plan=role.plan, **GREEDY)
   copied = generate(cfg, params, PROMPTS, mesh=mesh, strategy="tp", **GREEDY)
   assert copied.tokens == trained.tokens
   # bf16 in two layouts (tensor-split vs batch-split sums): a few bf16 roundings of log-probs
@@ -80,9 +78,7 @@ def test_lora_adapters_are_merged_into_the_sampler_copy(tiny_qwen3_dir, mesh):
   role.state = role.state.replace(params=adapters)
   cfg, params = role.sampler_params()
   assert cfg.lora_rank == 0 and not any("lora" in k for k in params["layers"])
-  trained = generate(
-      role.model_cfg, role.params, PROMPTS, mesh=mesh, strategy=role.strategy, **GREEDY
-  )
+  trained = generate(role.model_cfg, role.params, PROMPTS, plan=role.plan, **GREEDY)
   copied = generate(cfg, params, PROMPTS, mesh=mesh, strategy="tp", **GREEDY)
   assert copied.tokens == trained.tokens
   np.testing.assert_allclose(copied.logprob_array, trained.logprob_array, atol=1e-4)
@@ -122,3 +118,13 @@ def test_lora_roles_of_any_name_start_from_their_own_fixed_adapters(tiny_qwen3_d
 def test_negative_lora_rank_fails_clearly(tiny_qwen3_dir, mesh):
   with pytest.raises(RunError, match=r"config.critic_7.lora.rank must be >= 0 .*got -1"):
     make(tiny_qwen3_dir, mesh, sampler_strategy="", lora_rank=-1, name="critic_7")
+
+
+def test_role_plans_default_to_the_training_strategy_and_name_a_bad_field(mesh):
+  settings = default_config().solver
+  settings.update(strategy="fsdp", sampler_strategy="")
+  plan, sampler_plan = roles.role_plans(mesh, "solver", settings)
+  assert plan == sampler_plan == sharding.make_plan(mesh, "fsdp")
+  settings.sampler_strategy = "diagonal"
+  with pytest.raises(RunError, match=r"config.solver.sampler_strategy: Unknown sharding strategy"):
+    roles.role_plans(mesh, "solver", settings)

@@ -1,4 +1,4 @@
-"""The shared machinery's small pieces: seeds stay what they were, run errors, atomic files."""
+"""The shared machinery's small pieces: seeds stay what they were, run errors, tables."""
 
 import json
 
@@ -38,15 +38,6 @@ def test_resolve_callable_errors():
     util.resolve_callable("no_such_module_xyz:f")
 
 
-def test_atomic_json_and_table(tmp_path):
-  path = str(tmp_path / "d" / "x.json")
-  util.atomic_json(path, {"b": 1, "a": [1.5]})
-  assert json.load(open(path)) == {"a": [1.5], "b": 1}
-  assert [p.name for p in (tmp_path / "d").iterdir()] == ["x.json"]
-  points = {"step_16": {"b": 2, "a": 1}, "base": 0, "step_8": 1, "iter_10": 3, "iter_2": 4}
-  util.atomic_json(path, points)
-  assert list(json.load(open(path))) == ["base", "iter_2", "iter_10", "step_8", "step_16"]
-  util.atomic_json(path + "2", dict(reversed(points.items())))
-  assert open(path).read() == open(path + "2").read()
+def test_table():
   table = runner.format_rows([("a", "bb"), ("ccc", runner.fmt(0.5)), ("d", runner.fmt(None))])
   assert table.splitlines()[0] == "  a     bb" and table.splitlines()[2] == "ccc  0.500"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rzero_jax.models import forward, load_pretrained
-from rzero_jax.sharding import make_mesh
+from rzero_jax.sharding import make_mesh, make_plan
 from rzero_jax.training import TrainConfig, entropy_from_logits, make_logprob_fn, token_logprobs
 
 TEMPERATURE = 0.7
@@ -70,7 +70,9 @@ def test_token_logprobs_and_entropy_match_transformers(reference):
 def test_sharded_logprob_fn_chunks_and_pads(reference):
   cfg, params, tokens, mask, want, _, real = reference
   fn = make_logprob_fn(
-      cfg, TrainConfig(temperature=TEMPERATURE, micro_batch_size=2), make_mesh("fsdp:8"), "fsdp"
+      cfg,
+      TrainConfig(temperature=TEMPERATURE, micro_batch_size=2),
+      make_plan(make_mesh("fsdp:8"), "fsdp"),
   )  # 5 rows: 3 chunks of 2, one padded row
   got = np.asarray(fn(params, tokens, mask))
   np.testing.assert_allclose(got[:, 1:][real], want[real], atol=2e-5)

@@ -9,29 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from rzero_jax.models import ModelConfig, forward, hidden_states, init_lora, init_params
+from rzero_jax.models import forward, init_lora, init_params
 from rzero_jax.training import TrainConfig, init_train_state
 from rzero_jax.training.logprobs import target_logprobs_from_hidden
-from rzero_jax.training.sft import (
-    make_sft_batch,
-    make_sft_step,
-    make_sft_train_step,
-    sft_grads,
-    sft_loss,
-)
+from rzero_jax.training.sft import make_sft_batch, make_sft_step, sft_grads, sft_loss
+from tests.support.hf_fixtures import tiny_config
 
-CFG = ModelConfig(
-    model_type="qwen3",
-    vocab_size=23,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    qk_norm=True,
-    tie_embeddings=True,
-)
+CFG = tiny_config(vocab_size=23, intermediate_size=64, head_dim=8, tie_embeddings=True)
 PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
 COMPLETIONS = [[10, 11, 12, 2], [13, 14, 2], [15, 2]]
 
@@ -73,15 +57,14 @@ def test_step_reports_pre_update_loss_and_memorizes():
   params = init_params(CFG, jax.random.PRNGKey(1))
   batch = make_sft_batch(PROMPTS, COMPLETIONS, 8, pad_id=0)
   first = float(sft_loss(CFG, params, batch)[0])
-  optimizer = optax.adam(1e-2)
-  step = make_sft_step(CFG, optimizer)
-  opt_state = optimizer.init(params)
-  params, opt_state, metrics = step(params, opt_state, batch)
+  train_cfg = TrainConfig(learning_rate=1e-2, weight_decay=0.0, max_grad_norm=None)  # Adam
+  step = make_sft_step(CFG, train_cfg)
+  state, metrics = step(init_train_state(CFG, train_cfg, params), batch)
   np.testing.assert_allclose(float(metrics["loss"]), first, rtol=1e-5)
-  assert float(metrics["grad_norm"]) > 0
+  assert float(metrics["grad_norm"]) > 0 and float(metrics["learning_rate"]) == pytest.approx(1e-2)
   for _ in range(60):
-    params, opt_state, metrics = step(params, opt_state, batch)
-  assert float(metrics["loss"]) < 0.1 * first
+    state, metrics = step(state, batch)
+  assert int(state.step) == 61 and float(metrics["loss"]) < 0.1 * first
   assert float(metrics["accuracy"]) == 1.0
 
 
@@ -150,7 +133,7 @@ def test_target_logprobs_from_hidden_match_the_logits():
   def both(p):
     logits = forward(CFG, p, tokens) / 0.7
     chunked = target_logprobs_from_hidden(
-        CFG, p, hidden_states(CFG, p, tokens), targets, chunk_size=4, temperature=0.7
+        CFG, p, forward(CFG, p, tokens, hidden=True), targets, chunk_size=4, temperature=0.7
     )
     return logits, chunked
 
@@ -183,37 +166,37 @@ def test_loss_gradient_never_holds_batch_by_length_by_vocab_logits():
 
 
 @pytest.mark.slow
-def test_micro_batched_step_updates_like_the_whole_batch():
-  """`make_sft_step` with plain SGD (the update is the gradient): micro-batches of 1 and 2 rows,
-  whose target counts differ (4, 3, 3, 0 rows; 7 and 3 per half), give the whole batch's params
-  and metrics, as each micro-batch loss is divided by the whole batch's count."""
+def test_micro_batched_gradients_equal_the_whole_batch():
+  """`sft_grads` (the step's gradient): micro-batches of 1 and 2 rows, whose target counts differ
+  (4, 3, 3, 0 rows; 7 and 3 per half), give the whole batch's gradient and metrics, as each
+  micro-batch loss is divided by the whole batch's count."""
   batch = _padded_batch()
   params = init_params(CFG, jax.random.PRNGKey(5), std=0.5)
   halves = [{k: v[rows] for k, v in batch.items()} for rows in ([0, 2], [1, 3])]
   half_loss = jax.jit(lambda p, half: sft_loss(CFG, p, half)[0])
   naive = np.mean([float(half_loss(params, half)) for half in halves])
-  optimizer = optax.sgd(1.0)
-  results = {}
-  for size in (None, 1, 2):
-    step = make_sft_step(CFG, optimizer, micro_batch_size=size, loss_chunk_size=4)
-    fresh = jax.tree.map(jnp.copy, params)  # the step donates its params
-    new_params, _, metrics = step(fresh, optimizer.init(fresh), batch)
-    results[size] = (new_params, metrics)
+  results = {
+      size: jax.jit(
+          lambda p, b, size=size: sft_grads(CFG, p, b, micro_batch_size=size, loss_chunk_size=4)
+      )(params, batch)
+      for size in (None, 1, 2)
+  }
   full, full_metrics = results[None]
   assert abs(naive - float(full_metrics["loss"])) > 1e-2  # a mean of micro-batch means is wrong
-  assert float(full_metrics["tokens"]) == 10 and float(full_metrics["grad_norm"]) > 0
+  assert float(full_metrics["tokens"]) == 10 and float(optax.tree.norm(full)) > 0
   for size in (1, 2):
-    new_params, metrics = results[size]
-    _assert_trees_close(new_params, full, rtol=1e-6)
-    for k in ("loss", "accuracy", "tokens", "grad_norm"):
+    grads, metrics = results[size]
+    _assert_trees_close(grads, full, rtol=1e-6)
+    for k in ("loss", "accuracy", "tokens"):
       np.testing.assert_allclose(float(metrics[k]), float(full_metrics[k]), rtol=1e-6)
+  train_cfg = TrainConfig(micro_batch_size=3)
   with pytest.raises(ValueError, match="not a multiple of micro_batch_size=3"):
-    make_sft_step(CFG, optimizer, micro_batch_size=3)(params, optimizer.init(params), batch)
+    make_sft_step(CFG, train_cfg)(init_train_state(CFG, train_cfg, params), batch)
 
 
 @pytest.mark.slow
 def test_train_step_micro_batches_with_lora():
-  """The CLI's step (`make_sft_train_step`: clipping + AdamW, TrainConfig.micro_batch_size), LoRA
+  """The step (`make_sft_step`: clipping + AdamW, TrainConfig.micro_batch_size), LoRA
   adapters over a frozen base: micro-batches give the whole batch's update."""
   cfg = dataclasses.replace(CFG, lora_rank=4, lora_alpha=8.0)
   base = init_params(CFG, jax.random.PRNGKey(7), std=0.5)
@@ -222,7 +205,7 @@ def test_train_step_micro_batches_with_lora():
   for size in (None, 2):
     train_cfg = TrainConfig(learning_rate=1e-2, kl_coef=0.0, micro_batch_size=size)
     state = init_train_state(cfg, train_cfg, init_lora(cfg, jax.random.PRNGKey(8)))
-    state, metrics = make_sft_train_step(cfg, train_cfg)(state, batch, base)
+    state, metrics = make_sft_step(cfg, train_cfg)(state, batch, base)
     states.append((state, metrics))
   (full, full_metrics), (micro, micro_metrics) = states
   assert int(micro.step) == 1

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rzero_jax.models import ModelConfig, param_shapes
+from rzero_jax.models import param_shapes
 from rzero_jax.models.hf_io import hf_state_dict
-from rzero_jax.sharding import make_mesh
+from rzero_jax.sharding import make_mesh, make_plan
 from rzero_jax.training import (
     TrainConfig,
     compute_grads,
@@ -19,18 +19,10 @@ from rzero_jax.training import (
     make_logprob_fn,
     make_train_step,
 )
+from tests.support.hf_fixtures import tiny_config
 
-TINY = ModelConfig(
-    "qwen3",
-    vocab_size=32,
-    hidden_size=32,
-    intermediate_size=64,
-    num_layers=1,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=8,
-    qk_norm=True,
-    tie_embeddings=True,
+TINY = tiny_config(
+    vocab_size=32, intermediate_size=64, num_layers=1, head_dim=8, tie_embeddings=True
 )
 # Every feature on: accumulation, clip-higher, dual clip, k3 KL, temperature, active grad clipping.
 STEP_CFG = TrainConfig(
@@ -209,13 +201,10 @@ def test_one_by_eight_equals_eight_by_one(tiny, agg):
 def test_fsdp_on_eight_devices_equals_unsharded(tiny, unsharded_step):
   params, batch = tiny
   batch = {k: np.concatenate([v, v[::-1]]) for k, v in batch.items()}  # 16 rows: 2 micro-batches
-  mesh = make_mesh("fsdp:8")
+  plan = make_plan(make_mesh("fsdp:8"), "fsdp")
   runs = []
-  for step, mesh_, strategy in (
-      (unsharded_step, None, None),
-      (make_train_step(TINY, STEP_CFG, mesh, "fsdp"), mesh, "fsdp"),
-  ):
-    state = init_train_state(TINY, STEP_CFG, params, mesh_, strategy)
+  for step, plan_ in ((unsharded_step, None), (make_train_step(TINY, STEP_CFG, plan), plan)):
+    state = init_train_state(TINY, STEP_CFG, params, plan_)
     metrics = []
     for _ in range(2):
       state, m = step(state, batch)

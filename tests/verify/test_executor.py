@@ -16,6 +16,7 @@ from rzero_jax.verify.executor import (
     check_program,
     same_output,
 )
+from tests.support import REPO
 
 SECRET = "hunter2-rzero-test-secret"
 os.environ["RZERO_TEST_SECRET"] = SECRET
@@ -1205,11 +1206,10 @@ def test_canonical_inputs_compare_values():
       "from rzero_jax.verify.executor import canonical_inputs as c\n"
       "print(c(\"{'x', 'y', 'z', 'w'}, {'a': {'q', 'r', 's'}}, k=frozenset('abcdef')\"))"
   )
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   texts = {
       subprocess.run(
           [sys.executable, "-c", code],
-          env=dict(os.environ, PYTHONHASHSEED=str(seed), PYTHONPATH=root),
+          env=dict(os.environ, PYTHONHASHSEED=str(seed), PYTHONPATH=REPO),
           capture_output=True,
           text=True,
           check=True,

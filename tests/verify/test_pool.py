@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from rzero_jax.verify import _pool
+from tests.support import REPO
 
 _WORKER = r"""
 import os, sys, time
@@ -23,12 +24,11 @@ while True:
         os._exit(3)
     _pool.write_frame(1, {"echo": request, "pid": os.getpid(), "tag": os.environ.get("TAG")})
 """
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture()
 def pool():
-  p = _pool.WorkerPool([sys.executable, "-c", _WORKER, _ROOT], 2)
+  p = _pool.WorkerPool([sys.executable, "-c", _WORKER, REPO], 2)
   yield p
   p.close()
 
@@ -72,7 +72,7 @@ def test_startup_failure_is_reported():
 
 
 def test_groups_take_only_their_requests_and_keep_their_environment():
-  p = _pool.WorkerPool([sys.executable, "-c", _WORKER, _ROOT], 2, env={"TAG": "main"})
+  p = _pool.WorkerPool([sys.executable, "-c", _WORKER, REPO], 2, env={"TAG": "main"})
   try:
     p.add_group("other", 1, {"TAG": "other"})
     assert p.groups == [None, "other"]

@@ -7,22 +7,13 @@ import random
 import numpy as np
 import pytest
 
+from experiments import toy_build
 from experiments.toy_arith import build
 from rzero_jax.models import encode_chat, forward, load_pretrained, load_tokenizer, stop_token_ids
 from rzero_jax.rzero import prompts
+from tests.support import tiny_build
 
-TINY = build.BuildConfig(
-    tokenizer_problems=300,
-    hidden_size=16,
-    intermediate_size=32,
-    num_layers=1,
-    num_heads=2,
-    num_kv_heads=1,
-    head_dim=8,
-    steps=3,
-    batch_size=4,
-    warmup_steps=1,
-)
+TINY = tiny_build(build.BuildConfig, tokenizer_problems=300, steps=3)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +33,7 @@ def test_saved_model_loads_with_its_tokenizer(built):
   ids = encode_chat(tok, prompts.solver_messages("What is 2 + 3?"))
   logits = forward(cfg, params, np.asarray([ids]))
   assert logits.shape == (1, len(ids), cfg.vocab_size) and np.isfinite(logits).all()
-  with open(os.path.join(path, build.BUILD_INFO)) as f:
+  with open(os.path.join(path, build.WORLD.build_info)) as f:
     info = json.load(f)
   assert info["fingerprint"] == TINY.fingerprint() and info["config"]["steps"] == 3
 
@@ -58,7 +49,11 @@ def test_ensure_base_model_reuses_the_cache(built):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-  return build.train_tokenizer(build.tokenizer_corpus(TINY), TINY.vocab_size)
+  return build.build_tokenizer(TINY)
+
+
+def _batch(cfg, tokenizer, seed, direct_rate):
+  return toy_build.training_batch(build.WORLD, random.Random(seed), cfg, tokenizer, {}, direct_rate)
 
 
 def completions(batch, tok):
@@ -69,8 +64,8 @@ def completions(batch, tok):
 
 
 def test_training_batch_targets_completion_and_end_of_turn(tokenizer):
-  batch = build.training_batch(random.Random(0), TINY, tokenizer, {}, direct_rate=0.5)
-  assert batch["tokens"].shape[1] % build.LENGTH_BUCKET == 0
+  batch = _batch(TINY, tokenizer, seed=0, direct_rate=0.5)
+  assert batch["tokens"].shape[1] % build.WORLD.length_bucket == 0
   im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
   for tokens, mask in zip(batch["tokens"], batch["loss_mask"]):
     targets = tokens[mask == 1]
@@ -82,11 +77,7 @@ def test_training_batch_targets_completion_and_end_of_turn(tokenizer):
 
 def test_direct_rate_controls_answers_without_working(tokenizer):
   cfg = build.BuildConfig(challenger_fraction=0.0, batch_size=32)
-  worked = list(
-      completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 0.0), tokenizer)
-  )
-  direct = list(
-      completions(build.training_batch(random.Random(1), cfg, tokenizer, {}, 1.0), tokenizer)
-  )
+  worked = list(completions(_batch(cfg, tokenizer, seed=1, direct_rate=0.0), tokenizer))
+  direct = list(completions(_batch(cfg, tokenizer, seed=1, direct_rate=1.0), tokenizer))
   assert all(" = " in text for text, _ in worked)
   assert all(text.startswith("\\boxed{") and " = " not in text for text, _ in direct)

@@ -11,19 +11,9 @@ from experiments.toy_code import build, data, prompts
 from rzero_jax.azr import tasks
 from rzero_jax.models import encode_chat, load_pretrained, load_tokenizer
 from rzero_jax.verify.executor import Executor
+from tests.support import tiny_build
 
-TINY = build.BuildConfig(
-    tokenizer_examples=200,
-    hidden_size=16,
-    intermediate_size=32,
-    num_layers=1,
-    num_heads=2,
-    num_kv_heads=1,
-    head_dim=8,
-    steps=2,
-    batch_size=4,
-    warmup_steps=1,
-)
+TINY = tiny_build(build.BuildConfig, tokenizer_examples=200, steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -92,5 +82,5 @@ def test_tiny_build_loads_back_and_is_cached(tmp_path):
 
 
 def test_committed_model_matches_the_build_settings():
-  with open(os.path.join(build.COMMITTED_MODEL, build.BUILD_INFO)) as f:
+  with open(os.path.join(build.COMMITTED_MODEL, build.WORLD.build_info)) as f:
     assert json.load(f)["fingerprint"] == build.BuildConfig().fingerprint()

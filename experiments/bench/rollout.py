@@ -14,8 +14,8 @@ Useful tokens/s counts the tokens of the completions (through the stop token); `
 of decode row-steps spent on rows that had not stopped. Compilation is excluded (a first untimed
 run); times are wall clock.
 
-  python -m experiments.bench_rollout --hf              # CPU: tiny-4m, 256 prompts, caps 1024, 4096
-  python -m experiments.bench_rollout --device_kind=gpu --model_shape=qwen3-0.6b --dtype=bfloat16 \
+  python -m experiments.bench.rollout --hf              # CPU: tiny-4m, 256 prompts, caps 1024, 4096
+  python -m experiments.bench.rollout --device_kind=gpu --model_shape=qwen3-0.6b --dtype=bfloat16 \
       --prompts=1024 --max_batch_size=256 --hf
 """
 
@@ -25,16 +25,14 @@ import argparse
 import os
 import time
 
-from experiments.bench_sampler import SHAPES, hf_model, random_model
+from experiments.bench.models import add_model_args, default_dtype, hf_model, random_model
 
 
 def parse_args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
-  parser.add_argument("--device_kind", default="cpu", choices=("cpu", "gpu", "tpu"))
-  parser.add_argument("--model_shape", default="tiny-4m", choices=sorted(SHAPES))
-  parser.add_argument("--dtype", default=None, help="default: float32 on cpu, else bfloat16")
+  add_model_args(parser, "default: float32 on cpu, else bfloat16")
   parser.add_argument("--prompts", type=int, default=256)
   parser.add_argument("--max_batch_size", type=int, default=64, help="rows in flight")
   parser.add_argument("--stop_ids", type=int, default=32, help="how many ids stop a row")
@@ -126,7 +124,7 @@ def main() -> None:
   import numpy as np
   from rzero_jax.sampling import generate
 
-  dtype = args.dtype or ("float32" if args.device_kind == "cpu" else "bfloat16")
+  dtype = default_dtype(args)
   cfg, params = random_model(args.model_shape, dtype, max_position_embeddings=8192)
   rng = np.random.RandomState(0)
   prompts = [rng.randint(1, cfg.vocab_size, size=rng.randint(8, 65)).tolist() for _ in range(256)]

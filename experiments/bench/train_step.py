@@ -11,8 +11,8 @@ separately); tokens/s counts every position of the batch (B x T), from the media
 steps. MFU uses 6 x (matmul params) + 12 x layers x heads x head_dim x T FLOPs per token (PaLM's
 count) over the device's peak (--peak_tflops; on CPU the measured f32 matmul rate).
 
-  python -m experiments.bench_train_step                    # CPU: tiny-4m, both sides
-  python -m experiments.bench_train_step --device_kind=gpu --model_shape=qwen3-0.6b \\
+  python -m experiments.bench.train_step                    # CPU: tiny-4m, both sides
+  python -m experiments.bench.train_step --device_kind=gpu --model_shape=qwen3-0.6b \\
       --dtype=bfloat16 --batch=16 --seq_len=1024 --micro_batch_size=4 --remat --side=jax
 """
 
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from experiments.bench_sampler import SHAPES
+from experiments.bench import models
 
 PEAK_TFLOPS = {
     "H100": 989.0,
@@ -44,15 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
-  parser.add_argument(
-      "--device_kind", "--device-kind", default="cpu", choices=("cpu", "gpu", "tpu")
-  )
-  parser.add_argument("--model_shape", "--model-shape", default="tiny-4m", choices=sorted(SHAPES))
-  parser.add_argument(
-      "--dtype",
-      default=None,
-      help="compute dtype; master weights stay float32 "
-      "(default: float32 on cpu, bfloat16 elsewhere)",
+  models.add_model_args(
+      parser,
+      "compute dtype; master weights stay float32 (default: float32 on cpu, bfloat16 elsewhere)",
   )
   parser.add_argument("--batch", type=int, default=8, help="sequences per step")
   parser.add_argument("--seq_len", "--seq-len", type=int, default=256)
@@ -71,18 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def model_config(args):
-  from rzero_jax.models import ModelConfig
-
-  dtype = args.dtype or ("float32" if args.device_kind == "cpu" else "bfloat16")
-  return ModelConfig(
-      model_type="qwen3",
-      tie_embeddings=True,
-      qk_norm=True,
-      rope_theta=1e6,
-      dtype=dtype,
-      remat=args.remat,
-      **SHAPES[args.model_shape],
-  )
+  return models.model_config(args.model_shape, models.default_dtype(args), remat=args.remat)
 
 
 def train_config(args):
@@ -284,7 +267,7 @@ def main() -> None:
   for side in sides:
     argv = [a for a in sys.argv[1:] if not a.startswith("--side")]
     out = subprocess.run(
-        [sys.executable, "-m", "experiments.bench_train_step", *argv, f"--side={side}", "--child"],
+        [sys.executable, "-m", "experiments.bench.train_step", *argv, f"--side={side}", "--child"],
         capture_output=True,
         text=True,
     )
@@ -301,7 +284,7 @@ def main() -> None:
   tokens = args.batch * args.seq_len
   print(
       f"model {args.model_shape}: {first['params'] / 1e6:.2f}M params, compute "
-      f"{args.dtype or ('float32' if args.device_kind == 'cpu' else 'bfloat16')}, float32 master "
+      f"{models.default_dtype(args)}, float32 master "
       f"weights; batch {args.batch} x {args.seq_len} tokens, micro-batch "
       f"{args.micro_batch_size or args.batch}, remat {args.remat}; device {first['device']}; "
       f"peak {'%.3f' % peak if peak else '?'} TFLOP/s"

@@ -2,7 +2,7 @@
 run, the completions, the slot count of every decode call and whether its cache was split over all
 N devices, the compactions (slots before and after), and the sharding warnings about batch axes.
 
-  python -m tests.sampling.sharded_worker N MODEL_DIR RUNS_JSON
+  python -m tests.support.sharded_worker N MODEL_DIR RUNS_JSON
 
 RUNS_JSON: a list of {"prompts": [...], "kwargs": {...}} (generate's keyword arguments). The device
 count must be set before jax is imported, hence a process per N.
@@ -20,14 +20,15 @@ def main() -> None:
   import jax
 
   from rzero_jax import sharding
-  from rzero_jax.models import decoder, load_pretrained
+  from rzero_jax.models import functional, load_pretrained
   from rzero_jax.sampling import generate
   from rzero_jax.sampling import sampler
 
   assert jax.device_count() == devices
   cfg, params = load_pretrained(model_dir, dtype="float32")
   mesh = sharding.make_mesh(f"data:{devices}")
-  placed = decoder.shard_params(cfg, params, mesh, "dp")
+  plan = sharding.make_plan(mesh, "dp")
+  placed = functional.shard_params(cfg, params, plan)
 
   def split(state) -> bool:
     """The cache's slot axis is split over all devices: each holds slots / N of them."""
@@ -50,7 +51,7 @@ def main() -> None:
   results = []
   for run in runs:
     record.update(decodes=[], compactions=[])
-    out = generate(cfg, placed, run["prompts"], mesh=mesh, strategy="dp", **run["kwargs"])
+    out = generate(cfg, placed, run["prompts"], plan=plan, **run["kwargs"])
     results.append(dict(record, tokens=out.tokens, logprobs=out.logprobs))
   batch_warnings = [repr(key) for key in sharding._warned if key[2] in ("data", "fsdp")]
   print(json.dumps(dict(runs=results, batch_warnings=batch_warnings)))

@@ -1,4 +1,5 @@
-"""Tiny random Hugging Face checkpoints built with transformers (PyTorch CPU), the test reference."""
+"""Tiny models for tests: random Hugging Face checkpoints built with transformers (PyTorch CPU), the
+test reference, and `tiny_config`, a tiny `ModelConfig`."""
 
 from __future__ import annotations
 
@@ -40,6 +41,17 @@ FAMILIES: dict[str, dict[str, Any]] = {
         ),
     ),
 }
+
+
+def tiny_config(**overrides: Any):
+  """A tiny Qwen3 `ModelConfig` with BASE's dims (vocab 97, 4 heads over 2 kv heads: indivisible
+  on purpose), head_dim 16 and qk-norm; `overrides` replace any field."""
+  from rzero_jax.models.config import ModelConfig
+
+  fields = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4)
+  return ModelConfig(
+      "qwen3", **{**fields, "num_kv_heads": 2, "head_dim": 16, "qk_norm": True, **overrides}
+  )
 
 
 def hf_config(family: str, **overrides: Any):

@@ -1,7 +1,7 @@
 """Compiled memory of the SFT step: the old full-vocabulary cross-entropy next to the chunked one,
 with and without micro-batches.
 
-  python -m experiments.bench_sft_memory [--vocab=151936 --seq_len=1024 --batch=4 --hidden=256]
+  python -m experiments.bench.sft_memory [--vocab=151936 --seq_len=1024 --batch=4 --hidden=256]
 
 Nothing runs: each step (forward, backward, AdamW update, params and optimizer state donated) is
 compiled for abstract inputs, `jax.jit(step).lower(...).compile().memory_analysis()`, and XLA's
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from rzero_jax.models import ModelConfig, forward, init_params
+from rzero_jax.training import TrainConfig, init_train_state
 from rzero_jax.training.sft import LOSS_CHUNK_SIZE, make_sft_step
 
 MIB = 1024**2
@@ -59,8 +60,8 @@ def old_sft_step(cfg, optimizer):
   return jax.jit(step, donate_argnums=(0, 1))
 
 
-def memory(step, params, opt_state, batch) -> dict[str, float]:
-  stats = step.lower(params, opt_state, batch).compile().memory_analysis()
+def memory(step, *args) -> dict[str, float]:
+  stats = step.lower(*args).compile().memory_analysis()
   total = (
       stats.temp_size_in_bytes
       + stats.argument_size_in_bytes
@@ -102,6 +103,12 @@ def main(argv: Any = None) -> None:
   optimizer = optax.adamw(1e-5)
   params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
   opt_state = jax.eval_shape(optimizer.init, params)
+  # The same AdamW (weight decay 1e-4, no clipping) as a TrainConfig, whole batch / micro-batches.
+  whole, micro = (
+      TrainConfig(learning_rate=1e-5, weight_decay=1e-4, max_grad_norm=None, micro_batch_size=m)
+      for m in (None, args.micro_batch_size)
+  )
+  state = jax.eval_shape(lambda: init_train_state(cfg, whole, init_params(cfg, jax.random.key(0))))
   shape = jax.ShapeDtypeStruct((args.batch, args.seq_len), jnp.int32)
   batch = {"tokens": shape, "loss_mask": shape, "attention_mask": shape}
 
@@ -112,26 +119,23 @@ def main(argv: Any = None) -> None:
       f"{logits_mib:,.0f} MiB; backend {jax.default_backend()}"
   )
   rows = [
-      ("old: full-vocab log_softmax", old_sft_step(cfg, optimizer)),
+      ("old: full-vocab log_softmax", old_sft_step(cfg, optimizer), (params, opt_state, batch)),
       (
           f"chunked ({args.loss_chunk_size} positions), whole batch",
-          make_sft_step(cfg, optimizer, loss_chunk_size=args.loss_chunk_size),
+          make_sft_step(cfg, whole, loss_chunk_size=args.loss_chunk_size),
+          (state, batch),
       ),
       (
           f"chunked ({args.loss_chunk_size}), micro-batches of {args.micro_batch_size}",
-          make_sft_step(
-              cfg,
-              optimizer,
-              loss_chunk_size=args.loss_chunk_size,
-              micro_batch_size=args.micro_batch_size,
-          ),
+          make_sft_step(cfg, micro, loss_chunk_size=args.loss_chunk_size),
+          (state, batch),
       ),
   ]
   print("| step | temp MiB | args MiB | total MiB | total vs old |")
   print("| --- | ---: | ---: | ---: | ---: |")
   base = None
-  for name, step in rows:
-    m = memory(step, params, opt_state, batch)
+  for name, step, step_args in rows:
+    m = memory(step, *step_args)
     base = base or m["total"]
     print(
         f"| {name} | {m['temp']:,.0f} | {m['args']:,.0f} | {m['total']:,.0f} | "

@@ -1,7 +1,7 @@
 """Throughput of the host-side verification module on this machine.
 
-  python -m experiments.bench_verify                 # everything, default sizes
-  python -m experiments.bench_verify --json out.json
+  python -m experiments.bench.verify                 # everything, default sizes
+  python -m experiments.bench.verify --json out.json
 
 Reports (pools are started and warmed before timing):
   grading     items/s of `answers.grade` on a mix of responses: 80% plain numbers (decided in

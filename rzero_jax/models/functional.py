@@ -2,7 +2,8 @@
 (config, params, inputs), all running the module's one forward path.
 
 `forward` is a full-sequence pass (training, log-probs), `forward_with_cache` the cached pass the
-sampler uses for prefill and decode; both are `build_model(cfg, plan).apply({"params": params}, ...)`.
+sampler uses for prefill and decode (`hidden=True`: hidden states instead of logits); both are
+`build_model(cfg, plan).apply({"params": params}, ...)`.
 `param_axes` / `param_shapes` read the module's own weight declarations (`nn.with_logical_partitioning`),
 so a sharding strategy is only a table from logical names to mesh axes (see `rzero_jax.sharding`).
 LoRA helpers: `init_lora`, `split_lora`, `combine_params`, `merge_lora`.
@@ -17,7 +18,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
 
 from rzero_jax.models.config import ModelConfig, resolve_dtype
 from rzero_jax.models.modules import (
@@ -27,41 +27,9 @@ from rzero_jax.models.modules import (
     build_model,
     default_positions,
 )
-from rzero_jax import sharding
-from rzero_jax.sharding import ShardingPlan
+from rzero_jax.sharding import ShardingPlan, tree_shardings
 
 Params = dict[str, Any]
-
-__all__ = [
-    "CACHE_AXES",
-    "Decoder",
-    "build_model",
-    "default_positions",
-    "forward",
-    "forward_with_cache",
-    "hidden_states",
-    "hidden_with_cache",
-    "unembed",
-    "param_axes",
-    "param_shapes",
-    "init_params",
-    "init_cache",
-    "cache_shape",
-    "unstack_layers",
-    "unstack_cache",
-    "param_shardings",
-    "shard_params",
-    "base_config",
-    "init_lora",
-    "split_lora",
-    "combine_params",
-    "merge_lora",
-    "is_lora_name",
-]
-
-
-def _is_axes(x: Any) -> bool:
-  return isinstance(x, tuple) and all(isinstance(a, str) for a in x)
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,27 +71,16 @@ def forward(
     positions: jax.Array | None = None,
     *,
     plan: ShardingPlan | None = None,
+    hidden: bool = False,
 ) -> jax.Array:
-  """Logits [B, T, V] in float32.
+  """Logits [B, T, V] in float32, or with `hidden=True` the last-layer hidden states [B, T, D]
+  (before the final norm).
 
   tokens [B, T] int; attention_mask [B, T] (1 = real token, 0 = padding; default all ones);
   positions [B, T] (default: counts real tokens, so left padding gets the right positions).
   """
-  return build_model(cfg, plan).apply({"params": params}, tokens, attention_mask, positions)
-
-
-def hidden_states(
-    cfg: ModelConfig,
-    params: Params,
-    tokens: jax.Array,
-    attention_mask: jax.Array | None = None,
-    positions: jax.Array | None = None,
-    *,
-    plan: ShardingPlan | None = None,
-) -> jax.Array:
-  """Last-layer hidden states [B, T, D] (before the final norm) for a full-sequence pass."""
   return build_model(cfg, plan).apply(
-      {"params": params}, tokens, attention_mask, positions, hidden=True
+      {"params": params}, tokens, attention_mask, positions, hidden=hidden
   )
 
 
@@ -164,39 +121,6 @@ def unstack_cache(cache: Params) -> Params:
   return {name: list(value) for name, value in cache.items()}
 
 
-def hidden_with_cache(
-    cfg: ModelConfig,
-    params: Params,
-    tokens: jax.Array,
-    positions: jax.Array,
-    cache: Params,
-    index: jax.Array,
-    kv_valid: jax.Array,
-    *,
-    plan: ShardingPlan | None = None,
-) -> tuple[jax.Array, Params]:
-  """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T)
-  (index a scalar, or one per row [B]).
-
-  kv_valid [B, S] marks cache slots that hold real (non-padding) tokens once this call has written;
-  query t attends to slot s when kv_valid[b, s] and s <= index + t. A narrower kv_valid [B, W]
-  (W <= S) makes attention read only the first W slots. `params["layers"]` and the
-  cache may be stacked or per-layer lists (`unstack_layers`, `unstack_cache`, with
-  `cfg.scan_layers` off); the cache comes back in the form it came in. Returns (last-layer hidden
-  states [B, T, D] before the final norm, cache).
-  """
-  return build_model(cfg, plan).apply(
-      {"params": params},
-      tokens,
-      None,
-      positions,
-      cache=cache,
-      index=index,
-      kv_valid=kv_valid,
-      hidden=True,
-  )
-
-
 def forward_with_cache(
     cfg: ModelConfig,
     params: Params,
@@ -207,10 +131,27 @@ def forward_with_cache(
     kv_valid: jax.Array,
     *,
     plan: ShardingPlan | None = None,
+    hidden: bool = False,
 ) -> tuple[jax.Array, Params]:
-  """`hidden_with_cache` then the output projection: returns (float32 logits [B, T, V], cache)."""
+  """Runs T new tokens per row, writing their keys/values at cache slots [index, index + T)
+  (index a scalar, or one per row [B]). Returns (float32 logits [B, T, V], cache), or with
+  `hidden=True` (last-layer hidden states [B, T, D] before the final norm, cache).
+
+  kv_valid [B, S] marks cache slots that hold real (non-padding) tokens once this call has written;
+  query t attends to slot s when kv_valid[b, s] and s <= index + t. A narrower kv_valid [B, W]
+  (W <= S) makes attention read only the first W slots. `params["layers"]` and the
+  cache may be stacked or per-layer lists (`unstack_layers`, `unstack_cache`, with
+  `cfg.scan_layers` off); the cache comes back in the form it came in.
+  """
   return build_model(cfg, plan).apply(
-      {"params": params}, tokens, None, positions, cache=cache, index=index, kv_valid=kv_valid
+      {"params": params},
+      tokens,
+      None,
+      positions,
+      cache=cache,
+      index=index,
+      kv_valid=kv_valid,
+      hidden=hidden,
   )
 
 
@@ -218,16 +159,15 @@ def forward_with_cache(
 # Shardings of the params, from the module's axis declarations.
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh, strategy: Any) -> Params:
-  """NamedSharding of every parameter of `cfg` (LoRA adapters included) under `strategy`."""
-  plan = sharding.make_plan(mesh, strategy)
-  return sharding.tree_shardings(param_axes(cfg), param_shapes(cfg), plan)
+def param_shardings(cfg: ModelConfig, plan: ShardingPlan) -> Params:
+  """NamedSharding of every parameter of `cfg` (LoRA adapters included) under `plan`."""
+  return tree_shardings(param_axes(cfg), param_shapes(cfg), plan)
 
 
-def shard_params(cfg: ModelConfig, params: Params, mesh: Mesh, strategy: Any) -> Params:
-  """Moves params already in memory (host or device) onto their shardings under `strategy`; a
+def shard_params(cfg: ModelConfig, params: Params, plan: ShardingPlan) -> Params:
+  """Moves params already in memory (host or device) onto their shardings under `plan`; a
   params tree without LoRA adapters takes the base model's shardings."""
-  shardings = param_shardings(cfg, mesh, strategy)
+  shardings = param_shardings(cfg, plan)
   if not any(is_lora_name(n) for n in params.get("layers", {})):
     shardings = split_lora(shardings)[0]
   return jax.device_put(params, shardings)

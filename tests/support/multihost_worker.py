@@ -1,6 +1,6 @@
 """One process of a multi-process test run, started by tests (see `run_processes`).
 
-  python -m tests.multihost_worker --mode=forward --model=DIR --out=PREFIX \
+  python -m tests.support.multihost_worker --mode=forward --model=DIR --out=PREFIX \
       --plan=fsdp_tp@data:2,fsdp:2,tensor:2
 
 Each process joins `jax.distributed` (coordinator from RZERO_* environment variables), runs every
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from typing import Callable
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import REPO, distributed_env, free_port
 
 
 def example_tokens(
@@ -40,17 +39,17 @@ def run_forward(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.n
   import jax
   from jax.experimental import multihost_utils
 
-  from rzero_jax import sharding
-  from rzero_jax.models import decoder, hf_io
+  from rzero_jax import multihost, sharding
+  from rzero_jax.models import functional, hf_io
 
   cfg, params = hf_io.load_pretrained(args.model, dtype="float32", mesh=mesh, strategy=strategy)
   plan = sharding.make_plan(mesh, strategy)
   tokens, mask = example_tokens(cfg.vocab_size)
-  rows = sharding.process_rows(plan, tokens.shape[0])
-  batch = sharding.host_to_global(
+  rows = multihost.process_rows(plan, tokens.shape[0])
+  batch = multihost.host_to_global(
       {"tokens": tokens[rows], "mask": mask[rows]}, plan, ("batch", "length")
   )
-  logits = jax.jit(lambda p, b: decoder.forward(cfg, p, b["tokens"], b["mask"], plan=plan))(
+  logits = jax.jit(lambda p, b: functional.forward(cfg, p, b["tokens"], b["mask"], plan=plan))(
       params, batch
   )
   return {
@@ -63,14 +62,14 @@ def run_batch(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.nda
   """This process's rows, the gathered global batch, and whether a 7-row batch is refused."""
   from jax.experimental import multihost_utils
 
-  from rzero_jax import sharding
+  from rzero_jax import multihost, sharding
 
   plan = sharding.make_plan(mesh, strategy)
   tokens, _ = example_tokens(97)
-  rows = sharding.process_rows(plan, tokens.shape[0])
-  batch = sharding.host_to_global(tokens[rows], plan, ("batch", "length"))
+  rows = multihost.process_rows(plan, tokens.shape[0])
+  batch = multihost.host_to_global(tokens[rows], plan, ("batch", "length"))
   try:
-    sharding.process_rows(plan, 7)
+    multihost.process_rows(plan, 7)
     odd_refused = False
   except ValueError:
     odd_refused = True
@@ -100,18 +99,18 @@ LOSS_TRAIN_CONFIG = dict(learning_rate=1e-2, kl_coef=0.0, micro_batch_size=4)
 
 def run_loss(args: argparse.Namespace, mesh, strategy: str) -> dict[str, np.ndarray]:
   """One jitted GRPO train step over both processes' rows: its loss and grad norm."""
-  from rzero_jax import sharding
+  from rzero_jax import multihost, sharding
   from rzero_jax.models import hf_io
   from rzero_jax.training import TrainConfig, init_train_state, make_train_step
 
-  cfg, params = hf_io.load_pretrained(args.model, dtype="float32", mesh=mesh, strategy=strategy)
-  train_cfg = TrainConfig(**LOSS_TRAIN_CONFIG)
-  state = init_train_state(cfg, train_cfg, params, mesh=mesh, strategy=strategy)
   plan = sharding.make_plan(mesh, strategy)
+  cfg, params = hf_io.load_pretrained(args.model, dtype="float32", plan=plan)
+  train_cfg = TrainConfig(**LOSS_TRAIN_CONFIG)
+  state = init_train_state(cfg, train_cfg, params, plan)
   batch = example_grpo_batch(cfg.vocab_size)
-  rows = sharding.process_rows(plan, batch["tokens"].shape[0])
-  batch = sharding.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
-  _, metrics = make_train_step(cfg, train_cfg, mesh=mesh, strategy=strategy)(state, batch)
+  rows = multihost.process_rows(plan, batch["tokens"].shape[0])
+  batch = multihost.host_to_global({k: v[rows] for k, v in batch.items()}, plan)
+  _, metrics = make_train_step(cfg, train_cfg, plan)(state, batch)
   return {"loss": np.asarray(metrics["loss"]), "grad_norm": np.asarray(metrics["grad_norm"])}
 
 
@@ -134,9 +133,9 @@ def main(argv: list[str] | None = None) -> None:
   )
   args = parser.parse_args(argv)
 
-  from rzero_jax import sharding
+  from rzero_jax import multihost, sharding
 
-  if not sharding.initialize_distributed():
+  if not multihost.initialize_distributed():
     raise SystemExit(
         "multihost_worker needs RZERO_COORDINATOR, RZERO_NUM_PROCESSES, RZERO_PROCESS_ID."
     )
@@ -150,12 +149,6 @@ def main(argv: list[str] | None = None) -> None:
         results[f"{mode}/{plan}/{key}"] = value
   np.savez(f"{args.out}.{jax.process_index()}.npz", **results)
   jax.distributed.shutdown()
-
-
-def free_port() -> int:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def run_processes(
@@ -174,20 +167,12 @@ def run_processes(
   procs, logs = [], []
   try:
     for i in range(num_processes):
-      env = {
-          **os.environ,
-          "JAX_PLATFORMS": "cpu",
-          "PYTHONPATH": REPO,
-          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
-          "RZERO_COORDINATOR": address,
-          "RZERO_NUM_PROCESSES": str(num_processes),
-          "RZERO_PROCESS_ID": str(i),
-      }
+      env = distributed_env(address, num_processes, i, devices_per_process)
       log = open(os.path.join(log_dir, f"worker{i}.log"), "w+")
       logs.append(log)
       procs.append(
           subprocess.Popen(
-              [sys.executable, "-m", "tests.multihost_worker", *worker_args],
+              [sys.executable, "-m", "tests.support.multihost_worker", *worker_args],
               cwd=REPO,
               env=env,
               stdout=log,

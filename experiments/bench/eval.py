@@ -1,8 +1,8 @@
 """Evaluation throughput (items/s) of `rzero_jax.eval.evaluate` on the committed toy model.
 
-  python -m experiments.bench_eval                     # toy arithmetic items, gsm8k layout
-  python -m experiments.bench_eval --items 128 --max_new_tokens 64 --json out.json
-  python -m experiments.bench_eval --data_dir ../shared/data/benchmarks --benchmarks gsm8k,mbppplus
+  python -m experiments.bench.eval                     # toy arithmetic items, gsm8k layout
+  python -m experiments.bench.eval --items 128 --max_new_tokens 64 --json out.json
+  python -m experiments.bench.eval --data_dir ../shared/data/benchmarks --benchmarks gsm8k,mbppplus
 
 Reports, after one warm-up pass that compiles every shape:
   end to end    items/s of `evaluate` (prompting, batched greedy generation, decoding, scoring)
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = os.path.join(REPO, "experiments", "toy_arith", "base_model")
 FIXTURES = os.path.join(REPO, "tests", "eval", "data")
 
@@ -32,7 +32,7 @@ def parse_args() -> argparse.Namespace:
   )
   parser.add_argument("--model", default=TOY, help="HF checkpoint directory")
   parser.add_argument("--items", type=int, default=64, help="items per benchmark")
-  parser.add_argument("--batch_size", type=int, default=32, help="prompts per generate call")
+  parser.add_argument("--batch_size", type=int, default=32, help="rows in flight")
   parser.add_argument("--max_new_tokens", type=int, default=48)
   parser.add_argument("--benchmarks", default="gsm8k", help="comma-separated names")
   parser.add_argument(

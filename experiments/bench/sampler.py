@@ -7,8 +7,8 @@ the best of --repeats (--hf_repeats) runs. Rooflines:
   bandwidth: measured HBM/DRAM copy bandwidth x batch / (bytes of params + the cache read per step)
              (on CPU the tiny model's weights stay in cache, so this "bound" can exceed 100%).
 
-  python -m experiments.bench_sampler --hf                      # CPU: 4.2M Qwen3, batch 32 and 128
-  python -m experiments.bench_sampler --device_kind=gpu --model_shape=qwen3-0.6b --dtype=bfloat16 \
+  python -m experiments.bench.sampler --hf                      # CPU: 4.2M Qwen3, batch 32 and 128
+  python -m experiments.bench.sampler --device_kind=gpu --model_shape=qwen3-0.6b --dtype=bfloat16 \
       --batch=64,256 --hf
 """
 
@@ -18,44 +18,14 @@ import argparse
 import os
 import time
 
-SHAPES = {
-    # ~4.2M parameters: 4 x 787k layer weights + a tied 4096 x 256 embedding.
-    "tiny-4m": dict(
-        vocab_size=4096,
-        hidden_size=256,
-        intermediate_size=768,
-        num_layers=4,
-        num_heads=4,
-        num_kv_heads=2,
-        head_dim=64,
-        max_position_embeddings=4096,
-    ),
-    "qwen3-0.6b": dict(
-        vocab_size=151936,
-        hidden_size=1024,
-        intermediate_size=3072,
-        num_layers=28,
-        num_heads=16,
-        num_kv_heads=8,
-        head_dim=128,
-        max_position_embeddings=40960,
-    ),
-}
+from experiments.bench.models import add_model_args, default_dtype, hf_model, random_model
 
 
 def parse_args() -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawTextHelpFormatter
   )
-  parser.add_argument(
-      "--device_kind", "--device-kind", default="cpu", choices=("cpu", "gpu", "tpu")
-  )
-  parser.add_argument("--model_shape", "--model-shape", default="tiny-4m", choices=sorted(SHAPES))
-  parser.add_argument(
-      "--dtype",
-      default=None,
-      help="params/compute dtype (default: float32 on " "cpu, bfloat16 elsewhere)",
-  )
+  add_model_args(parser, "params/compute dtype (default: float32 on cpu, bfloat16 elsewhere)")
   parser.add_argument("--cache_dtype", "--cache-dtype", default=None)
   parser.add_argument("--batch", default="32,128", help="comma-separated batch sizes")
   parser.add_argument("--new_tokens", "--new-tokens", type=int, default=128)
@@ -65,22 +35,6 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--hf", action="store_true", help="also time transformers generate")
   parser.add_argument("--hf_repeats", "--hf-repeats", type=int, default=1)
   return parser.parse_args()
-
-
-def random_model(shape: str, dtype: str, **overrides):
-  """(config, random params) of a Qwen3 of `SHAPES[shape]` (fields replaced by `overrides`)."""
-  import jax
-  from rzero_jax.models import ModelConfig, init_params
-
-  cfg = ModelConfig(
-      model_type="qwen3",
-      tie_embeddings=True,
-      qk_norm=True,
-      rope_theta=1e6,
-      dtype=dtype,
-      **{**SHAPES[shape], **overrides},
-  )
-  return cfg, init_params(cfg, jax.random.key(0), dtype=dtype)
 
 
 def measure_matmul_flops(jax, jnp, dtype, n: int) -> float:
@@ -103,21 +57,6 @@ def measure_bandwidth(jax, jnp, num_bytes: int) -> float:
     y = f(x)
   y.block_until_ready()
   return 2 * num_bytes * reps / (time.perf_counter() - start)  # one read + one write
-
-
-def hf_model(cfg, params, device: str):
-  import torch
-  import transformers
-  from rzero_jax.models.hf_io import hf_state_dict
-
-  config = transformers.AutoConfig.for_model(**cfg.to_hf_dict())
-  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
-  model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
-  state = {k: torch.from_numpy(v.astype("float32")) for k, v in hf_state_dict(cfg, params).items()}
-  result = model.load_state_dict(state, strict=False)
-  assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}, result
-  model.generation_config.eos_token_id = None
-  return model.to(device=device, dtype=dtype).eval()
 
 
 def time_hf(model, prompts, new_tokens: int, method: str, repeats: int, device: str) -> float:
@@ -155,7 +94,7 @@ def main() -> None:
   import numpy as np
   from rzero_jax.sampling import generate
 
-  dtype = args.dtype or ("float32" if args.device_kind == "cpu" else "bfloat16")
+  dtype = default_dtype(args)
   cfg, params = random_model(args.model_shape, dtype)
   n_params = cfg.num_params()
   itemsize = jnp.dtype(dtype).itemsize

@@ -1,4 +1,4 @@
-"""Turning sampled completions into fixed-shape GRPO training batches."""
+"""The training batch format: sampled completions as fixed-shape policy-gradient batches."""
 
 from __future__ import annotations
 
