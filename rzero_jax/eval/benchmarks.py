@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any, Callable
 
+from rzero_jax.io import read_jsonl
 from rzero_jax.verify.answers import extract_boxed
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -451,8 +452,7 @@ def read_rows(path: str) -> list[dict]:
 
       rows = datasets.load_dataset("parquet", data_files=path, split="train").to_list()
     elif lower.endswith(".jsonl"):
-      with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+      rows = read_jsonl(path)
     elif lower.endswith(".json"):
       with open(path, encoding="utf-8") as f:
         data = json.load(f)

@@ -77,7 +77,7 @@ class Script:
         out.append(_respond(_fence("input", str(value if right else value + 100))))
     return out
 
-  def __call__(self, role, prompt_ids, *, num_samples, seed, temperature, top_p, max_new_tokens):
+  def __call__(self, role, prompt_ids, *, seed, num_samples=1, **sampling):
     self.calls.append((len(prompt_ids), num_samples))
     counters, texts = {}, []
     for ids in prompt_ids:
