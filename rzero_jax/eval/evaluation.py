@@ -15,6 +15,7 @@ from rzero_jax.eval.scoring import extract, score_many
 
 DEFAULT_SAMPLE_TEMPERATURE = 0.6
 STREAM_STRIDE = 64  # room for 64 benchmarks in `item_streams`
+assert len(BENCHMARKS) <= STREAM_STRIDE, "item_streams would give two benchmarks one stream"
 
 
 def load_all(

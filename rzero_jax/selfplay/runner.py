@@ -286,10 +286,7 @@ class Runner:
     every = self.config.checkpoint_every_steps
     for step in range(start, steps):
       metrics = step_fn(step)
-      if tb_prefix:
-        self.writer.scalars(tb_step(step), {f"{tb_prefix}/{k}": v for k, v in metrics.items()})
-      else:
-        self.writer.scalars(tb_step(step), metrics)
+      _write_scalars(self.writer, tb_step(step), tb_prefix, metrics)
       if meta is not None:
         meta["step"] = step + 1
         if record is not None:
@@ -316,9 +313,7 @@ class Runner:
       self.log(log)
     if scalars:
       numbers = {k: v for k, v in scalars.items() if isinstance(v, (int, float))}
-      self.writer.scalars(
-          tb_step, {f"{tb_prefix}/{k}" if tb_prefix else k: v for k, v in numbers.items()}
-      )
+      _write_scalars(self.writer, tb_step, tb_prefix, numbers)
     meta.update(position)
     self.save(meta)
 
@@ -403,3 +398,8 @@ def format_rows(rows: Sequence[Sequence[str]]) -> str:
 
 def fmt(x: Any) -> str:
   return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def _write_scalars(writer: MetricWriter, tb_step: int, prefix: str, values: dict) -> None:
+  """`values` to TensorBoard at `tb_step`, their names under "`prefix`/" when one is given."""
+  writer.scalars(tb_step, {f"{prefix}/{k}" if prefix else k: v for k, v in values.items()})
