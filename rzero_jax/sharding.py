@@ -243,6 +243,12 @@ class ShardingPlan:
     spec = logical_to_spec(logical_axes, self.rules, dict(self.mesh.shape), shape, weight=weight)
     return NamedSharding(self.mesh, spec)
 
+  def shards(self, logical_axis: str, size: int | None = None) -> int:
+    """How many pieces a dimension of logical axis `logical_axis` (of `size`, when given: with
+    the fallback for sizes that do not divide) is split into."""
+    spec = self.sharding((logical_axis,), None if size is None else (size,)).spec
+    return math.prod(self.mesh.shape[a] for a in entry_axes(spec[0]))
+
   def constrain(self, x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     """`nn.with_logical_constraint` under this plan's rules and mesh; where a mesh axis does not
     divide its dimension (flax has no fallback), the constraint uses our fallback spec instead."""

@@ -31,8 +31,16 @@ def resolve_dtype(name: str | Any) -> Any:
 class ModelConfig:
   """Static description of a decoder-only transformer; hashable so it can be a jit static argument.
 
-  `dtype` is the compute dtype of activations and matmuls (params keep their own dtype);
-  softmax, norms' statistics and logits are always computed in float32.
+  Precision (docs/numerics.md). `dtype` is the compute dtype: matmul inputs (weights and
+  activations are rounded to it; products accumulate in float32) and the KV cache. `residual_dtype`
+  is the dtype of everything else: the residual stream, norms, rotary embeddings, the MLP's
+  activation, attention outputs; "float32" (the default) keeps that arithmetic exact whatever XLA
+  fuses, None runs it in `dtype` too (less memory, but bfloat16 roundings then depend on how XLA
+  fuses each program). Softmax, norms' statistics and logits are always float32.
+  `batch_invariant` computes every token through fixed-shape tiles (rows of TILE_ROWS tokens,
+  attention in blocks of KEY_BLOCK keys in position order), so a token's numbers do not depend on
+  the batch, the sequence length, padding or the mesh: the sampler's log-probs equal the training
+  forward's bit for bit. Slower; see docs/numerics.md.
   `lora_rank` > 0 adds LoRA adapters (scale `lora_alpha / lora_rank`) to the `lora_targets`
   projections; 0 is the plain model (full fine-tuning).
   """
@@ -62,6 +70,8 @@ class ModelConfig:
   eos_token_id: tuple[int, ...] = ()
   pad_token_id: int | None = None
   dtype: str = "float32"
+  residual_dtype: str | None = "float32"
+  batch_invariant: bool = False
   remat: bool = False
   scan_layers: bool = False
   lora_rank: int = 0
@@ -85,6 +95,8 @@ class ModelConfig:
           f"num_key_value_heads ({self.num_kv_heads})."
       )
     resolve_dtype(self.dtype)
+    if self.residual_dtype is not None:
+      resolve_dtype(self.residual_dtype)
     if self.lora_rank < 0:
       raise ValueError(f"lora_rank must be >= 0 (0 = no adapters), got {self.lora_rank}.")
     unknown = [t for t in self.lora_targets if t not in LORA_TARGET_NAMES]
@@ -96,7 +108,13 @@ class ModelConfig:
 
   @property
   def compute_dtype(self):
+    """Matmul inputs and KV cache."""
     return resolve_dtype(self.dtype)
+
+  @property
+  def activation_dtype(self):
+    """Residual stream and elementwise arithmetic (`residual_dtype`, else `dtype`)."""
+    return resolve_dtype(self.residual_dtype or self.dtype)
 
   def num_params(self) -> int:
     """Parameter count (embedding counted once when tied)."""

@@ -26,6 +26,7 @@ from rzero_jax.models.modules import (
     Decoder,
     build_model,
     default_positions,
+    map_row_tiles,
 )
 from rzero_jax.sharding import ShardingPlan, tree_shardings
 
@@ -89,6 +90,29 @@ def unembed(
 ) -> jax.Array:
   """Final norm and output projection of hidden states [B, T, D]; float32 logits."""
   return build_model(cfg, plan).apply({"params": params}, x, method="unembed")
+
+
+def chosen_logprobs(
+    cfg: ModelConfig | None,
+    logits: jax.Array,
+    tokens: jax.Array,
+    temperature: float = 1.0,
+    plan: ShardingPlan | None = None,
+) -> jax.Array:
+  """log softmax(logits / temperature)[tokens] in float32, by `jax.nn.log_softmax`'s expression
+  ((x - max) - log sum exp(x - max)) without the [B, T, V] result; logits [B, T, V], tokens [B, T].
+  The sampler and the trainer both take their log-probs from here; with `cfg.batch_invariant` in
+  fixed-shape tiles, so equal logits give equal log-probs bit for bit."""
+
+  def logprob(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    scaled = logits.astype(jnp.float32) / temperature
+    shifted = scaled - jax.lax.stop_gradient(jnp.max(scaled, axis=-1, keepdims=True))
+    picked = jnp.take_along_axis(shifted, tokens[..., None], axis=-1)[..., 0]
+    return picked - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
+
+  if cfg is not None and cfg.batch_invariant:
+    return map_row_tiles(logprob, (logits, tokens), plan)
+  return logprob(logits, tokens)
 
 
 # ---------------------------------------------------------------------------------------------

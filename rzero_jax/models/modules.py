@@ -138,19 +138,141 @@ def rope(x: jax.Array, positions: jax.Array, inv_freq: np.ndarray) -> jax.Array:
   return x * cos + rotated * sin
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-  """Grouped-query attention in the cache layout: q [B, T, H, hd], k/v [B, Hkv, S, hd] (any dtype;
-  used in q's), mask [B, T, S] (True = attend); scores and softmax in float32."""
+def round_to(x: jax.Array, dtype: Any) -> jax.Array:
+  """`x.astype(dtype)`, the rounding made explicit (`lax.reduce_precision`) when it narrows: XLA's
+  excess-precision rewrites may drop a plain convert feeding a matmul in one program and keep it
+  in another; they keep this one, so every program multiplies the same values."""
+  dtype = jnp.dtype(dtype)
+  if jnp.finfo(x.dtype).bits <= jnp.finfo(dtype).bits:
+    return x.astype(dtype)
+  info = jnp.finfo(dtype)
+  return jax.lax.reduce_precision(x, info.nexp, info.nmant).astype(dtype)
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    dtype: Any = None,
+    out_dtype: Any = None,
+) -> jax.Array:
+  """Grouped-query attention in the cache layout: q [B, T, H, hd], k/v [B, Hkv, S, hd], mask
+  [B, T, S] (True = attend). The products take inputs in `dtype` (default q's) and accumulate in
+  float32; softmax in float32; the output is in `out_dtype` (default `dtype`)."""
+  dtype = q.dtype if dtype is None else dtype
   b, t, h, hd = q.shape
   kv_heads = k.shape[1]
-  q = q.reshape(b, t, kv_heads, h // kv_heads, hd)
+  q = round_to(q, dtype).reshape(b, t, kv_heads, h // kv_heads, hd)
   scores = jnp.einsum(
-      "btkgd,bksd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32
+      "btkgd,bksd->bkgts", q, round_to(k, dtype), preferred_element_type=jnp.float32
   ) * (hd**-0.5)
   scores = jnp.where(mask[:, None, None, :, :], scores, NEG_INF)
-  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-  out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(q.dtype))  # probs as the left operand
+  probs = round_to(jax.nn.softmax(scores, axis=-1), dtype)
+  out = jnp.einsum(  # probs as the left operand
+      "bkgts,bksd->bkgtd", probs, round_to(v, dtype), preferred_element_type=out_dtype or dtype
+  )
   return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, t, h, hd)
+
+
+# Batch-invariant mode (`cfg.batch_invariant`): every reduction runs on a fixed-shape block.
+TILE_ROWS = 16  # tokens per tile of the per-token computations (norms, projections, MLP, logits)
+QUERY_ROWS = 8  # query rows (a token's heads of one KV group) per attention tile
+KEY_BLOCK = 64  # keys per block of the online softmax; blocks are visited in position order
+
+
+def _pad_to(x: jax.Array, axis: int, multiple: int, value: Any = 0) -> jax.Array:
+  pad = (-x.shape[axis]) % multiple
+  if not pad:
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, pad)
+  return jnp.pad(x, widths, constant_values=value)
+
+
+def map_row_tiles(fn, arrays: tuple[jax.Array, ...], plan: ShardingPlan | None):
+  """`fn` over [B, T, ...] arrays, applied to tiles of TILE_ROWS tokens one after another.
+
+  The B * T tokens of each batch shard are cut into tiles of TILE_ROWS rows (padded); iteration i
+  of a `lax.map` hands `fn` the i-th tile of every shard as arrays [shards, TILE_ROWS, ...]. On each
+  device `fn` therefore always computes on TILE_ROWS tokens, whatever the batch, sequence length or
+  mesh: the products it runs have one shape, hence one reduction order. Returns `fn`'s outputs
+  (a tuple of arrays, or one array) reassembled to [B, T, ...].
+  """
+  b, t = arrays[0].shape[:2]
+  shards = 1 if plan is None else plan.shards("batch", b)
+  local = b // shards * t
+
+  def to_tiles(x: jax.Array) -> jax.Array:
+    x = _pad_to(x.reshape(shards, local, *x.shape[2:]), 1, TILE_ROWS)
+    x = jnp.swapaxes(x.reshape(shards, -1, TILE_ROWS, *x.shape[2:]), 0, 1)
+    return constrain(x, (None, "batch") + (None,) * (x.ndim - 2), plan)
+
+  def from_tiles(x: jax.Array) -> jax.Array:
+    x = jnp.swapaxes(x, 0, 1).reshape(shards, -1, *x.shape[3:])[:, :local]
+    return x.reshape(b, t, *x.shape[2:])
+
+  out = jax.lax.map(lambda tile: fn(*tile), tuple(to_tiles(x) for x in arrays))
+  return jax.tree.map(from_tiles, out)
+
+
+def blocked_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dtype: Any, out_dtype: Any
+) -> jax.Array:
+  """`attention` with a reduction order that depends on nothing but the token's own keys.
+
+  Query rows (a token's heads of one KV group) go in tiles of QUERY_ROWS; keys in blocks of
+  KEY_BLOCK slots, folded in slot order by an online softmax (float32 running max and output, the
+  softmax's sum a column of the output). A block that is entirely masked leaves the running values bit for bit unchanged, so
+  trailing padding, a longer cache window or a longer batch add nothing; keys must sit at slots in
+  position order from slot 0 (the sampler's cache; `Decoder` rolls left-padded rows).
+  """
+  b, t, h, hd = q.shape
+  kv_heads, groups = k.shape[1], h // k.shape[1]
+  rows = t * groups
+  q = round_to(q, dtype).reshape(b, t, kv_heads, groups, hd).transpose(0, 2, 1, 3, 4)
+  q = _pad_to(q.reshape(b, kv_heads, rows, hd), 2, QUERY_ROWS)
+  query_mask = _pad_to(jnp.repeat(mask, groups, axis=1), 1, QUERY_ROWS, False)  # [B, rows', S]
+  blocks = lambda x, axis: jnp.moveaxis(  # noqa: E731
+      x.reshape(*x.shape[:axis], -1, KEY_BLOCK, *x.shape[axis + 1 :]), axis, 0
+  )
+  k_blocks = blocks(_pad_to(round_to(k, dtype), 2, KEY_BLOCK), 2)  # [nb, B, Hkv, KB, hd]
+  # A column of ones after the values: the products then also give the softmax's sum (a dot's
+  # accumulation order depends only on its own shape; a reduction's, on XLA's choice for its size).
+  v = jnp.concatenate([round_to(v, dtype), jnp.ones(v.shape[:-1] + (1,), dtype)], axis=-1)
+  v_blocks = blocks(_pad_to(v, 2, KEY_BLOCK), 2)
+  query_mask = _pad_to(query_mask, 2, KEY_BLOCK, False)
+  tiles = lambda x, axis: jnp.moveaxis(  # noqa: E731
+      x.reshape(*x.shape[:axis], -1, QUERY_ROWS, *x.shape[axis + 1 :]), axis, 0
+  )
+
+  def query_tile(tile):
+    qt, mt = tile  # [B, Hkv, R, hd], [B, R, S']
+
+    def fold(carry, block):
+      m, acc = carry
+      kj, vj, mj = block
+      s = jnp.einsum("bhrd,bhkd->bhrk", qt, kj, preferred_element_type=jnp.float32) * (hd**-0.5)
+      live = mj[:, None]
+      s = jnp.where(live, s, NEG_INF)
+      m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+      scale = jnp.exp(m - m_new)
+      p = jnp.where(live, jnp.exp(s - m_new[..., None]), 0.0)
+      pv = jnp.einsum("bhrk,bhkd->bhrd", round_to(p, dtype), vj, preferred_element_type=jnp.float32)
+      return (m_new, acc * scale[..., None] + pv), None  # acc[..., -1]: the sum of p
+
+    init = (
+        jnp.full(qt.shape[:3], NEG_INF, jnp.float32),
+        jnp.zeros(qt.shape[:3] + (hd + 1,), jnp.float32),
+    )
+    (_, acc), _ = jax.lax.scan(fold, init, (k_blocks, v_blocks, blocks(mt, 2)))
+    l = acc[..., -1:]
+    return jnp.where(l > 0, acc[..., :-1] / jnp.maximum(l, 1e-30), 0.0)
+
+  out = jax.lax.map(query_tile, (tiles(q, 2), tiles(query_mask, 1)))  # [nq, B, Hkv, R, hd]
+  out = jnp.moveaxis(out, 0, 2).reshape(b, kv_heads, -1, hd)[:, :, :rows]
+  out = out.reshape(b, kv_heads, t, groups, hd).transpose(0, 2, 1, 3, 4)
+  return out.reshape(b, t, h, hd).astype(out_dtype)
 
 
 def write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
@@ -172,13 +294,84 @@ def default_positions(attention_mask: jax.Array) -> jax.Array:
   return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+def _no_constraint(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+  del axes
+  return x
+
+
+def _proj(cfg: ModelConfig, w: Params, name: str, spec: str, x: jax.Array) -> jax.Array:
+  """`einsum(spec, x, W)` plus the LoRA term when `name` is adapted: inputs in the compute dtype,
+  float32 accumulation, output in the activation dtype."""
+  dt, out = cfg.compute_dtype, cfg.activation_dtype
+  x = round_to(x, dt)
+  y = jnp.einsum(spec, x, round_to(w[name], dt), preferred_element_type=out)
+  if f"{name}_lora_a" in w:
+    inputs, result = spec.split("->")
+    x_axes, w_axes = inputs.split(",")
+    split = LORA_TARGETS[name]
+    contracted = w_axes[:split]
+    rest = x_axes[: len(x_axes) - len(contracted)]
+    a, b = round_to(w[f"{name}_lora_a"], dt), round_to(w[f"{name}_lora_b"], dt)
+    low = jnp.einsum(f"{x_axes},{contracted}r->{rest}r", x, a, preferred_element_type=out)
+    scale = cfg.lora_alpha / cfg.lora_rank
+    lora = jnp.einsum(
+        f"{rest}r,r{w_axes[split:]}->{result}", round_to(low, dt), b, preferred_element_type=out
+    )
+    y = y + scale * lora
+  return y
+
+
+def _elementwise_weight(cfg: ModelConfig, w: Params, name: str) -> jax.Array:
+  """A norm scale or bias as the matmuls see weights (rounded to the compute dtype), in the
+  activation dtype: float32 master weights and a bfloat16 sampler copy give the same values."""
+  return round_to(w[name], cfg.compute_dtype).astype(cfg.activation_dtype)
+
+
+def _bias(cfg: ModelConfig, w: Params, name: str, x: jax.Array) -> jax.Array:
+  return x + _elementwise_weight(cfg, w, name) if name in w else x
+
+
+def _qkv(cfg: ModelConfig, w: Params, x: jax.Array, positions: jax.Array) -> tuple:
+  """Queries [B, T, H, hd], keys and values [B, T, Hkv, hd] of tokens x [B, T, D] (normed,
+  projected, Qwen3's q/k norms, rotary embeddings)."""
+  eps = cfg.rms_norm_eps
+  h = rms_norm(x, _elementwise_weight(cfg, w, "attn_norm"), eps)
+  q = _bias(cfg, w, "q_bias", _proj(cfg, w, "q", "btd,dhk->bthk", h))
+  k = _bias(cfg, w, "k_bias", _proj(cfg, w, "k", "btd,dhk->bthk", h))
+  v = _bias(cfg, w, "v_bias", _proj(cfg, w, "v", "btd,dhk->bthk", h))
+  if cfg.qk_norm:
+    q = rms_norm(q, _elementwise_weight(cfg, w, "q_norm"), eps)
+    k = rms_norm(k, _elementwise_weight(cfg, w, "k_norm"), eps)
+  inv_freq = rope_inv_freq(cfg)
+  return rope(q, positions, inv_freq), rope(k, positions, inv_freq), v
+
+
+def _out_and_mlp(cfg: ModelConfig, w: Params, x: jax.Array, attn: jax.Array, c) -> jax.Array:
+  """The residual stream after the attention output projection and the SwiGLU MLP."""
+  x = x + _bias(cfg, w, "o_bias", _proj(cfg, w, "o", "bthk,hkd->btd", attn))
+  x = c(x, ("batch", "length", "embed"))
+  h = rms_norm(x, _elementwise_weight(cfg, w, "mlp_norm"), cfg.rms_norm_eps)
+  gate = _bias(cfg, w, "gate_bias", _proj(cfg, w, "gate", "btd,df->btf", h))
+  up = _bias(cfg, w, "up_bias", _proj(cfg, w, "up", "btd,df->btf", h))
+  act = c(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+  x = x + _bias(cfg, w, "down_bias", _proj(cfg, w, "down", "btf,fd->btd", act))
+  return c(x, ("batch", "length", "embed"))
+
+
+def replicated(tree: Any, plan: ShardingPlan | None) -> Any:
+  """`tree` constrained to be whole on every device (a no-op without a plan)."""
+  return jax.tree.map(lambda x: constrain(x, (None,) * x.ndim, plan), tree)
+
+
 class DecoderLayer(nn.Module):
   """One pre-norm transformer layer (attention + SwiGLU MLP), optionally over a KV cache.
 
   `__call__(x, cache, positions, mask, index)`: x [B, T, D]; cache None or {"k", "v"} of this
   layer [B, Hkv, S, hd], into which the new keys/values are written at slots [index, index + T);
   mask [B, T, S] over the attended slots (the cache's, or the call's own T tokens without one).
-  Returns (x, cache), cache None when none was given.
+  Returns (x, cache), cache None when none was given. With `cfg.batch_invariant` the per-token
+  parts run in fixed-shape tiles (`map_row_tiles`, weights whole on every device) and attention is
+  `blocked_attention`.
   """
 
   cfg: ModelConfig
@@ -196,45 +389,18 @@ class DecoderLayer(nn.Module):
     shape = tuple(axis_sizes(self.cfg)[a] for a in axes)
     return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
-  def _has(self, name: str) -> bool:
-    return name in layer_weight_names(self.cfg)
-
   def _c(self, x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     return constrain(x, axes, self.plan)
-
-  def _bias(self, name: str, x: jax.Array) -> jax.Array:
-    return x + self._w(name).astype(x.dtype) if self._has(name) else x
-
-  def _proj(self, name: str, spec: str, x: jax.Array) -> jax.Array:
-    """`einsum(spec, x, W)` plus the LoRA term when `name` is adapted."""
-    dt = x.dtype
-    y = jnp.einsum(spec, x, self._w(name).astype(dt))
-    if self._has(f"{name}_lora_a"):
-      inputs, out = spec.split("->")
-      x_axes, w_axes = inputs.split(",")
-      split = LORA_TARGETS[name]
-      contracted = "".join(c for c in w_axes[:split])
-      rest = x_axes[: len(x_axes) - len(contracted)]
-      a = self._w(f"{name}_lora_a").astype(dt)
-      b = self._w(f"{name}_lora_b").astype(dt)
-      low = jnp.einsum(f"{x_axes},{contracted}r->{rest}r", x, a)
-      scale = self.cfg.lora_alpha / self.cfg.lora_rank
-      y = y + scale * jnp.einsum(f"{rest}r,r{w_axes[split:]}->{out}", low, b)
-    return y
 
   @nn.compact
   def __call__(self, x, cache, positions, mask, index):
     cfg = self.cfg
-    eps = cfg.rms_norm_eps
-    h = rms_norm(x, self._w("attn_norm"), eps)
-    q = self._bias("q_bias", self._proj("q", "btd,dhk->bthk", h))
-    k = self._bias("k_bias", self._proj("k", "btd,dhk->bthk", h))
-    v = self._bias("v_bias", self._proj("v", "btd,dhk->bthk", h))
-    if cfg.qk_norm:
-      q = rms_norm(q, self._w("q_norm"), eps)
-      k = rms_norm(k, self._w("k_norm"), eps)
-    inv_freq = rope_inv_freq(cfg)
-    q, k = rope(q, positions, inv_freq), rope(k, positions, inv_freq)
+    w = {name: self._w(name) for name in layer_weight_names(cfg)}
+    if cfg.batch_invariant:
+      w = replicated(w, self.plan)
+      q, k, v = map_row_tiles(lambda x, p: _qkv(cfg, w, x, p), (x, positions), self.plan)
+    else:
+      q, k, v = _qkv(cfg, w, x, positions)
     q = self._c(q, ("batch", "length", "heads", "head_dim"))
     k = self._c(jnp.swapaxes(k, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
     v = self._c(jnp.swapaxes(v, 1, 2), ("batch", "kv_heads", "length", "head_dim"))
@@ -245,15 +411,13 @@ class DecoderLayer(nn.Module):
       }
       window = mask.shape[-1]  # attention reads the cache's first `window` slots only
       k, v = cache["k"][:, :, :window], cache["v"][:, :, :window]
-    attn = attention(q, k, v, mask)
-    x = x + self._bias("o_bias", self._proj("o", "bthk,hkd->btd", attn))
-    x = self._c(x, ("batch", "length", "embed"))
-    h = rms_norm(x, self._w("mlp_norm"), eps)
-    gate = self._bias("gate_bias", self._proj("gate", "btd,df->btf", h))
-    up = self._bias("up_bias", self._proj("up", "btd,df->btf", h))
-    act = self._c(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    x = x + self._bias("down_bias", self._proj("down", "btf,fd->btd", act))
-    return self._c(x, ("batch", "length", "embed")), cache
+    dt, out = cfg.compute_dtype, cfg.activation_dtype
+    if cfg.batch_invariant:
+      attn = blocked_attention(q, k, v, mask, dt, out)
+      rest = lambda x, a: _out_and_mlp(cfg, w, x, a, _no_constraint)  # noqa: E731
+      return self._c(map_row_tiles(rest, (x, attn), self.plan), ("batch", "length", "embed")), cache
+    attn = attention(q, k, v, mask, dt, out)
+    return _out_and_mlp(cfg, w, x, attn, self._c), cache
 
 
 class Decoder(nn.Module):
@@ -353,13 +517,22 @@ class Decoder(nn.Module):
     )(cfg, self.plan, self.init_std)
 
   def unembed(self, x: jax.Array) -> jax.Array:
-    """Final norm and output projection: the matrix in its own dtype, float32 accumulation."""
-    x = rms_norm(x, self.final_norm, self.cfg.rms_norm_eps)
-    if self.cfg.tie_embeddings:
-      logits = jnp.einsum("btd,vd->btv", x, self.embed, preferred_element_type=jnp.float32)
-    else:
-      logits = jnp.einsum("btd,dv->btv", x, self.lm_head, preferred_element_type=jnp.float32)
-    return constrain(logits, ("batch", "length", "vocab"), self.plan)
+    """Final norm and output projection: inputs in the compute dtype, float32 logits."""
+    cfg = self.cfg
+    w = {"final_norm": self.final_norm, "out": self.embed if cfg.tie_embeddings else self.lm_head}
+    spec = "btd,vd->btv" if cfg.tie_embeddings else "btd,dv->btv"
+
+    def logits(x: jax.Array) -> jax.Array:
+      x = rms_norm(x, _elementwise_weight(cfg, w, "final_norm"), cfg.rms_norm_eps)
+      dt = cfg.compute_dtype
+      return jnp.einsum(
+          spec, round_to(x, dt), round_to(w["out"], dt), preferred_element_type=jnp.float32
+      )
+
+    if cfg.batch_invariant:
+      w = replicated(w, self.plan)
+      return map_row_tiles(logits, (x,), self.plan)
+    return constrain(logits(x), ("batch", "length", "vocab"), self.plan)
 
   def __call__(
       self,
@@ -385,6 +558,13 @@ class Decoder(nn.Module):
     attention_mask = jnp.asarray(attention_mask).astype(bool)
     if positions is None:
       positions = default_positions(attention_mask)
+    if cfg.batch_invariant and cache is None:  # keys in position order from slot 0
+      return _unrolled(self._run, tokens, attention_mask, positions, hidden)
+    return self._run(tokens, attention_mask, positions, cache, index, kv_valid, hidden)
+
+  def _run(self, tokens, attention_mask, positions, cache, index, kv_valid, hidden):
+    cfg = self.cfg
+    t = tokens.shape[1]
     if cache is None:  # the call's own tokens are the attended slots
       index, kv_valid = 0, attention_mask
     query_slots = jnp.reshape(index, (-1, 1)) + jnp.arange(t)  # [1 or B, T]
@@ -393,11 +573,33 @@ class Decoder(nn.Module):
     # The table is used whole along `embed` (gathered like any FSDP weight): looking rows up in an
     # embed-split table gives embed-split rows, which XLA can only move to batch-split by replicating.
     table = constrain(self.embed, ("vocab", None), self.plan)
-    x = jnp.take(table, tokens, axis=0).astype(cfg.compute_dtype)
+    x = round_to(jnp.take(table, tokens, axis=0), cfg.compute_dtype).astype(cfg.activation_dtype)
     x = constrain(x, ("batch", "length", "embed"), self.plan)
     x, cache = self._run_layers(x, cache, positions, mask, index)
     out = x if hidden else self.unembed(x)
     return out if cache is None else (out, cache)
+
+
+def _unrolled(call, tokens, attention_mask, positions, hidden):
+  """`call` (a cache-less `Decoder` pass) on rows rolled left so that each row's first real token
+  sits at slot 0, as in the sampler's cache; its output rolled back."""
+  t = tokens.shape[1]
+  first = jnp.argmax(attention_mask, axis=1)  # leading padding per row (0 when none)
+  order = (jnp.arange(t)[None, :] + first[:, None]) % t
+  back = (jnp.arange(t)[None, :] - first[:, None]) % t
+  roll = lambda x, idx: jnp.take_along_axis(  # noqa: E731
+      x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1
+  )
+  out = call(
+      roll(tokens, order),
+      roll(attention_mask, order),
+      roll(positions, order),
+      None,
+      0,
+      None,
+      hidden,
+  )
+  return roll(out, back)
 
 
 def build_model(

@@ -178,6 +178,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   selfplay_config.require_one_of("config.solver.confidence_weight", weight, CONFIDENCE_WEIGHTS)
   if weight == "verifier" and not verifier_enabled(config):
     raise RunError('config.solver.confidence_weight="verifier" needs config.verifier.enabled=True.')
+  if verifier_enabled(config) and config.verifier.train.get("tis_cap") is not None:
+    raise RunError(
+        "config.verifier.train.tis_cap must be None: the Verifier's verdicts are not sampled, "
+        "so there are no sampler log-probs to correct for."
+    )
   if verifier_enabled(config) and config.verifier.group_size != len(VERDICTS):
     raise RunError(
         "config.verifier.group_size must be 2: a pair's group is its two verdicts, got "

@@ -51,7 +51,7 @@ from scipy import stats
 from rzero_jax import multihost
 from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.rzero.dataset import SolverVotes
-from rzero_jax.selfplay.roles import Completions, Role
+from rzero_jax.selfplay.roles import MISMATCH_METRICS, Completions, Role
 from rzero_jax.selfplay.util import copy_tree, derive_seed
 from rzero_jax.training.batch import build_batch
 
@@ -376,7 +376,8 @@ class VerifierStage:
         finished=[True] * (len(self.verdicts) * len(picks)),
     )
     metrics = run.grpo_update(self.role, prompt_ids, out, verdict_rewards(picks), recompute=True)
-    metrics.pop("logprob_mismatch", None)  # the verdicts were not sampled: nothing to compare
+    for key in MISMATCH_METRICS:  # the verdicts were not sampled: nothing to compare
+      metrics.pop(key, None)
     metrics.update(right_share=float(np.mean([t.right for t in picks])))
     return metrics
 

@@ -89,6 +89,8 @@ def _chosen_logprob(scaled_logits: jax.Array, tokens: jax.Array) -> jax.Array:
 class Greedy:
   """Argmax decoding; logprobs are those of the untempered (temperature 1) distribution."""
 
+  temperature = 1.0  # of the log-probs (not a field: every Greedy() is the same method)
+
   def sample(self, logits: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     del keys
     tokens = _argmax(logits)

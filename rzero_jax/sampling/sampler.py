@@ -25,13 +25,16 @@ traced. The prefill does not depend on the sampling method.
 
 Randomness. Row r (= prompt index x num_samples + sample index; `streams` may renumber them)
 draws its token t with the uniform of `fold_in(fold_in(key(seed), r), t)`: the random streams are
-the same whatever `max_batch_size`, the slot a row lands in, the batch padding or the mesh. The
-logits they are applied to are not bit-identical across those: other batch shapes and shardings
-sum in another order, so logits differ in their last bits, and a draw that falls that close to a
-token boundary (or a greedy near-tie) takes the neighbouring token, after which the completion
-goes its own way. In float32 that is rare (small workloads usually match exactly; a 256-prompt
-long tail with 64 and 256 rows in flight already differs), in bfloat16 common. The same call
-repeated on the same devices gives the same completions.
+the same whatever `max_batch_size`, the slot a row lands in, the batch padding or the mesh. Whether
+the tokens are too depends on the model config (docs/numerics.md). With `cfg.batch_invariant`
+every token's logits are computed in fixed-shape tiles, so they, the log-probs and the completions
+are bit for bit the same for any `max_batch_size`, cap, mesh and strategy, and the log-probs equal
+the training forward's (`models.chosen_logprobs`, the expression both use). Otherwise other batch
+shapes and shardings sum in another order, the logits differ in their last bits, and a draw that
+falls that close to a token boundary (or a greedy near-tie) takes the neighbouring token, after
+which the completion goes its own way: rare in float32 (a 256-prompt long tail with 64 and 256
+rows in flight already differs), more common in bfloat16. The same call repeated on the same
+devices gives the same completions.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -51,6 +53,8 @@ from jax.sharding import Mesh
 from rzero_jax.models.config import ModelConfig, resolve_dtype
 from rzero_jax.models.functional import (
     CACHE_AXES,
+    chosen_logprobs,
+    map_row_tiles,
     forward_with_cache,
     init_cache,
     shard_params,
@@ -59,7 +63,7 @@ from rzero_jax.models.functional import (
     unstack_layers,
 )
 from rzero_jax.sampling.methods import Method, make_method
-from rzero_jax.sharding import ShardingPlan, constrain, entry_axes, make_plan
+from rzero_jax.sharding import ShardingPlan, constrain, make_plan
 
 Params = dict[str, Any]
 MIN_LENGTH_BUCKET = 16
@@ -125,10 +129,7 @@ def _compacted_slots(live: int, shards: int) -> int:
 
 
 def _batch_shards(plan: ShardingPlan | None) -> int:
-  if plan is None:
-    return 1
-  axes = entry_axes(plan.sharding(("batch",)).spec[0])
-  return math.prod(plan.mesh.shape[a] for a in axes)
+  return 1 if plan is None else plan.shards("batch")
 
 
 SLOT_AXES = {
@@ -269,7 +270,18 @@ def _decode(
 
   def body(carry: tuple[jax.Array, SlotState]) -> tuple[jax.Array, SlotState]:
     step, s = carry
-    token, logprob = method.sample(s.logits, stream(s.row, s.count))
+
+    def draw(logits: jax.Array, row: jax.Array, count: jax.Array) -> jax.Array:
+      flat = lambda x: x.reshape(-1, *x.shape[row.ndim :])  # noqa: E731
+      return method.sample(flat(logits), stream(flat(row), flat(count)))[0].reshape(row.shape)
+
+    if cfg.batch_invariant:  # the draws' softmax sums in fixed-shape tiles too
+      per_row = (s.logits[:, None], s.row[:, None], s.count[:, None])
+      token = map_row_tiles(draw, per_row, plan)[:, 0]
+    else:
+      token = draw(s.logits, s.row, s.count)
+    logprob = chosen_logprobs(cfg, s.logits[:, None], token[:, None], method.temperature, plan)
+    logprob = logprob[:, 0]  # the trainer's expression (bit for bit in batch-invariant mode)
     token = jnp.where(s.done, pad_id, token)
     at = jnp.minimum(s.count, new_len - 1)[:, None]  # done slots rewrite what is there
 
@@ -378,9 +390,10 @@ def generate(
   `max_new_tokens`.
   `max_batch_size`: rows in flight (None: every row at once). When a row stops, the next waiting
   (prompt, sample) row takes its slot (continuous batching). A row's random stream depends only on
-  (seed, prompt index, sample index, token index), not on `max_batch_size` or the mesh; the
-  completions usually match too, but not always: other batch shapes change the logits' last bits,
-  which flips a draw that lands next to a token boundary (see the module docstring).
+  (seed, prompt index, sample index, token index), not on `max_batch_size` or the mesh. The
+  completions match across those bit for bit with `cfg.batch_invariant`; otherwise usually but not
+  always: other batch shapes change the logits' last bits, which flips a draw that lands next to a
+  token boundary (see the module docstring).
   With a `plan` (or a `mesh` and `strategy`), rows are sharded over its batch axes and heads/cache
   over its tensor axis; params already on the mesh are used as they are, others are sharded by it.
   `cache_dtype` ("bfloat16", ...) defaults to the config's compute dtype.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import ml_collections
+from ml_collections import config_dict
 
 from rzero_jax.selfplay.util import RunError
 from rzero_jax.training import TrainConfig
@@ -25,8 +26,12 @@ TRAIN_FIELDS = (
     "kl_coef",
     "kl_estimator",
     "agg",
+    "tis_cap",
     "micro_batch_size",
 )
+# Listed fields whose default is None: a typed placeholder keeps them settable by a command-line
+# override (`--config.solver.train.tis_cap=2.0`; a plain None field is not).
+OPTIONAL_FLOATS = ("tis_cap",)
 
 
 def run_config(**overrides) -> ml_collections.ConfigDict:
@@ -43,15 +48,19 @@ def run_config(**overrides) -> ml_collections.ConfigDict:
   c.export_hf = True  # write the trained roles in HF format (R-Zero: every iteration; AZR: end)
   c.max_sample_batch = 512  # rows in flight in the sampler (generate's max_batch_size)
   c.recompute_old_logprobs = True  # old policy = the training forward pass before the update (as
-  # veRL), not the sampler's log-probs (logged as logprob_mismatch)
+  # veRL), not the sampler's log-probs (the difference is logged: logprob_mismatch, mismatch_*)
   c.update(overrides)
   return c
 
 
 def role_section(**fields) -> ml_collections.ConfigDict:
   """A trained role's settings: its training layout (`strategy`), the decode layout of its bf16
-  sampler copy (`sampler_strategy`, "" = strategy), then the algorithm's `fields`."""
-  return ml_collections.ConfigDict(dict(strategy="fsdp", sampler_strategy="", **fields))
+  sampler copy (`sampler_strategy`, "" = strategy), `batch_invariant` (the model's bitwise
+  on-policy mode for this role: sampler and trainer log-probs equal bit for bit; slower, see
+  docs/numerics.md), then the algorithm's `fields`."""
+  return ml_collections.ConfigDict(
+      dict(strategy="fsdp", sampler_strategy="", batch_invariant=False, **fields)
+  )
 
 
 def train_section(**overrides) -> ml_collections.ConfigDict:
@@ -61,7 +70,10 @@ def train_section(**overrides) -> ml_collections.ConfigDict:
   unknown = set(overrides) - set(defaults)
   if unknown:
     raise ValueError(f"Not TrainConfig fields: {sorted(unknown)}.")
-  section = {name: defaults[name] for name in TRAIN_FIELDS}
+  section = {
+      name: config_dict.placeholder(float) if name in OPTIONAL_FLOATS else defaults[name]
+      for name in TRAIN_FIELDS
+  }
   section.update(overrides)
   return ml_collections.ConfigDict(section)
 

@@ -15,6 +15,7 @@ import weakref
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -26,6 +27,7 @@ from rzero_jax.selfplay.util import RunError, derive_seed, name_id
 from rzero_jax.sharding import ShardingPlan, make_plan
 from rzero_jax.training import (TrainConfig, init_train_state, make_logprob_fn, make_train_step)
 from rzero_jax.training.batch import build_batch, split_minibatches
+from rzero_jax.training.grpo import LOG_RATIO_CLAMP, kl_penalty
 
 
 class Completions(NamedTuple):
@@ -160,6 +162,7 @@ def make_role(
   > 0 the state holds fresh adapters (from `seed`) over the shared, frozen `base_params`."""
   train_cfg = train_config(settings, name, param_dtype)
   plan, sampler_plan = plans
+  model_cfg = dataclasses.replace(model_cfg, batch_invariant=bool(settings.batch_invariant))
   base, trained = None, base_params
   if lora_rank(settings) < 0:
     raise RunError(
@@ -215,11 +218,43 @@ def sample(
   return Completions(tokens=out.tokens, logprobs=out.logprobs, finished=out.finished)
 
 
+# Sampler-vs-trainer log-prob mismatch, per update (`mismatch_metrics`).
+MISMATCH_METRICS = (
+    "logprob_mismatch",
+    "mismatch_kl",
+    "mismatch_max_ratio",
+    "mismatch_share_close",
+)
+MISMATCH_CLOSE = 1e-3  # |trainer - sampler| log-prob difference counted as close
+
+
 @jax.jit
-def _masked_abs_diff(a: jax.Array, b: jax.Array, mask: jax.Array) -> jax.Array:
-  """[sum of |a - b| over the mask, mask count] (replicated scalars)."""
-  mask = mask.astype(jax.numpy.float32)
-  return jax.numpy.stack([jax.numpy.sum(jax.numpy.abs(a - b) * mask), jax.numpy.sum(mask)])
+def _mismatch_sums(trainer: jax.Array, sampler: jax.Array, mask: jax.Array) -> jax.Array:
+  """[sum abs(d), sum k3, max abs(d), count abs(d) <= MISMATCH_CLOSE, count] over the mask, with
+  d = trainer - sampler per token (replicated scalars)."""
+  mask = mask.astype(jnp.float32)
+  diff = jnp.abs(trainer - sampler)
+  k3 = kl_penalty(sampler, trainer, "k3")
+  close = (diff <= MISMATCH_CLOSE).astype(jnp.float32)
+  sums = [jnp.sum(x * mask) for x in (diff, k3, close, mask)]
+  return jnp.stack([sums[0], sums[1], jnp.max(jnp.where(mask > 0, diff, 0.0)), *sums[2:]])
+
+
+def mismatch_metrics(sums: Sequence[np.ndarray]) -> dict[str, float]:
+  """`MISMATCH_METRICS` over all loss-masked tokens of an update from the `_mismatch_sums` of its
+  mini-batches (d = trainer - sampler log-prob): logprob_mismatch = mean abs(d); mismatch_kl = mean
+  k3 estimate exp(d) - d - 1 of KL(sampler || trainer) (veRL's mismatch_k3_kl); mismatch_max_ratio
+  = max exp(abs(d)) (abs(d) clamped to 20); mismatch_share_close = share of tokens with abs(d) <= 1e-3.
+  """
+  total, k3, _, close, count = np.sum(sums, axis=0)
+  count = max(count, 1.0)
+  top = min(float(np.max([s[2] for s in sums])), LOG_RATIO_CLAMP)
+  return {
+      "logprob_mismatch": float(total / count),
+      "mismatch_kl": float(k3 / count),
+      "mismatch_max_ratio": float(np.exp(top)),
+      "mismatch_share_close": float(close / count),
+  }
 
 
 def update(
@@ -238,7 +273,15 @@ def update(
   """One policy update of `role` over a rollout step: sequence i is `seq_prompts[i]` followed by
   `out.tokens[i]` with advantage `advantages[i]`; consecutive mini-batches of `mini_batch_size`
   sequences, one optimizer step each. Returns the mean of the train-step metrics, the number of
-  skipped steps and (with `recompute_old_logprobs`) the sampler-vs-trainer log-prob mismatch."""
+  skipped steps and (with `recompute_old_logprobs`) the sampler-vs-trainer log-prob mismatch
+  (`mismatch_metrics`). With `tis_cap` in the role's TrainConfig, the sampler's log-probs go to the
+  train step as "sampler_logprobs" (truncated importance sampling), which needs the recomputation.
+  """
+  if role.train_cfg.tis_cap is not None and not recompute_old_logprobs:
+    raise RunError(
+        f"config.{role.name}.train.tis_cap needs config.recompute_old_logprobs=True: without it "
+        "the old log-probs are the sampler's and there is no mismatch to correct."
+    )
   batch = build_batch(
       seq_prompts,
       out.tokens,
@@ -256,7 +299,9 @@ def update(
   for mini in minis:  # every old log-prob is taken before the first update changes the params
     if recompute_old_logprobs:
       recomputed = role.logprob_fn(role.params, mini["tokens"], mini["attention_mask"])
-      mismatch.append(_masked_abs_diff(mini["old_logprobs"], recomputed, mini["loss_mask"]))
+      mismatch.append(_mismatch_sums(recomputed, mini["old_logprobs"], mini["loss_mask"]))
+      if role.train_cfg.tis_cap is not None:
+        mini["sampler_logprobs"] = mini["old_logprobs"]
       mini["old_logprobs"] = recomputed
     if role.train_cfg.kl_coef:
       mini["ref_logprobs"] = role.logprob_fn(
@@ -267,11 +312,13 @@ def update(
     role.state, m = role.train_step(role.state, mini, role.base)
     metrics.append(m)
   metrics, mismatch = jax.device_get((metrics, mismatch))
-  summary = {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+  summary = {  # maxima ("*_max") over the mini-batches, means of the rest
+      k: float((np.max if k.endswith("_max") else np.mean)([m[k] for m in metrics]))
+      for k in metrics[0]
+  }
   summary["skipped"] = float(np.sum([m["skipped"] for m in metrics]))
   if mismatch:
-    total, count = np.sum(mismatch, axis=0)
-    summary["logprob_mismatch"] = float(total / max(count, 1.0))
+    summary.update(mismatch_metrics(mismatch))
   return summary
 
 

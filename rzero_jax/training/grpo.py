@@ -96,6 +96,18 @@ def aggregate(
   raise ValueError(f"Unknown agg {agg!r}: choose one of {AGGREGATIONS}.")
 
 
+def _clamped_ratio(logprobs: jax.Array, other_logprobs: jax.Array) -> jax.Array:
+  """Per-token probability ratio exp(clamp(logprobs - other, -20, 20)) in float32."""
+  diff = logprobs.astype(jnp.float32) - other_logprobs.astype(jnp.float32)
+  return jnp.exp(jnp.clip(diff, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+
+
+def check_tis_cap(tis_cap: float | None) -> None:
+  """Fails (one line) unless `tis_cap` is None (no TIS) or > 0."""
+  if tis_cap is not None and not tis_cap > 0:
+    raise ValueError(f"tis_cap must be > 0 (typically 2.0) or None; got {tis_cap}.")
+
+
 def policy_loss(
     logprobs: jax.Array,
     old_logprobs: jax.Array,
@@ -112,6 +124,8 @@ def policy_loss(
     entropy: jax.Array | None = None,
     entropy_coef: float = 0.0,
     denominators: tuple[jax.Array, jax.Array] | None = None,
+    sampler_logprobs: jax.Array | None = None,
+    tis_cap: float | None = None,
 ) -> tuple[jax.Array, dict[str, Any]]:
   """The GRPO loss on [B, T] per-token log-probs; `advantages` is [B] (or [B, T]).
 
@@ -120,8 +134,15 @@ def policy_loss(
   and A < 0, pg = min(pg, -A * c). Loss = agg(pg) + kl_coef * agg(kl) - entropy_coef * agg(entropy).
   `ref_logprobs` may be None when `kl_coef == 0`. Metrics: "pg_loss", "kl" (both by `agg`, so
   loss = pg_loss + kl_coef * kl when entropy_coef is 0), "clip_frac" (share of tokens where the
-  clipped branch is active), "entropy" when given, "dual_clip_frac" when `dual_clip` is set.
+  clipped branch is active), "log_ratio_max" (max over the masked tokens of abs(logp - old): 0 when
+  the step is exactly on-policy), "entropy" when given, "dual_clip_frac" when `dual_clip` is set.
   `denominators` overrides the (token, sequence) counts; see `loss_denominators`.
+
+  Truncated importance sampling (TIS, veRL's token-level "truncate" rollout correction): with
+  `tis_cap` and the sampler's `sampler_logprobs`, each token's pg term is multiplied by the
+  constant w = min(exp(clamp(old - sampler, -20, 20)), tis_cap), correcting for the sampler's
+  distribution differing from the trainer's (`old`); metrics "tis_weight" (token mean of w) and
+  "tis_clip_frac" (share of tokens where the cap bit). `tis_cap` None leaves the loss unchanged.
   """
   if agg not in AGGREGATIONS:
     raise ValueError(f"Unknown agg {agg!r}: choose one of {AGGREGATIONS}.")
@@ -129,25 +150,34 @@ def policy_loss(
     raise ValueError(f"Unknown kl_estimator {kl_estimator!r}: choose one of {KL_ESTIMATORS}.")
   if dual_clip is not None and dual_clip <= 1.0:
     raise ValueError(f"dual_clip must be > 1 (e.g. 3.0) or None; got {dual_clip}.")
+  check_tis_cap(tis_cap)
+  if tis_cap is not None and sampler_logprobs is None:
+    raise ValueError(f"tis_cap={tis_cap} needs sampler_logprobs (the sampler's log-probs).")
   mask = jnp.asarray(mask, jnp.float32)
   denominators = loss_denominators(mask) if denominators is None else denominators
   logprobs = logprobs.astype(jnp.float32)
   adv = jnp.asarray(advantages, jnp.float32)
   adv = adv[:, None] if adv.ndim == 1 else adv
-  ratio = jnp.exp(
-      jnp.clip(logprobs - old_logprobs.astype(jnp.float32), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-  )
+  ratio = _clamped_ratio(logprobs, old_logprobs)
   pg_unclipped = -adv * ratio
   pg_clipped = -adv * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
   pg = jnp.maximum(pg_unclipped, pg_clipped)
   token_mean = lambda x: aggregate(x, mask, "token-mean", denominators)
+  log_ratio = jnp.abs(logprobs - jax.lax.stop_gradient(old_logprobs).astype(jnp.float32))
   metrics: dict[str, Any] = {
-      "clip_frac": token_mean((pg_clipped > pg_unclipped).astype(jnp.float32))
+      "clip_frac": token_mean((pg_clipped > pg_unclipped).astype(jnp.float32)),
+      "log_ratio_max": jax.lax.stop_gradient(jnp.max(jnp.where(mask > 0, log_ratio, 0.0))),
   }
   if dual_clip is not None:
     dual = -adv * dual_clip
     metrics["dual_clip_frac"] = token_mean(((adv < 0) & (dual < pg)).astype(jnp.float32))
     pg = jnp.where(adv < 0, jnp.minimum(pg, dual), pg)
+  if tis_cap is not None:
+    sampler_ratio = _clamped_ratio(old_logprobs, sampler_logprobs)
+    weight = jax.lax.stop_gradient(jnp.minimum(sampler_ratio, tis_cap))
+    metrics["tis_weight"] = token_mean(weight)
+    metrics["tis_clip_frac"] = token_mean((sampler_ratio > tis_cap).astype(jnp.float32))
+    pg = pg * weight
   pg_loss = aggregate(pg, mask, agg, denominators)
   loss = pg_loss
   if ref_logprobs is None:

@@ -1,7 +1,8 @@
 """Per-token log-probabilities (and entropies) of given sequences, aligned with the tokens.
 
 Alignment: entry t of a [B, T] result refers to predicting tokens[:, t] from tokens[:, :t], i.e. it
-comes from the logits at position t - 1; entry 0 (nothing to condition on) and padding entries are 0.
+comes from the logits at position t - 1; a row's first real token (nothing to condition on) and
+padding entries are 0.
 The distribution is softmax(logits / temperature): the one the sampler draws from, so ratios against
 the sampler's log-probs are exact when the temperature matches.
 """
@@ -14,28 +15,36 @@ import jax
 import jax.numpy as jnp
 
 from rzero_jax.models.config import ModelConfig
-from rzero_jax.models.functional import Params, forward, unembed
+from rzero_jax.models.functional import Params, chosen_logprobs, forward, unembed
 from rzero_jax.sharding import ShardingPlan, constrain
 from rzero_jax.training.train_state import TrainConfig, compute_config
 
 
 def _shift(per_position: jax.Array, attention_mask: jax.Array) -> jax.Array:
-  """Moves values computed at position t - 1 to entry t; zero at t = 0 and on padding."""
+  """Moves values computed at position t - 1 to entry t; zero on padding and where t - 1 is not a
+  real token (t = 0, a left-padded row's first token)."""
   shifted = jnp.pad(per_position[:, :-1], ((0, 0), (1, 0)))
-  return jnp.where(attention_mask.astype(bool), shifted, 0.0)
+  real = attention_mask.astype(bool)
+  conditioned = real & jnp.pad(real[:, :-1], ((0, 0), (1, 0)))
+  return jnp.where(conditioned, shifted, 0.0)
 
 
 def logprobs_from_logits(
-    logits: jax.Array, tokens: jax.Array, attention_mask: jax.Array, temperature: float = 1.0
+    logits: jax.Array,
+    tokens: jax.Array,
+    attention_mask: jax.Array,
+    temperature: float = 1.0,
+    *,
+    cfg: ModelConfig | None = None,
+    plan: ShardingPlan | None = None,
 ) -> jax.Array:
   """[B, T] log-probs of `tokens` under softmax(logits / temperature), aligned as in the module doc.
 
-  Computed as logit[token] - logsumexp(logits) so no [B, T, V] log-softmax is materialised.
+  Computed by `models.chosen_logprobs` (the sampler's expression; in fixed tiles when
+  `cfg.batch_invariant`), so no [B, T, V] log-softmax is materialised.
   """
-  scaled = logits.astype(jnp.float32) / temperature
   next_tokens = jnp.pad(tokens[:, 1:], ((0, 0), (0, 1)))
-  picked = jnp.take_along_axis(scaled, next_tokens[..., None], axis=-1)[..., 0]
-  return _shift(picked - jax.nn.logsumexp(scaled, axis=-1), attention_mask)
+  return _shift(chosen_logprobs(cfg, logits, next_tokens, temperature, plan), attention_mask)
 
 
 def entropy_from_logits(
@@ -59,7 +68,7 @@ def token_logprobs(
 ) -> jax.Array:
   """[B, T] log-probs: out[:, t] = log softmax(logits[:, t-1] / temperature)[tokens[:, t]], out[:, 0] = 0."""
   logits = forward(cfg, params, tokens, attention_mask, plan=plan)
-  return logprobs_from_logits(logits, tokens, attention_mask, temperature)
+  return logprobs_from_logits(logits, tokens, attention_mask, temperature, cfg=cfg, plan=plan)
 
 
 def target_logprobs_from_hidden(

@@ -15,7 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from rzero_jax.models.config import ModelConfig, resolve_dtype
 from rzero_jax.models.functional import Params, param_shapes, param_shardings, split_lora
 from rzero_jax.sharding import ShardingPlan
-from rzero_jax.training.grpo import AGGREGATIONS, KL_ESTIMATORS
+from rzero_jax.training.grpo import AGGREGATIONS, KL_ESTIMATORS, check_tis_cap
 
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -33,6 +33,9 @@ class TrainConfig:
   micro_batch_size: sequences per micro-batch for gradient accumulation inside the step (the batch
     size must be a multiple); None = the whole batch at once.
   temperature: the sampler's temperature; log-probs for the ratio use softmax(logits / temperature).
+  tis_cap: truncated importance sampling between the sampler's and the trainer's log-probs (batch
+    key "sampler_logprobs"), each token's pg term weighted by min(pi_old / pi_sampler, tis_cap);
+    None (default) = off, 2.0 is typical (`grpo.policy_loss`).
   param_dtype: dtype of the stored (master) weights, "float32" by default.
   compute_dtype: activation/matmul dtype, e.g. "bfloat16" with float32 master weights; None keeps
     the model config's `dtype`.
@@ -55,6 +58,7 @@ class TrainConfig:
   kl_estimator: str = "k3"
   agg: str = "token-mean"
   entropy_coef: float = 0.0
+  tis_cap: float | None = None
   micro_batch_size: int | None = None
   temperature: float = 1.0
   param_dtype: str = "float32"
@@ -76,6 +80,7 @@ class TrainConfig:
       raise ValueError(f"Unknown agg {self.agg!r}: choose one of {AGGREGATIONS}.")
     if self.dual_clip is not None and self.dual_clip <= 1.0:
       raise ValueError(f"dual_clip must be > 1 (e.g. 3.0) or None; got {self.dual_clip}.")
+    check_tis_cap(self.tis_cap)
     if self.micro_batch_size is not None and self.micro_batch_size < 1:
       raise ValueError(f"micro_batch_size must be positive or None; got {self.micro_batch_size}.")
     if self.temperature <= 0:

@@ -7,6 +7,8 @@ A batch is a dict of arrays with B sequences (leading dim):
   old_logprobs [B, T] float32: the sampler's log-probs, aligned like `token_logprobs` (optional:
     when absent the step is on-policy, old = stop_gradient(current))
   ref_logprobs [B, T] float32: the reference policy's log-probs (needed when kl_coef != 0)
+  sampler_logprobs [B, T] float32: the sampler's log-probs when old_logprobs are the trainer's
+    (needed when tis_cap is set: truncated importance sampling weights the pg term by them)
   advantages [B] float32
 Other keys are ignored. On a multi-host mesh pass global arrays (`rzero_jax.multihost.host_to_global`).
 """
@@ -40,20 +42,25 @@ from rzero_jax.training.train_state import (
 
 Batch = dict[str, jax.Array]
 REQUIRED_KEYS = ("tokens", "attention_mask", "loss_mask", "advantages")
-OPTIONAL_KEYS = ("old_logprobs", "ref_logprobs")
+OPTIONAL_KEYS = ("old_logprobs", "ref_logprobs", "sampler_logprobs")
 
 
 def _check_batch(batch: Batch, train_cfg: TrainConfig) -> int:
   missing = [k for k in REQUIRED_KEYS if k not in batch]
   if missing:
     raise ValueError(
-        f"GRPO batch is missing {missing}: it needs {REQUIRED_KEYS} (+ old_logprobs, "
-        "ref_logprobs); see rzero_jax.training.train_step for the format."
+        f"GRPO batch is missing {missing}: it needs {REQUIRED_KEYS} (+ optional "
+        f"{OPTIONAL_KEYS}); see rzero_jax.training.train_step for the format."
     )
   if train_cfg.kl_coef and "ref_logprobs" not in batch:
     raise ValueError(
         f"kl_coef={train_cfg.kl_coef} needs batch['ref_logprobs'] (the reference "
         "policy's log-probs from make_logprob_fn); or set kl_coef=0."
+    )
+  if train_cfg.tis_cap is not None and "sampler_logprobs" not in batch:
+    raise ValueError(
+        f"tis_cap={train_cfg.tis_cap} needs batch['sampler_logprobs'] (the sampler's "
+        "log-probs, with old_logprobs recomputed by the trainer); or set tis_cap=None."
     )
   b = batch["tokens"].shape[0]
   size = train_cfg.micro_batch_size or b
@@ -75,7 +82,9 @@ def _micro_batch_loss(
 ):
   mb = {k: constrain(v, ("batch", "length")[: v.ndim], plan) for k, v in mb.items()}
   logits = forward(cfg, params, mb["tokens"], mb["attention_mask"], plan=plan)
-  logprobs = logprobs_from_logits(logits, mb["tokens"], mb["attention_mask"], train_cfg.temperature)
+  logprobs = logprobs_from_logits(
+      logits, mb["tokens"], mb["attention_mask"], train_cfg.temperature, cfg=cfg, plan=plan
+  )
   entropy = entropy_from_logits(logits, mb["attention_mask"], train_cfg.temperature)
   if not train_cfg.entropy_coef:
     entropy = jax.lax.stop_gradient(entropy)
@@ -95,6 +104,8 @@ def _micro_batch_loss(
       entropy=entropy,
       entropy_coef=train_cfg.entropy_coef,
       denominators=denominators,
+      sampler_logprobs=mb.get("sampler_logprobs"),
+      tis_cap=train_cfg.tis_cap,
   )
 
 
@@ -135,7 +146,10 @@ def compute_grads(
     (loss, metrics), grads = grad_fn(params, mb)
     acc_loss, acc_grads, acc_metrics = carry
     acc_grads = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), acc_grads, grads)
-    acc_metrics = jax.tree.map(jnp.add, acc_metrics, metrics)
+    acc_metrics = {  # summed over micro-batches, but maxima ("*_max") by their maximum
+        k: (jnp.maximum if k.endswith("_max") else jnp.add)(acc_metrics[k], v)
+        for k, v in metrics.items()
+    }
     return (acc_loss + loss, acc_grads, acc_metrics), None
 
   micro_batches = {
@@ -166,7 +180,8 @@ def make_train_step(
 
   A non-finite loss or gradient norm leaves params and optimizer state unchanged and does not
   advance `state.step`; metrics["skipped"] is then 1. Metrics: loss, pg_loss, kl, clip_frac,
-  entropy, grad_norm (before clipping), learning_rate, num_tokens, skipped (+ dual_clip_frac).
+  entropy, grad_norm (before clipping), learning_rate, num_tokens, skipped (+ dual_clip_frac, and
+  tis_weight and tis_clip_frac with `tis_cap`).
   With a `plan`, params and optimizer state keep their logical-axis shardings and the batch is
   sharded over "batch".
   """

@@ -19,7 +19,7 @@ from rzero_jax.models.tokenizer import encode_chat
 from rzero_jax.rzero import loop
 from rzero_jax.rzero.dataset import SolverVotes
 from rzero_jax.rzero import verifier as verifier_lib
-from rzero_jax.selfplay.roles import Completions
+from rzero_jax.selfplay.roles import MISMATCH_METRICS, Completions
 from rzero_jax.verify.voting import Vote
 from tests.support import CACHE
 
@@ -155,6 +155,8 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
   metrics = run.grpo_update(run.challenger, prompt_ids, out, np.linspace(-1, 1, 32))
   assert metrics["clip_frac"] == 0.0
   assert 0.0 <= metrics["logprob_mismatch"] < 0.05
+  assert 0.0 <= metrics["mismatch_kl"] < 0.05 and metrics["mismatch_max_ratio"] >= 1.0
+  assert 0.0 <= metrics["mismatch_share_close"] <= 1.0
   assert metrics["kl"] == 0.0  # the reference is the policy before its first update
 
   # Without the recompute, a sampler at another temperature gives ratios far from 1: clipped.
@@ -169,7 +171,7 @@ def test_update_recomputes_old_logprobs_so_the_first_ratio_is_one(base_model, tm
       max_new_tokens=24,
   )
   metrics = run.grpo_update(run.challenger, prompt_ids, hot, np.linspace(-1, 1, 32))
-  assert metrics["clip_frac"] > 0.1 and "logprob_mismatch" not in metrics
+  assert metrics["clip_frac"] > 0.1 and not set(MISMATCH_METRICS) & set(metrics)
 
 
 def test_replay_reads_the_earlier_iterations_datasets(base_model, tmp_path):

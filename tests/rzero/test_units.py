@@ -201,3 +201,17 @@ def test_role_train_sections_are_train_config_defaults_but_micro_batches():
   assert list(json.loads(train_section(entropy_coef=0.1).to_json()))[-1] == "entropy_coef"
   with pytest.raises(ValueError, match="entropy_coeff"):
     train_section(entropy_coeff=0.1)
+
+
+def test_tis_cap_is_a_role_train_field_but_not_the_verifiers():
+  from rzero_jax.selfplay.roles import train_config
+
+  c = demo.get_config("smoke")
+  c.solver.train.tis_cap = 2.0  # listed in every role's train section (default None: off)
+  loop.validate_config(c)
+  assert train_config(c.solver, "solver", "float32").tis_cap == 2.0
+  c.verifier.update(enabled=True, prompts_per_update=c.verifier.prompts_per_step)
+  loop.validate_config(c)
+  c.verifier.train.tis_cap = 2.0
+  with pytest.raises(RunError, match="verifier.train.tis_cap must be None"):
+    loop.validate_config(c)

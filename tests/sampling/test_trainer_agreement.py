@@ -1,6 +1,7 @@
-"""Sampler and trainer numerics in bfloat16: the sampler's log-probs are no further from the
-training pass than the training pass is from itself across batch shapes, the cached decode path
-equals the training forward on the same tokens, and recomputed old log-probs give ratio 1."""
+"""Sampler and trainer numerics in bfloat16 (the policy mode): the sampler's log-probs are within
+twice the training pass's own noise floor (how far it moves across batch shapes), the cached decode
+path equals the training forward on the same tokens, and old log-probs recomputed with another
+batch shape give ratio 1 exactly in batch-invariant mode, within twice the floor otherwise."""
 
 import dataclasses
 import itertools
@@ -64,18 +65,26 @@ def _training_logprobs(cfg, params, prompts, out, prompt_len, chunk):
   return np.asarray(logprobs)[:, prompt_len:], batch["old_logprobs"][:, prompt_len:], mask
 
 
-def test_sampler_logprobs_within_the_training_pass_noise_floor(sharp_bf16_model, rollout):
+@pytest.fixture(scope="module")
+def training_runs(sharp_bf16_model, rollout):
+  """The training pass's log-probs of the rollout, with the sampler's, per (prompt length, rows per
+  chunk), the completion mask, and the floor: the largest mean and max |difference| between two
+  batch shapes."""
   cfg, params = sharp_bf16_model
   prompts, out = rollout
-  shapes = [(16, 32), (16, 8), (24, 4), (16, 1)]  # (prompt length, rows per chunk)
+  shapes = [(16, 32), (16, 8), (24, 4), (16, 1)]
   runs = {s: _training_logprobs(cfg, params, prompts, out, *s) for s in shapes}
   mask = runs[shapes[0]][2]
-  floor = max(
-      np.abs(runs[a][0] - runs[b][0])[mask].mean() for a, b in itertools.combinations(shapes, 2)
-  )
-  sampler = runs[shapes[0]][1]
-  mismatch = max(np.abs(sampler - runs[s][0])[mask].mean() for s in shapes)
-  assert 0 < floor and mismatch <= 3 * floor, (mismatch, floor)
+  diffs = [np.abs(runs[a][0] - runs[b][0])[mask] for a, b in itertools.combinations(shapes, 2)]
+  return runs, mask, max(d.mean() for d in diffs), max(d.max() for d in diffs)
+
+
+def test_sampler_logprobs_within_the_training_pass_noise_floor(training_runs):
+  runs, mask, floor_mean, floor_max = training_runs
+  diffs = [np.abs(sampler - trainer)[mask] for trainer, sampler, _ in runs.values()]
+  mismatch_mean, mismatch_max = max(d.mean() for d in diffs), max(d.max() for d in diffs)
+  numbers = dict(mean=(mismatch_mean, floor_mean), max=(mismatch_max, floor_max))
+  assert 0 < floor_mean and mismatch_mean <= 2 * floor_mean, numbers
 
 
 def test_cached_decode_equals_the_training_forward_in_bfloat16(sharp_bf16_model):
@@ -97,8 +106,13 @@ def test_cached_decode_equals_the_training_forward_in_bfloat16(sharp_bf16_model)
   np.testing.assert_allclose(np.stack(steps, 1)[real], np.asarray(full)[real], atol=1e-5, rtol=0)
 
 
-def test_recomputed_old_logprobs_give_ratio_one(sharp_bf16_model, rollout):
+@pytest.mark.parametrize("batch_invariant", [False, True])
+def test_recomputed_old_logprobs_give_ratio_one(
+    sharp_bf16_model, rollout, training_runs, batch_invariant
+):
+  """Old log-probs from a whole-batch pass, micro-batches of 8 in the step, identical params."""
   cfg, params = sharp_bf16_model
+  cfg = dataclasses.replace(cfg, batch_invariant=batch_invariant)
   prompts, out = rollout
   advantages = np.linspace(-1.0, 1.0, len(prompts)).astype(np.float32)
   batch = build_batch(
@@ -114,11 +128,15 @@ def test_recomputed_old_logprobs_give_ratio_one(sharp_bf16_model, rollout):
       learning_rate=1e-3, kl_coef=0.0, micro_batch_size=8, temperature=TEMPERATURE
   )
   batch["old_logprobs"] = np.asarray(
-      make_logprob_fn(cfg, train_cfg)(params, batch["tokens"], batch["attention_mask"])
+      make_logprob_fn(cfg, train_cfg, chunk_size=len(prompts))(
+          params, batch["tokens"], batch["attention_mask"]
+      )
   )
   state = init_train_state(cfg, train_cfg, params)
   _, metrics = make_train_step(cfg, train_cfg)(state, batch)
-  mask = batch["loss_mask"]
-  on_policy = -(advantages[:, None] * mask).sum() / mask.sum()  # pg loss at ratio 1
   assert float(metrics["clip_frac"]) == 0.0
-  assert float(metrics["pg_loss"]) == pytest.approx(on_policy, abs=1e-6)
+  log_ratio_max, floor_max = float(metrics["log_ratio_max"]), training_runs[3]
+  if batch_invariant:
+    assert log_ratio_max == 0.0
+  else:
+    assert log_ratio_max <= 2 * floor_max, (log_ratio_max, floor_max)

@@ -1,6 +1,7 @@
 """A role's sampler copy: bf16 weights in the sampler strategy's layout, made on device from the
 train state, refreshed when the state changes, LoRA merged; it samples what the trained params do.
-LoRA adapters start from a seed fixed by the role's name, whatever the name.
+LoRA adapters start from a seed fixed by the role's name, whatever the name. An update reports the
+sampler-vs-trainer mismatch and, with tis_cap, weights the loss by it.
 """
 
 import dataclasses
@@ -9,12 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from rzero_jax import sharding
+from rzero_jax import multihost, sharding
 from rzero_jax.models import load_pretrained
 from rzero_jax.rzero.config import default_config
 from rzero_jax.sampling import generate
 from rzero_jax.selfplay import roles
 from rzero_jax.selfplay.util import PHASE_IDS, RunError
+from rzero_jax.training import make_train_step
+from rzero_jax.training.batch import build_batch
 
 PROMPTS = [[5, 17, 3], [8, 1, 44, 90, 2, 61], [12], [3, 3, 9, 70]]
 GREEDY = dict(max_new_tokens=12, temperature=0.0, num_samples=2)
@@ -128,3 +131,48 @@ def test_role_plans_default_to_the_training_strategy_and_name_a_bad_field(mesh):
   settings.sampler_strategy = "diagonal"
   with pytest.raises(RunError, match=r"config.solver.sampler_strategy: Unknown sharding strategy"):
     roles.role_plans(mesh, "solver", settings)
+
+
+def test_update_reports_the_mismatch_and_weights_by_the_sampler(tiny_qwen3_dir, mesh):
+  # The sampler's log-probs are the trainer's plus a known shift per token, so every mismatch
+  # metric and the TIS weights (cap 2: a shift of -1 gives e > 2, clipped) are known exactly.
+  role = make(tiny_qwen3_dir, mesh, sampler_strategy="")
+  settings = role.settings.train
+  settings.update(kl_coef=0.0, micro_batch_size=4, tis_cap=2.0)
+  role.train_cfg = roles.train_config(role.settings, "solver", "float32")
+  role.train_step = make_train_step(role.model_cfg, role.train_cfg, role.plan)
+  rng = np.random.default_rng(0)
+  prompts = PROMPTS * 2
+  completions = [list(rng.integers(1, 97, rng.integers(2, 7))) for _ in prompts]  # vocab 97
+  layout = dict(prompt_len=8, completion_len=6, pad_id=0)
+  batch = build_batch(
+      prompts, completions, [[0.0] * len(c) for c in completions], np.zeros(8), **layout
+  )
+  batch = multihost.host_to_global(batch, role.plan)
+  trainer_all = np.asarray(role.logprob_fn(role.params, batch["tokens"], batch["attention_mask"]))
+  trainer = [trainer_all[i, 8 : 8 + len(c)] for i, c in enumerate(completions)]
+  shifts = [rng.choice([0.0, 0.1, -0.4, -1.0, 1.2], len(c)).astype(np.float32) for c in completions]
+  sampler = [list(t + s) for t, s in zip(trainer, shifts)]
+  out = roles.Completions(completions, sampler, [True] * 8)
+  advantages = rng.normal(size=8)
+  with pytest.raises(RunError, match="tis_cap needs config.recompute_old_logprobs"):
+    roles.update(
+        role, prompts, out, advantages, mini_batch_size=4, recompute_old_logprobs=False, **layout
+    )
+  metrics = roles.update(role, prompts, out, advantages, mini_batch_size=4, **layout)
+  d = -np.concatenate(shifts).astype(np.float64)  # trainer - sampler
+  want = {
+      "logprob_mismatch": np.abs(d).mean(),
+      "mismatch_kl": (np.exp(d) - d - 1).mean(),
+      "mismatch_max_ratio": np.exp(1.2),
+      "mismatch_share_close": (d == 0).mean(),
+  }
+  for key, value in want.items():
+    np.testing.assert_allclose(metrics[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+  assert 0 < want["mismatch_share_close"] < 1
+  per_mini = [np.concatenate([-s for s in shifts[k : k + 4]]) for k in (0, 4)]
+  weights = [np.minimum(np.exp(x), 2.0) for x in per_mini]
+  np.testing.assert_allclose(metrics["tis_weight"], np.mean([w.mean() for w in weights]), rtol=1e-5)
+  clipped = np.mean([(x == 1.0).mean() for x in per_mini])
+  np.testing.assert_allclose(metrics["tis_clip_frac"], clipped, rtol=1e-6)
+  assert clipped > 0 and metrics["skipped"] == 0

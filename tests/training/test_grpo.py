@@ -1,5 +1,6 @@
 """GRPO math against an independent numpy reference."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -27,15 +28,20 @@ def np_policy_loss(
     kl_estimator,
     agg,
     dual_clip=None,
-    entropy=None
+    entropy=None,
+    sampler=None,
+    tis_cap=None
 ):
   """Loop-per-token reference (float64)."""
   b, t = logp.shape
   pg = np.zeros((b, t))
   kl = np.zeros((b, t))
   clipped = np.zeros((b, t))
+  weight = np.ones((b, t))
   for i in range(b):
     for j in range(t):
+      if tis_cap is not None:
+        weight[i, j] = min(np.exp(np.clip(old[i, j] - sampler[i, j], -20, 20)), tis_cap)
       ratio = np.exp(np.clip(logp[i, j] - old[i, j], -20, 20))
       a = adv[i]
       unclipped_loss = -a * ratio
@@ -44,6 +50,7 @@ def np_policy_loss(
       clipped[i, j] = clipped_loss > unclipped_loss
       if dual_clip is not None and a < 0:
         pg[i, j] = min(pg[i, j], -a * dual_clip)
+      pg[i, j] *= weight[i, j]
       d = ref[i, j] - logp[i, j]
       kl[i, j] = {"k1": -d, "k2": 0.5 * d * d, "k3": np.exp(d) - d - 1}[kl_estimator]
 
@@ -61,6 +68,9 @@ def np_policy_loss(
   }
   if entropy is not None:
     metrics["entropy"] = reduce(entropy)
+  if tis_cap is not None:
+    metrics["tis_weight"] = (weight * mask).sum() / mask.sum()
+    metrics["tis_clip_frac"] = ((weight == tis_cap) * mask).sum() / mask.sum()
   return loss, metrics
 
 
@@ -172,3 +182,98 @@ def test_unknown_choices_name_the_valid_ones():
     grpo.policy_loss(logp, old, ref, adv, mask, agg="seq-sum")
   with pytest.raises(ValueError, match="ref_logprobs"):
     grpo.policy_loss(logp, old, None, adv, mask, kl_coef=0.1)
+
+
+def tis_inputs(seed):
+  logp, old, ref, adv, mask, entropy = random_inputs(seed)
+  rng = np.random.default_rng(seed + 100)
+  sampler = (old + rng.normal(0, 0.5, old.shape)).astype(np.float32)
+  return logp, old, ref, adv, mask, entropy, sampler
+
+
+def np_loss_grad(
+    logp, old, ref, adv, mask, sampler, *, clip_low, clip_high, dual_clip, kl_coef, agg, tis_cap
+):
+  """Analytic d loss / d logp (float64): the TIS-weighted pg term plus the unweighted k3 KL."""
+  ratio = np.exp(logp.astype(np.float64) - old)
+  a = adv[:, None].astype(np.float64)
+  unclipped, clipped = -a * ratio, -a * np.clip(ratio, 1 - clip_low, 1 + clip_high)
+  active = unclipped >= clipped  # else the clipped branch: constant in logp
+  if dual_clip is not None:
+    active &= ~((a < 0) & (-a * dual_clip < unclipped))
+  weight = np.minimum(np.exp(old.astype(np.float64) - sampler), tis_cap)
+  d = ref.astype(np.float64) - logp
+  per_token = np.where(active, -a * ratio, 0.0) * weight + kl_coef * (1.0 - np.exp(d))
+  if agg == "token-mean":
+    scale = mask / mask.sum()
+  else:
+    rows = mask.sum(axis=1, keepdims=True)
+    scale = mask / np.maximum(rows, 1) / (rows > 0).sum()
+  return per_token * scale
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+@pytest.mark.parametrize("dual_clip", [None, 3.0])
+def test_tis_loss_and_gradient_match_reference(agg, dual_clip):
+  logp, old, ref, adv, mask, entropy, sampler = tis_inputs(4)
+  kwargs = dict(clip_low=0.2, clip_high=0.28, kl_coef=0.05, agg=agg, dual_clip=dual_clip)
+  tis = dict(sampler_logprobs=sampler, tis_cap=1.5)
+  loss, metrics = grpo.policy_loss(logp, old, ref, adv, mask, entropy=entropy, **tis, **kwargs)
+  want_loss, want = np_policy_loss(
+      logp,
+      old,
+      ref,
+      adv,
+      mask,
+      kl_estimator="k3",
+      entropy=entropy,
+      sampler=sampler,
+      tis_cap=1.5,
+      **kwargs
+  )
+  np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5, atol=1e-6)
+  for key, value in want.items():
+    np.testing.assert_allclose(float(metrics[key]), value, rtol=1e-5, atol=1e-6, err_msg=key)
+  assert 0.0 < float(metrics["tis_clip_frac"]) < 1.0  # the cap bites on some tokens only
+  grad = jax.grad(lambda lp: grpo.policy_loss(lp, old, ref, adv, mask, **tis, **kwargs)[0])(logp)
+  np.testing.assert_allclose(
+      np.asarray(grad),
+      np_loss_grad(logp, old, ref, adv, mask, sampler, tis_cap=1.5, **kwargs),
+      rtol=1e-4,
+      atol=1e-7,
+  )
+
+
+def test_tis_weights_get_no_gradient_through_old_or_sampler():
+  logp, old, ref, adv, mask, _, sampler = tis_inputs(5)
+  loss = lambda o, s: grpo.policy_loss(logp, o, ref, adv, mask, sampler_logprobs=s, tis_cap=2.0)[0]
+  assert not np.any(np.asarray(jax.grad(loss, argnums=1)(old, sampler)))
+
+
+def test_tis_off_is_bitwise_the_plain_loss():
+  logp, old, ref, adv, mask, entropy, sampler = tis_inputs(6)
+  kwargs = dict(kl_coef=0.05, entropy=entropy, agg="seq-mean-token-mean", dual_clip=3.0)
+  plain, plain_m = grpo.policy_loss(logp, old, ref, adv, mask, **kwargs)
+  off, off_m = grpo.policy_loss(logp, old, ref, adv, mask, sampler_logprobs=sampler, **kwargs)
+  same, same_m = grpo.policy_loss(  # sampler == trainer: every weight is exactly 1
+      logp, old, ref, adv, mask, sampler_logprobs=old, tis_cap=2.0, **kwargs
+  )
+  assert float(off) == float(plain) and float(same) == float(plain)
+  assert off_m.keys() == plain_m.keys() and all(float(off_m[k]) == float(plain_m[k]) for k in off_m)
+  assert float(same_m["tis_weight"]) == 1.0 and float(same_m["tis_clip_frac"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "cap, sampler, match",
+    [
+        (0.0, True, "tis_cap must be > 0"),
+        (-2.0, True, "tis_cap must be > 0"),
+        (2.0, False, "sampler_logprobs"),
+    ],
+)
+def test_tis_bad_settings_fail(cap, sampler, match):
+  logp, old, ref, adv, mask, _, sampler_logp = tis_inputs(7)
+  with pytest.raises(ValueError, match=match):
+    grpo.policy_loss(
+        logp, old, ref, adv, mask, sampler_logprobs=sampler_logp if sampler else None, tis_cap=cap
+    )

@@ -255,6 +255,46 @@ def test_bfloat16_compute_keeps_float32_master_weights(tiny, unsharded_step):
 # A real learning test: sample with the sampler, reward the share of a target token, train.
 
 
+def tis_batch(batch, seed=1):
+  """`batch` with the sampler's log-probs: the old (trainer) ones plus noise, so the cap bites."""
+  noise = np.random.default_rng(seed).normal(0, 0.5, batch["old_logprobs"].shape)
+  sampler = (batch["old_logprobs"] + noise.astype(np.float32)) * batch["attention_mask"]
+  return dict(batch, sampler_logprobs=sampler)
+
+
+def test_tis_step_equals_the_weighted_reference_loss(tiny):
+  from tests.training.test_grpo import np_policy_loss
+
+  params, batch = tiny
+  batch = tis_batch(batch)
+  cfg = dataclasses.replace(STEP_CFG, tis_cap=1.5, micro_batch_size=2)
+  current = np.asarray(
+      make_logprob_fn(TINY, cfg.temperature)(params, batch["tokens"], batch["attention_mask"])
+  )
+  fields = ("clip_low", "clip_high", "dual_clip", "kl_coef", "kl_estimator", "agg", "tis_cap")
+  want_loss, want = np_policy_loss(
+      current.astype(np.float64),
+      *(batch[k] for k in ("old_logprobs", "ref_logprobs", "advantages", "loss_mask")),
+      sampler=batch["sampler_logprobs"],
+      **{k: getattr(cfg, k) for k in fields},
+  )
+  state, metrics = make_train_step(TINY, cfg)(init_train_state(TINY, cfg, params), batch)
+  np.testing.assert_allclose(float(metrics["loss"]), want_loss, rtol=1e-5, atol=1e-6)
+  for key in ("pg_loss", "tis_weight", "tis_clip_frac"):
+    np.testing.assert_allclose(float(metrics[key]), want[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  assert 0 < float(metrics["tis_clip_frac"]) < 1 and int(state.step) == 1
+  plain, _, _ = grads_fn(TINY, STEP_CFG, params, batch)  # tis_cap None ignores sampler_logprobs
+  assert float(plain) == float(grads_fn(TINY, STEP_CFG, params, dict(tiny[1]))[0])
+
+
+def test_tis_step_needs_sampler_logprobs(tiny):
+  params, batch = tiny
+  with pytest.raises(ValueError, match="sampler_logprobs"):
+    compute_grads(TINY, dataclasses.replace(STEP_CFG, tis_cap=2.0), params, batch)
+  with pytest.raises(ValueError, match="tis_cap must be > 0"):
+    dataclasses.replace(STEP_CFG, tis_cap=0.0)
+
+
 def test_grpo_learns_to_emit_a_target_token():
   from rzero_jax.sampling import generate
 
