@@ -67,5 +67,7 @@ def test_jitted_training_pass_within_twice_the_eager_floor():
   (jit_mean, jit_max), (eager_mean, eager_max) = floor(jitted), floor(eager)
   numbers = dict(jitted=(jit_mean, jit_max), eager=(eager_mean, eager_max))
   assert jit_mean <= 2 * eager_mean and jit_max <= 2 * eager_max, numbers
+  # Jitted vs op by op: no skipped bfloat16 rounding (that moves log-probs by ~1e-3 here), only
+  # float32 accumulation order (jax 0.12.1: 9.5e-7 with both floors 0).
   fusion = max(np.abs(jitted[s] - eager[s])[scored].max() for s in shapes)
-  assert fusion <= eager_max, (fusion, numbers)
+  assert fusion <= max(eager_max, 1e-5), (fusion, numbers)
